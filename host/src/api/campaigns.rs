@@ -1,0 +1,162 @@
+//! Campaign endpoints.
+
+use salvo::prelude::*;
+use uuid::Uuid;
+
+use super::dto::{CampaignBody, CampaignInput, CampaignList, CampaignQuery, CampaignStats};
+use super::extract::{self, app, user};
+use super::problem::{ApiError, Problem};
+use super::{App, retry_on_conflict};
+use crate::domain::campaign::{self, Campaign, CampaignStatus};
+use crate::domain::stats::tally;
+
+pub(super) async fn load(app: &App, user_id: Uuid, id: Uuid) -> Result<Campaign, ApiError> {
+    app.store.campaign(user_id, id).await?.ok_or(ApiError::NotFound("campaign"))
+}
+
+/// List your campaigns, newest first.
+#[utoipa::path(get, path = "/api/v1/campaigns", tag = "campaigns", params(CampaignQuery),
+    responses(
+        (status = 200, body = CampaignList),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad page, per_page or status", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[handler]
+pub async fn list(req: &mut Request, depot: &mut Depot) -> Result<Json<CampaignList>, ApiError> {
+    let page = extract::page(req)?;
+    let status = match req.query::<String>("status") {
+        None => None,
+        Some(raw) => Some(
+            raw.parse::<CampaignStatus>()
+                .map_err(|e| crate::domain::DomainError::field("status", e))?,
+        ),
+    };
+    let found = app(depot).store.list_campaigns(user(depot), status, page).await?;
+    Ok(Json(CampaignList::new(found, page)))
+}
+
+/// Create a campaign (always `draft`).
+#[utoipa::path(post, path = "/api/v1/campaigns", tag = "campaigns", request_body = CampaignInput,
+    responses(
+        (status = 201, body = CampaignBody),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[handler]
+pub async fn create(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
+    let app = app(depot);
+    let input: CampaignInput = extract::json(req, app.config.server.max_body_bytes).await?;
+    let created = campaign::create(Uuid::now_v7(), user(depot), input.into(), &app.rules(), app.clock.now())?;
+    app.store.insert_campaign(&created).await?;
+    res.status_code(StatusCode::CREATED);
+    res.render(Json(CampaignBody::from(created)));
+    Ok(())
+}
+
+/// Get one campaign.
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "campaigns",
+    params(("id" = Uuid, Path, description = "Campaign id")),
+    responses(
+        (status = 200, body = CampaignBody),
+        (status = 400, description = "id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[handler]
+pub async fn show(req: &mut Request, depot: &mut Depot) -> Result<Json<CampaignBody>, ApiError> {
+    let id = extract::path_id(req, "id")?;
+    Ok(Json(load(app(depot), user(depot), id).await?.into()))
+}
+
+/// Update a campaign: any writable field; status moves and active-campaign rules apply.
+#[utoipa::path(put, path = "/api/v1/campaigns/{id}", tag = "campaigns", request_body = CampaignInput,
+    params(("id" = Uuid, Path, description = "Campaign id")),
+    responses(
+        (status = 200, body = CampaignBody),
+        (status = 400, description = "Malformed JSON, illegal status change, template edit while active, or completed campaign", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[handler]
+pub async fn update(req: &mut Request, depot: &mut Depot) -> Result<Json<CampaignBody>, ApiError> {
+    let app = app(depot);
+    let (user_id, id) = (user(depot), extract::path_id(req, "id")?);
+    let input: CampaignInput = extract::json(req, app.config.server.max_body_bytes).await?;
+    let changes: campaign::CampaignChanges = input.into();
+    let updated = retry_on_conflict(|| async {
+        let current = load(app, user_id, id).await?;
+        let updated = campaign::update(&current, changes.clone(), &app.rules(), app.clock.now())?;
+        let written = app.store.replace_campaign(&updated, current.updated_at).await?;
+        Ok(written.then_some(updated))
+    })
+    .await?;
+    Ok(Json(updated.into()))
+}
+
+/// Delete a campaign with its messages and contact links (not while active).
+#[utoipa::path(delete, path = "/api/v1/campaigns/{id}", tag = "campaigns",
+    params(("id" = Uuid, Path, description = "Campaign id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Active campaign, or id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[handler]
+pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
+    let app = app(depot);
+    let (user_id, id) = (user(depot), extract::path_id(req, "id")?);
+    retry_on_conflict(|| async {
+        let current = load(app, user_id, id).await?;
+        campaign::check_deletable(&current)?;
+        let deleted = app.store.delete_campaign(user_id, id, current.updated_at).await?;
+        Ok(deleted.then_some(()))
+    })
+    .await?;
+    res.status_code(StatusCode::NO_CONTENT);
+    Ok(())
+}
+
+/// Delivery statistics of a campaign.
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/stats", tag = "campaigns",
+    params(("id" = Uuid, Path, description = "Campaign id")),
+    responses(
+        (status = 200, body = CampaignStats),
+        (status = 400, description = "id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[handler]
+pub async fn stats(req: &mut Request, depot: &mut Depot) -> Result<Json<CampaignStats>, ApiError> {
+    let app = app(depot);
+    let campaign = load(app, user(depot), extract::path_id(req, "id")?).await?;
+    let counts = app.store.message_counts(campaign.id).await?;
+    let total_contacts = app.store.count_campaign_contacts(campaign.id).await?;
+    let (all, mut by_variant) = tally(counts.iter().map(|(v, s, n)| (v.as_str(), s.as_str(), *n)));
+    let variants = campaign.message_template_b.is_some().then(|| {
+        ["a", "b"]
+            .into_iter()
+            .map(|v| (v.to_string(), by_variant.remove(v).unwrap_or_default().into()))
+            .collect()
+    });
+    Ok(Json(CampaignStats {
+        total_contacts,
+        messages_sent: all.sent,
+        messages_delivered: all.delivered,
+        messages_failed: all.failed,
+        messages_pending: all.pending,
+        delivery_rate: all.delivery_rate(),
+        success_rate: all.success_rate(),
+        variants,
+    }))
+}

@@ -1,0 +1,200 @@
+//! Contact endpoints: add (JSON), import (CSV), list, get, patch.
+
+use std::fs::File;
+
+use salvo::prelude::*;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::campaigns::load;
+use super::dto::{AddContacts, AddContactsResult, ContactBody, ContactList, ContactPatch, ImportResult, ImportUpload, PageQuery};
+use super::extract::{self, app, user};
+use super::problem::{ApiError, Problem};
+use super::retry_on_conflict;
+use crate::domain::contact::{self, ConsentSource, ContactInput, NewContact};
+use crate::domain::csv_import::{CsvContacts, CsvFileError, ImportReport, Row};
+use crate::store::ContactBatches;
+
+/// Contacts handed to the store per message while a file is parsed.
+const IMPORT_BATCH: usize = 4_000;
+
+/// Add contacts to a campaign (all-or-nothing validation).
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/contacts", tag = "contacts", request_body = AddContacts,
+    params(("id" = Uuid, Path, description = "Campaign id")),
+    responses(
+        (status = 201, body = AddContactsResult),
+        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid contacts, each named in `errors`", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[handler]
+pub async fn add(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
+    let app = app(depot);
+    let campaign = load(app, user(depot), extract::path_id(req, "id")?).await?;
+    let body: AddContacts = extract::json(req, app.config.server.max_body_bytes).await?;
+    let inputs: Vec<ContactInput> = body.contacts.into_iter().map(Into::into).collect();
+    let batch = contact::validate_batch(inputs, &app.phone_policy)?;
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(Ok(batch.contacts)).await.expect("receiver is alive");
+    drop(tx);
+    let outcome = link(app, &campaign, rx).await?;
+    res.status_code(StatusCode::CREATED);
+    res.render(Json(AddContactsResult {
+        added: outcome.linked,
+        duplicates: outcome.already_linked + batch.repeats,
+        total_contacts: outcome.total_contacts,
+    }));
+    Ok(())
+}
+
+async fn link(
+    app: &super::App,
+    campaign: &crate::domain::campaign::Campaign,
+    batches: ContactBatches,
+) -> Result<crate::store::LinkOutcome, ApiError> {
+    let now = app.clock.now();
+    Ok(app.store.link_contacts(campaign.user_id, campaign.id, batches, now).await?)
+}
+
+/// Import contacts from a CSV file; bad rows are skipped and reported.
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/contacts/import", tag = "contacts",
+    request_body(content = ImportUpload, content_type = "multipart/form-data"),
+    params(("id" = Uuid, Path, description = "Campaign id")),
+    responses(
+        (status = 201, body = ImportResult),
+        (status = 400, description = "No `file` field, not text, or no usable header; nothing imported", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Over contacts.max_import_bytes", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[handler]
+pub async fn import(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
+    let app = app(depot);
+    let campaign = load(app, user(depot), extract::path_id(req, "id")?).await?;
+    let limit = app.config.contacts.max_import_bytes;
+    let file = match req.try_file("file").await {
+        Ok(Some(file)) => file.clone(),
+        Ok(None) => return Err(ApiError::BadRequest("the upload has no `file` field".into())),
+        Err(salvo::http::ParseError::PayloadTooLarge) => return Err(ApiError::TooLarge(limit)),
+        Err(e) => {
+            return Err(ApiError::BadRequest(format!(
+                "expected multipart/form-data with a `file` field: {e}"
+            )));
+        }
+    };
+    if file.size() > limit {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let (tx, rx) = mpsc::channel(2);
+    let policy = app.phone_policy.clone();
+    // The parser owns `file`, which keeps the temporary upload alive until it is done.
+    let parser = tokio::task::spawn_blocking(move || -> Result<ImportReport, CsvFileError> {
+        let input = File::open(file.path()).map_err(|e| CsvFileError::Read(e.to_string()))?;
+        let mut rows = CsvContacts::new(input, policy)?;
+        let mut report = ImportReport::default();
+        let mut batch: Vec<NewContact> = Vec::with_capacity(IMPORT_BATCH);
+        let send = |batch: Vec<NewContact>| tx.blocking_send(Ok(batch)).is_ok();
+        loop {
+            match rows.next_row() {
+                Ok(Some(Row::Contact(c))) => {
+                    batch.push(c);
+                    if batch.len() == IMPORT_BATCH && !send(std::mem::replace(&mut batch, Vec::with_capacity(IMPORT_BATCH))) {
+                        break;
+                    }
+                }
+                Ok(Some(Row::Repeat)) => report.duplicates += 1,
+                Ok(Some(Row::Invalid(detail))) => report.record_error(detail),
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            send(batch);
+        }
+        Ok(report)
+    });
+    let (linked, parsed) = tokio::join!(link(app, &campaign, rx), parser);
+    let mut report = parsed.map_err(|e| ApiError::Internal(format!("CSV parser stopped: {e}")))??;
+    let outcome = linked?;
+    report.imported = outcome.linked;
+    report.duplicates += outcome.already_linked;
+    report.total_contacts = outcome.total_contacts;
+    res.status_code(StatusCode::CREATED);
+    res.render(Json(ImportResult::from(report)));
+    Ok(())
+}
+
+/// Contacts of a campaign, in the order they were added.
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/contacts", tag = "contacts",
+    params(("id" = Uuid, Path, description = "Campaign id"), PageQuery),
+    responses(
+        (status = 200, body = ContactList),
+        (status = 400, description = "id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad page or per_page", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[handler]
+pub async fn list(req: &mut Request, depot: &mut Depot) -> Result<Json<ContactList>, ApiError> {
+    let app = app(depot);
+    let campaign = load(app, user(depot), extract::path_id(req, "id")?).await?;
+    let page = extract::page(req)?;
+    let found = app.store.campaign_contacts(campaign.id, page).await?;
+    Ok(Json(ContactList::new(found, page)))
+}
+
+async fn load_contact(app: &super::App, user_id: Uuid, id: Uuid) -> Result<contact::Contact, ApiError> {
+    app.store.contact(user_id, id).await?.ok_or(ApiError::NotFound("contact"))
+}
+
+/// Get one contact.
+#[utoipa::path(get, path = "/api/v1/contacts/{id}", tag = "contacts",
+    params(("id" = Uuid, Path, description = "Contact id")),
+    responses(
+        (status = 200, body = ContactBody),
+        (status = 400, description = "id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[handler]
+pub async fn show(req: &mut Request, depot: &mut Depot) -> Result<Json<ContactBody>, ApiError> {
+    let id = extract::path_id(req, "id")?;
+    Ok(Json(load_contact(app(depot), user(depot), id).await?.into()))
+}
+
+/// Change a contact's name, attributes or opt-out.
+#[utoipa::path(patch, path = "/api/v1/contacts/{id}", tag = "contacts", request_body = ContactPatch,
+    params(("id" = Uuid, Path, description = "Contact id")),
+    responses(
+        (status = 200, body = ContactBody),
+        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+#[handler]
+pub async fn patch(req: &mut Request, depot: &mut Depot) -> Result<Json<ContactBody>, ApiError> {
+    let app = app(depot);
+    let (user_id, id) = (user(depot), extract::path_id(req, "id")?);
+    let body: ContactPatch = extract::json(req, app.config.server.max_body_bytes).await?;
+    let changes: contact::ContactChanges = body.into();
+    let updated = retry_on_conflict(|| async {
+        let current = load_contact(app, user_id, id).await?;
+        let (updated, consent_changed) = contact::update(&current, changes.clone(), app.clock.now())?;
+        let consent = consent_changed.then_some(ConsentSource::Api);
+        let written = app.store.replace_contact(&updated, current.updated_at, consent).await?;
+        Ok(written.then_some(updated))
+    })
+    .await?;
+    Ok(Json(updated.into()))
+}

@@ -1,0 +1,401 @@
+//! Request and response bodies of the API: the same types drive the handlers
+//! and the OpenAPI document.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::domain::campaign::{Campaign, CampaignChanges, CampaignStatus, format_time_of_day};
+use crate::domain::contact::{Contact, ContactChanges, ContactInput};
+use crate::domain::csv_import::ImportReport;
+use crate::domain::page::{Page, PageRequest};
+use crate::domain::stats::Counters;
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Draft,
+    Active,
+    Paused,
+    Completed,
+}
+
+impl From<CampaignStatus> for Status {
+    fn from(s: CampaignStatus) -> Self {
+        match s {
+            CampaignStatus::Draft => Self::Draft,
+            CampaignStatus::Active => Self::Active,
+            CampaignStatus::Paused => Self::Paused,
+            CampaignStatus::Completed => Self::Completed,
+        }
+    }
+}
+
+/// A campaign.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignBody {
+    pub id: Uuid,
+    #[schema(example = "Spring sale")]
+    pub name: String,
+    #[schema(example = "Hi {{first_name | default:\"there\"}}, 20% off today!")]
+    pub message_template: String,
+    pub message_template_b: Option<String>,
+    /// Share of recipients (0-100) who get variant B.
+    pub ab_test_percentage: Option<i32>,
+    #[schema(example = 125)]
+    pub daily_limit: i32,
+    pub total_limit: Option<i32>,
+    pub status: Status,
+    #[schema(example = "America/New_York")]
+    pub timezone: String,
+    #[schema(example = "09:00")]
+    pub send_window_start: String,
+    #[schema(example = "18:00")]
+    pub send_window_end: String,
+    #[schema(example = json!(["mon", "tue", "wed", "thu", "fri"]))]
+    pub send_days: Vec<String>,
+    /// Configured carrier name; null means the default carrier.
+    pub carrier: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Campaign> for CampaignBody {
+    fn from(c: Campaign) -> Self {
+        Self {
+            id: c.id,
+            name: c.name,
+            message_template: c.message_template,
+            message_template_b: c.message_template_b,
+            ab_test_percentage: c.ab_test_percentage,
+            daily_limit: c.daily_limit,
+            total_limit: c.total_limit,
+            status: c.status.into(),
+            timezone: c.timezone.name().to_string(),
+            send_window_start: format_time_of_day(c.send_window_start),
+            send_window_end: format_time_of_day(c.send_window_end),
+            send_days: c.send_days.names().into_iter().map(String::from).collect(),
+            carrier: c.carrier,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// Writable campaign fields. On create, `name` and `message_template` are
+/// required; on update every field is optional and absent fields are unchanged.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignInput {
+    /// 1-100 characters, not blank.
+    pub name: Option<String>,
+    /// 1-1600 characters; `{{ variable }}` placeholders.
+    pub message_template: Option<String>,
+    /// Optional B variant for A/B tests; null removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub message_template_b: Option<Option<String>>,
+    /// 0-100; defaults to 50 when message_template_b is set.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 100)]
+    pub ab_test_percentage: Option<Option<i64>>,
+    /// 1-1000 messages per local day (default 125).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub daily_limit: Option<i64>,
+    /// At least 1; null means unlimited.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub total_limit: Option<Option<i64>>,
+    /// Only on update: draft→active, active→paused, paused→active, active|paused→completed.
+    pub status: Option<Status>,
+    /// IANA time zone (default America/New_York).
+    pub timezone: Option<String>,
+    /// HH:MM (default 09:00).
+    pub send_window_start: Option<String>,
+    /// HH:MM (default 18:00), later than the start.
+    pub send_window_end: Option<String>,
+    /// Days of mon…sun (default mon-fri).
+    pub send_days: Option<Vec<String>>,
+    /// A configured carrier name; null means the default carrier.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub carrier: Option<Option<String>>,
+}
+
+impl From<CampaignInput> for CampaignChanges {
+    fn from(i: CampaignInput) -> Self {
+        Self {
+            name: i.name,
+            message_template: i.message_template,
+            message_template_b: i.message_template_b,
+            ab_test_percentage: i.ab_test_percentage,
+            daily_limit: i.daily_limit,
+            total_limit: i.total_limit,
+            status: i.status.map(Into::into),
+            timezone: i.timezone,
+            send_window_start: i.send_window_start,
+            send_window_end: i.send_window_end,
+            send_days: i.send_days,
+            carrier: i.carrier,
+        }
+    }
+}
+
+impl From<Status> for CampaignStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Draft => Self::Draft,
+            Status::Active => Self::Active,
+            Status::Paused => Self::Paused,
+            Status::Completed => Self::Completed,
+        }
+    }
+}
+
+/// Documents the pagination query; `extract::page` parses it so errors name the field.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageQuery {
+    /// Page number, from 1 (default 1).
+    #[param(minimum = 1)]
+    pub page: Option<u32>,
+    /// Items per page, 1-100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
+    pub per_page: Option<u32>,
+}
+
+/// Documents the campaign list query (parsed by the handler, see [`PageQuery`]).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct CampaignQuery {
+    /// Page number, from 1 (default 1).
+    #[param(minimum = 1)]
+    pub page: Option<u32>,
+    /// Items per page, 1-100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
+    pub per_page: Option<u32>,
+    /// Only campaigns in this status.
+    #[param(inline)]
+    pub status: Option<Status>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignList {
+    pub campaigns: Vec<CampaignBody>,
+    pub total: u64,
+    pub page: u32,
+    pub per_page: u32,
+    pub total_pages: u64,
+}
+
+impl CampaignList {
+    pub fn new(page: Page<Campaign>, request: PageRequest) -> Self {
+        Self {
+            campaigns: page.items.into_iter().map(Into::into).collect(),
+            total: page.total,
+            page: request.page,
+            per_page: request.per_page,
+            total_pages: request.total_pages(page.total),
+        }
+    }
+}
+
+/// A contact.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContactBody {
+    pub id: Uuid,
+    #[schema(example = "+15551234567")]
+    pub phone_number: String,
+    pub name: String,
+    pub opted_out: bool,
+    pub attributes: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Contact> for ContactBody {
+    fn from(c: Contact) -> Self {
+        Self {
+            id: c.id,
+            phone_number: c.phone_number,
+            name: c.name,
+            opted_out: c.opted_out,
+            attributes: c.attributes,
+            created_at: c.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContactList {
+    pub contacts: Vec<ContactBody>,
+    pub total: u64,
+    pub page: u32,
+    pub per_page: u32,
+    pub total_pages: u64,
+}
+
+impl ContactList {
+    pub fn new(page: Page<Contact>, request: PageRequest) -> Self {
+        Self {
+            contacts: page.items.into_iter().map(Into::into).collect(),
+            total: page.total,
+            page: request.page,
+            per_page: request.per_page,
+            total_pages: request.total_pages(page.total),
+        }
+    }
+}
+
+/// One contact to add.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewContactBody {
+    /// E.164, or national NANP formatting (normalized).
+    #[schema(example = "+15551234567")]
+    pub phone_number: String,
+    /// 1-100 characters.
+    #[schema(example = "Ada Lovelace")]
+    pub name: String,
+    /// Free key/value strings usable in templates.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl From<NewContactBody> for ContactInput {
+    fn from(b: NewContactBody) -> Self {
+        Self {
+            phone_number: b.phone_number,
+            name: b.name,
+            attributes: b.attributes,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddContacts {
+    /// 1 to 10,000 contacts; any invalid item rejects the whole request.
+    pub contacts: Vec<NewContactBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AddContactsResult {
+    /// Contacts newly linked to the campaign.
+    pub added: u64,
+    /// Phones already in the campaign or repeated in the request.
+    pub duplicates: u64,
+    /// Contacts linked to the campaign afterwards.
+    pub total_contacts: u64,
+}
+
+/// A CSV upload: multipart/form-data with a `file` field.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ImportUpload {
+    /// UTF-8 CSV with a header row naming `phone_number` (or `phone`) and `name`;
+    /// other columns become attributes.
+    #[schema(value_type = String, format = Binary, content_media_type = "text/csv")]
+    pub file: Vec<u8>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportResult {
+    pub imported: u64,
+    pub duplicates: u64,
+    /// Rows skipped as invalid.
+    pub errors: u64,
+    pub total_contacts: u64,
+    /// The first 100 row errors, e.g. `line 7: invalid phone number "12345"`.
+    pub error_details: Vec<String>,
+}
+
+impl From<ImportReport> for ImportResult {
+    fn from(r: ImportReport) -> Self {
+        Self {
+            imported: r.imported,
+            duplicates: r.duplicates,
+            errors: r.errors,
+            total_contacts: r.total_contacts,
+            error_details: r.error_details,
+        }
+    }
+}
+
+/// Changes to a contact; absent fields are unchanged.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactPatch {
+    pub name: Option<String>,
+    /// Replaces all attributes.
+    pub attributes: Option<BTreeMap<String, String>>,
+    /// Opting out (or back in) is recorded for consent audits.
+    pub opted_out: Option<bool>,
+}
+
+impl From<ContactPatch> for ContactChanges {
+    fn from(p: ContactPatch) -> Self {
+        Self {
+            name: p.name,
+            attributes: p.attributes,
+            opted_out: p.opted_out,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VariantStats {
+    pub messages_sent: u64,
+    pub messages_delivered: u64,
+    pub messages_failed: u64,
+    pub messages_pending: u64,
+    pub delivery_rate: f64,
+    pub success_rate: f64,
+}
+
+impl From<Counters> for VariantStats {
+    fn from(c: Counters) -> Self {
+        Self {
+            messages_sent: c.sent,
+            messages_delivered: c.delivered,
+            messages_failed: c.failed,
+            messages_pending: c.pending,
+            delivery_rate: c.delivery_rate(),
+            success_rate: c.success_rate(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignStats {
+    /// Contacts linked to the campaign.
+    pub total_contacts: u64,
+    /// Accepted by the carrier, delivered ones included.
+    pub messages_sent: u64,
+    pub messages_delivered: u64,
+    pub messages_failed: u64,
+    /// Queued or sending.
+    pub messages_pending: u64,
+    /// Delivered / sent, 2 decimals.
+    pub delivery_rate: f64,
+    /// Sent / all messages, 2 decimals.
+    pub success_rate: f64,
+    /// Per A/B variant (`a`, `b`), when the campaign has a B variant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variants: Option<BTreeMap<String, VariantStats>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}

@@ -1,0 +1,195 @@
+//! The HTTP edge (salvo): routing, authentication, request telemetry. Handlers
+//! are thin: parse, call domain rules and the store, render. Knows no SQL.
+
+mod campaigns;
+mod contacts;
+pub mod docs;
+mod dto;
+mod extract;
+mod ops;
+pub mod problem;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use salvo::catcher::Catcher;
+use salvo::http::HeaderValue;
+use salvo::prelude::*;
+use uuid::Uuid;
+
+use crate::auth::Verifier;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::domain::campaign::CampaignRules;
+use crate::domain::phone::PhonePolicy;
+use crate::store::Store;
+use problem::ApiError;
+
+/// Everything a request handler may use.
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub verifier: Verifier,
+    pub clock: Arc<dyn Clock>,
+    pub phone_policy: PhonePolicy,
+    carrier_names: Vec<String>,
+    /// Users known to exist, so provisioning costs one write per user, not per request.
+    known_users: RwLock<HashSet<Uuid>>,
+}
+
+impl App {
+    pub fn new(config: Config, store: Arc<dyn Store>, verifier: Verifier, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            phone_policy: PhonePolicy::new(&config.contacts.country_codes),
+            carrier_names: config.carriers.iter().map(|c| c.name.clone()).collect(),
+            config,
+            store,
+            verifier,
+            clock,
+            known_users: RwLock::new(HashSet::new()),
+        }
+    }
+
+    pub(crate) fn rules(&self) -> CampaignRules<'_> {
+        CampaignRules {
+            carriers: &self.carrier_names,
+        }
+    }
+
+    async fn ensure_user(&self, user_id: Uuid) -> Result<(), ApiError> {
+        if self.known_users.read().expect("lock").contains(&user_id) {
+            return Ok(());
+        }
+        self.store.ensure_user(user_id, self.clock.now()).await?;
+        self.known_users.write().expect("lock").insert(user_id);
+        Ok(())
+    }
+}
+
+/// The authenticated user of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct CurrentUser(pub Uuid);
+
+/// Runs an optimistic read-modify-write until it lands; `Ok(None)` from `attempt`
+/// means someone else wrote first.
+async fn retry_on_conflict<T, F, Fut>(mut attempt: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, ApiError>>,
+{
+    for _ in 0..5 {
+        if let Some(done) = attempt().await? {
+            return Ok(done);
+        }
+    }
+    Err(ApiError::Conflict("the resource is being changed concurrently; retry".into()))
+}
+
+#[handler]
+async fn authenticate(req: &mut Request, depot: &mut Depot, res: &mut Response, ctrl: &mut FlowCtrl) {
+    let app = extract::app(depot);
+    let header = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+    let user_id = match app.verifier.verify_header(header) {
+        Ok(user_id) => user_id,
+        Err(reason) => {
+            tracing::debug!(%reason, "token refused");
+            problem::write_problem(res, &ApiError::Unauthorized.to_problem());
+            ctrl.skip_rest();
+            return;
+        }
+    };
+    if let Err(e) = app.ensure_user(user_id).await {
+        e.write(req, depot, res).await;
+        ctrl.skip_rest();
+        return;
+    }
+    depot.insert_typed(CurrentUser(user_id));
+}
+
+/// Request id, structured log line and metrics for every request.
+#[handler]
+async fn observe(req: &mut Request, depot: &mut Depot, res: &mut Response, ctrl: &mut FlowCtrl) {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| Uuid::now_v7().to_string());
+    ctrl.call_next(req, depot, res).await;
+    let status = res.status_code.unwrap_or(StatusCode::OK).as_u16();
+    let route = match req.matched_path() {
+        "" => "unmatched".to_string(),
+        path => format!("/{path}"),
+    };
+    let method = req.method().as_str().to_string();
+    let elapsed = started.elapsed();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert("x-request-id", value);
+    }
+    tracing::info!(
+        request_id,
+        method,
+        path = req.uri().path(),
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    metrics::counter!("herald_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("herald_http_request_duration_seconds", "method" => method, "route" => route).record(elapsed.as_secs_f64());
+}
+
+/// Headroom for multipart framing around an upload of `max_import_bytes`.
+const MULTIPART_SLACK: u64 = 64 * 1024;
+
+pub fn router(app: Arc<App>) -> Router {
+    let body_limit = app.config.server.max_body_bytes as usize;
+    let import_limit = (app.config.contacts.max_import_bytes + MULTIPART_SLACK) as usize;
+    let authenticated = Router::new()
+        .hoop(authenticate)
+        .hoop(salvo::http::request::SecureMaxSize::new(body_limit))
+        .push(
+            Router::with_path("campaigns")
+                .get(campaigns::list)
+                .post(campaigns::create)
+                .push(
+                    Router::with_path("{id}")
+                        .get(campaigns::show)
+                        .put(campaigns::update)
+                        .delete(campaigns::delete)
+                        .push(Router::with_path("stats").get(campaigns::stats))
+                        .push(
+                            Router::with_path("contacts")
+                                .get(contacts::list)
+                                .post(contacts::add)
+                                .push(
+                                    Router::with_path("import")
+                                        .hoop(salvo::http::request::SecureMaxSize::new(import_limit))
+                                        .post(contacts::import),
+                                ),
+                        ),
+                ),
+        )
+        .push(Router::with_path("contacts/{id}").get(contacts::show).patch(contacts::patch));
+    Router::new()
+        .hoop(salvo::affix_state::inject(app))
+        .push(Router::with_path("healthz").get(ops::healthz))
+        .push(Router::with_path("readyz").get(ops::readyz))
+        .push(Router::with_path("metrics").get(ops::metrics))
+        .push(Router::with_path("docs").get(docs::swagger))
+        .push(Router::with_path("docs/{**rest}").get(docs::swagger))
+        .push(
+            Router::with_path("api/v1")
+                .push(Router::with_path("openapi.json").get(docs::openapi_json))
+                .push(authenticated),
+        )
+}
+
+pub fn service(app: Arc<App>) -> Service {
+    Service::new(router(app))
+        .hoop(observe)
+        .catcher(Catcher::default().hoop(problem::catcher))
+}

@@ -1,0 +1,251 @@
+//! Bearer tokens: verification (HS256 secret, or an RS256/ES256 public key of an
+//! identity provider), issuing HS256 tokens for `herald token`, and the secret
+//! generated on first start.
+//!
+//! The algorithm comes from configuration only; a token's `alg` header must
+//! match it, and `none` never parses.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::AuthConfig;
+
+const SECRET_FILE: &str = "jwt_secret";
+const FIRST_USER_FILE: &str = "first_user";
+
+/// Why a request's token was refused. Deliberately coarse: callers answer 401
+/// with the same body whatever the reason, and log the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error("auth.jwt_public_key: cannot read {path}: {source}")]
+    ReadKey { path: PathBuf, source: std::io::Error },
+    #[error("auth.jwt_public_key: {0} is neither an RSA nor a P-256 EC public key in PEM form")]
+    BadKey(PathBuf),
+    #[error("cannot keep the generated JWT secret in {path}: {source}")]
+    Secret { path: PathBuf, source: std::io::Error },
+    #[error("cannot sign a token: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+    #[error(
+        "tokens are issued by your identity provider (auth.jwt_public_key is set); herald token only signs HS256 tokens"
+    )]
+    ExternalIssuer,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+}
+
+/// Checks bearer tokens against the one configured key and algorithm.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Verifier {
+    /// A public key wins over a secret: with an identity provider configured,
+    /// only its tokens are accepted.
+    pub fn new(config: &AuthConfig, secret: &str) -> Result<Self, AuthSetupError> {
+        let (key, algorithm) = match &config.jwt_public_key {
+            Some(path) => load_public_key(path)?,
+            None => (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256),
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 30;
+        if let Some(issuer) = &config.issuer {
+            validation.set_issuer(&[issuer]);
+            validation.required_spec_claims.insert("iss".into());
+        }
+        match &config.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            None => validation.validate_aud = false,
+        }
+        Ok(Self { key, validation })
+    }
+
+    /// The user id (`sub`) of a valid token.
+    pub fn verify(&self, token: &str) -> Result<Uuid, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::Invalid("sub is not a UUID".into()))
+    }
+
+    /// The user id of an `Authorization` header value.
+    pub fn verify_header(&self, header: Option<&str>) -> Result<Uuid, AuthError> {
+        let value = header.ok_or(AuthError::Missing)?;
+        let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Missing)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::Missing);
+        }
+        self.verify(token.trim())
+    }
+}
+
+fn load_public_key(path: &Path) -> Result<(DecodingKey, Algorithm), AuthSetupError> {
+    let pem = fs::read(path).map_err(|source| AuthSetupError::ReadKey {
+        path: path.into(),
+        source,
+    })?;
+    if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+        return Ok((key, Algorithm::RS256));
+    }
+    DecodingKey::from_ec_pem(&pem)
+        .map(|key| (key, Algorithm::ES256))
+        .map_err(|_| AuthSetupError::BadKey(path.into()))
+}
+
+/// Signs an HS256 token for `sub`, valid for `ttl`.
+pub fn issue(config: &AuthConfig, secret: &str, sub: Uuid, ttl: Duration) -> Result<String, AuthSetupError> {
+    if config.jwt_public_key.is_some() {
+        return Err(AuthSetupError::ExternalIssuer);
+    }
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = Claims {
+        sub: sub.to_string(),
+        exp: now + ttl.as_secs(),
+        iat: Some(now),
+        iss: config.issuer.clone(),
+        aud: config.audience.clone(),
+    };
+    let key = EncodingKey::from_secret(secret.as_bytes());
+    Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)?)
+}
+
+/// The HS256 secret in force and where it came from.
+pub struct Secret {
+    pub value: String,
+    /// Kept in the data directory (generated on some first start) rather than configured.
+    pub from_data_dir: bool,
+    /// True when this start generated it.
+    pub generated: bool,
+}
+
+/// The configured secret, or the one kept in `data_dir`, generated (mode 0600) if absent.
+pub fn resolve_secret(config: &AuthConfig, data_dir: &Path) -> Result<Secret, AuthSetupError> {
+    if let Some(value) = &config.jwt_secret {
+        return Ok(Secret {
+            value: value.clone(),
+            from_data_dir: false,
+            generated: false,
+        });
+    }
+    let path = data_dir.join(SECRET_FILE);
+    let bytes: [u8; 48] = rand::rng().random();
+    let fresh = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let (value, generated) = read_or_create(&path, &fresh)?;
+    Ok(Secret {
+        value,
+        from_data_dir: true,
+        generated,
+    })
+}
+
+/// The user the start-up token is issued to, kept beside the generated secret so
+/// the same token subject works across restarts.
+pub fn first_user(data_dir: &Path) -> Result<Uuid, AuthSetupError> {
+    let path = data_dir.join(FIRST_USER_FILE);
+    let (value, _) = read_or_create(&path, &Uuid::now_v7().to_string())?;
+    Uuid::parse_str(value.trim()).map_err(|e| AuthSetupError::Secret {
+        path,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })
+}
+
+/// Reads `path`, or creates it owner-only with `fresh` if it does not exist.
+fn read_or_create(path: &Path, fresh: &str) -> Result<(String, bool), AuthSetupError> {
+    let fail = |source| AuthSetupError::Secret { path: path.into(), source };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(fresh.as_bytes()).map_err(fail)?;
+            Ok((fresh.to_string(), true))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let value = fs::read_to_string(path).map_err(fail)?;
+            Ok((value.trim().to_string(), false))
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn issued_token_verifies_and_yields_sub() {
+        let config = AuthConfig::default();
+        let sub = Uuid::now_v7();
+        let token = issue(&config, SECRET, sub, Duration::from_secs(60)).unwrap();
+        let verifier = Verifier::new(&config, SECRET).unwrap();
+        assert_eq!(verifier.verify_header(Some(&format!("Bearer {token}"))).unwrap(), sub);
+        assert!(matches!(verifier.verify_header(Some(&format!("Basic {token}"))), Err(AuthError::Missing)));
+        let other = Verifier::new(&config, "another-secret-another-secret-xx").unwrap();
+        assert!(other.verify(&token).is_err());
+    }
+
+    #[test]
+    fn issuer_and_audience_are_enforced_when_set() {
+        let config = AuthConfig {
+            issuer: Some("https://id.example".into()),
+            audience: Some("herald".into()),
+            ..Default::default()
+        };
+        let token = issue(&AuthConfig::default(), SECRET, Uuid::now_v7(), Duration::from_secs(60)).unwrap();
+        assert!(Verifier::new(&config, SECRET).unwrap().verify(&token).is_err());
+        let token = issue(&config, SECRET, Uuid::now_v7(), Duration::from_secs(60)).unwrap();
+        assert!(Verifier::new(&config, SECRET).unwrap().verify(&token).is_ok());
+    }
+
+    #[test]
+    fn generated_secret_is_kept_owner_only_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = resolve_secret(&AuthConfig::default(), dir.path()).unwrap();
+        assert!(first.generated && first.value.len() >= 32);
+        let again = resolve_secret(&AuthConfig::default(), dir.path()).unwrap();
+        assert!(!again.generated);
+        assert_eq!(first.value, again.value);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join(SECRET_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(first_user(dir.path()).unwrap(), first_user(dir.path()).unwrap());
+    }
+}

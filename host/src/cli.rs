@@ -1,0 +1,144 @@
+//! The `herald` command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use salvo::conn::TcpListener;
+use salvo::prelude::*;
+use uuid::Uuid;
+
+use crate::api::{self, App};
+use crate::auth::{self, Verifier};
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::store;
+
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about = "Self-hostable SMS campaign platform")]
+pub struct Cli {
+    /// Configuration file (default: config/default.toml when present).
+    #[arg(long, global = true, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run Herald: the HTTP API and the dispatcher, or one of them.
+    Serve {
+        /// Which role this process plays.
+        #[arg(long, value_enum, default_value_t = Role::All)]
+        role: Role,
+        /// Do not apply pending database migrations at start.
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print an HS256 bearer token signed with the configured secret.
+    Token {
+        /// User id (UUID) the token is for.
+        #[arg(long)]
+        sub: Uuid,
+        /// Lifetime, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// API and dispatcher in one process.
+    All,
+    /// HTTP API, storage, scheduler.
+    Api,
+    /// Consumes send jobs and runs plugins (no database access).
+    Dispatcher,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    crate::telemetry::init_logging(&config.log);
+    match cli.command {
+        Command::Serve { role, no_migrate } => serve(config, role, !no_migrate).await,
+        Command::Migrate => {
+            let store = store::connect(&config.database_url(), &config.database).await?;
+            store.migrate().await?;
+            println!("migrations applied ({})", store.backend());
+            Ok(())
+        }
+        Command::Token { sub, ttl } => {
+            let secret = auth::resolve_secret(&config.auth, &config.data_dir)?;
+            println!("{}", auth::issue(&config.auth, &secret.value, sub, ttl)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config, role: Role, migrate: bool) -> anyhow::Result<()> {
+    if role == Role::Dispatcher {
+        anyhow::bail!("the dispatcher role is not available in this build yet; run --role api or all");
+    }
+    let secret = auth::resolve_secret(&config.auth, &config.data_dir)?;
+    let verifier = Verifier::new(&config.auth, &secret.value)?;
+    let url = config.database_url();
+    let store = store::connect(&url, &config.database)
+        .await
+        .with_context(|| format!("cannot open the database (database.url = {})", redact(&url)))?;
+    if migrate && config.database.migrate_on_start {
+        store.migrate().await.context("database migration failed")?;
+    }
+    if secret.from_data_dir {
+        let user = auth::first_user(&config.data_dir)?;
+        let token = auth::issue(&config.auth, &secret.value, user, Duration::from_secs(24 * 3600))?;
+        if secret.generated {
+            tracing::info!(path = %config.data_dir.join("jwt_secret").display(), "generated a JWT secret (first start)");
+        }
+        tracing::info!(user = %user, "ready-to-use bearer token (24h): {token}");
+    }
+    let bind = config.server.bind;
+    let listener = TcpListener::new(bind).try_bind().await.with_context(|| format!("cannot listen on {bind}"))?;
+    tracing::info!(%bind, database = store.backend(), "herald listening");
+    let app = Arc::new(App::new(config, store.clone(), verifier, Arc::new(SystemClock)));
+    let server = Server::new(listener);
+    let handle = server.handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        handle.stop_graceful(Some(Duration::from_secs(30)));
+    });
+    server.try_serve(api::service(app)).await?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+}
+
+/// Hides a password in a database URL before it is shown.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}

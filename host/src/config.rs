@@ -1,0 +1,350 @@
+//! Configuration: built-in defaults ← TOML file ← `HERALD_<SECTION>__<KEY>` environment.
+//!
+//! Every key is named and documented in `config/default.toml`; this module only
+//! gives them types and defaults and checks what types alone cannot.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The file read when neither `--config` nor `HERALD_CONFIG` names one. It is
+/// optional: a binary run outside the repository works on built-in defaults.
+pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("invalid configuration: `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Holds the SQLite file and the generated JWT secret.
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub contacts: ContactsConfig,
+    pub bus: BusConfig,
+    /// Template plugin: `builtin:<name>` or a path to a `.wasm` component.
+    pub template: String,
+    pub carriers: Vec<CarrierConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    /// Largest JSON request body accepted; larger ones get 413.
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter directive, e.g. `info` or `herald=debug,sqlx=warn`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`; empty means `herald.db` in `data_dir`.
+    pub url: Option<String>,
+    pub max_connections: u32,
+    /// Apply pending migrations when `herald serve` starts.
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 shared secret. Generated into `data_dir` on first start when unset.
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RSA → RS256, P-256 → ES256) of an external identity provider.
+    pub jwt_public_key: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContactsConfig {
+    /// Country calling codes accepted in phone numbers; `["1"]` is NANP only,
+    /// `["*"]` accepts every E.164 number.
+    pub country_codes: Vec<String>,
+    /// Largest CSV upload accepted; larger ones get 413.
+    pub max_import_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// NATS server; unset means the in-process transport.
+    pub nats_url: Option<String>,
+    pub stream_prefix: String,
+    pub subject_prefix: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierConfig {
+    pub name: String,
+    /// `builtin:<name>` or a path to a `.wasm` component.
+    pub plugin: String,
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    #[serde(default = "CarrierConfig::default_max_per_second")]
+    pub max_per_second: u32,
+    #[serde(default = "CarrierConfig::default_max_concurrency")]
+    pub max_concurrency: u32,
+    /// Handed to the plugin through `config-get`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+impl CarrierConfig {
+    fn default_max_per_second() -> u32 {
+        100
+    }
+    fn default_max_concurrency() -> u32 {
+        16
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            server: ServerConfig::default(),
+            log: LogConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            contacts: ContactsConfig::default(),
+            bus: BusConfig::default(),
+            template: "builtin:default".into(),
+            carriers: vec![CarrierConfig {
+                name: "log".into(),
+                plugin: "builtin:log".into(),
+                default: true,
+                allowed_hosts: Vec::new(),
+                allow_insecure_http: false,
+                max_per_second: CarrierConfig::default_max_per_second(),
+                max_concurrency: CarrierConfig::default_max_concurrency(),
+                settings: BTreeMap::new(),
+            }],
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 16,
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl Default for ContactsConfig {
+    fn default() -> Self {
+        Self {
+            country_codes: vec!["1".into()],
+            max_import_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            nats_url: None,
+            stream_prefix: "HERALD".into(),
+            subject_prefix: "herald".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration. `file` is the explicit `--config`/`HERALD_CONFIG`
+    /// path (which must exist); without it `config/default.toml` is read if present.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file(DEFAULT_CONFIG_FILE)),
+        }
+        figment = figment.merge(Env::prefixed("HERALD_").ignore(&["CONFIG"]).split("__"));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_string(),
+        };
+        if let Some(url) = &self.database.url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.server.max_body_bytes == 0 || self.contacts.max_import_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "limits must be positive"));
+        }
+        if self.auth.jwt_secret.as_deref().is_some_and(|s| s.len() < 32) {
+            return Err(invalid(
+                "auth.jwt_secret",
+                "must be at least 32 characters (HS256 needs 256 bits of key)",
+            ));
+        }
+        for code in &self.contacts.country_codes {
+            let digits_ok = !code.is_empty()
+                && code.len() <= 3
+                && code.bytes().all(|b| b.is_ascii_digit())
+                && !code.starts_with('0');
+            if code != "*" && !digits_ok {
+                return Err(ConfigError::Invalid {
+                    key: "contacts.country_codes",
+                    reason: format!("{code:?} is not a country calling code (1-3 digits) or \"*\""),
+                });
+            }
+        }
+        if self.contacts.country_codes.is_empty() {
+            return Err(invalid("contacts.country_codes", "must name at least one code"));
+        }
+        self.validate_carriers()
+    }
+
+    fn validate_carriers(&self) -> Result<(), ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "carriers",
+            reason,
+        };
+        if self.carriers.is_empty() {
+            return Err(invalid("at least one carrier must be configured".into()));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for carrier in &self.carriers {
+            let valid_name = !carrier.name.is_empty()
+                && carrier
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            if !valid_name {
+                return Err(invalid(format!(
+                    "carrier name {:?} must be lowercase letters, digits, '-' or '_'",
+                    carrier.name
+                )));
+            }
+            if !names.insert(carrier.name.as_str()) {
+                return Err(invalid(format!("carrier {:?} is configured twice", carrier.name)));
+            }
+            if carrier.max_per_second == 0 || carrier.max_concurrency == 0 {
+                return Err(invalid(format!(
+                    "carrier {:?}: max_per_second and max_concurrency must be at least 1",
+                    carrier.name
+                )));
+            }
+        }
+        let defaults = self.carriers.iter().filter(|c| c.default).count();
+        if defaults > 1 {
+            return Err(invalid("more than one carrier is marked default".into()));
+        }
+        Ok(())
+    }
+
+    /// The carrier used by campaigns whose `carrier` is null: the one marked
+    /// default, or the only one configured.
+    pub fn default_carrier(&self) -> Option<&str> {
+        self.carriers
+            .iter()
+            .find(|c| c.default)
+            .or(if self.carriers.len() == 1 { self.carriers.first() } else { None })
+            .map(|c| c.name.as_str())
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) if !url.is_empty() => url.clone(),
+            _ => format!("sqlite://{}", self.data_dir.join("herald.db").display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_name_the_log_carrier() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.default_carrier(), Some("log"));
+        assert!(config.database_url().ends_with("data/herald.db"));
+    }
+
+    #[test]
+    fn bad_country_code_names_the_key() {
+        let mut config = Config::default();
+        config.contacts.country_codes = vec!["+44".into()];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("contacts.country_codes"), "{err}");
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        let mut config = Config::default();
+        config.auth.jwt_secret = Some("short".into());
+        assert!(config.validate().unwrap_err().to_string().contains("auth.jwt_secret"));
+    }
+}

@@ -1,0 +1,77 @@
+//! Domain rules: validation, status moves, phone normalization, pagination and
+//! CSV row parsing. Pure functions over plain types: no I/O, and nothing here
+//! knows HTTP, SQL or NATS.
+
+pub mod campaign;
+pub mod contact;
+pub mod csv_import;
+pub mod page;
+pub mod phone;
+pub mod stats;
+pub mod template;
+
+use serde::Serialize;
+
+/// One failed field of a request, addressed like `contacts[3].phone_number`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DomainError {
+    /// Field validation failed (HTTP 422).
+    #[error("validation failed")]
+    Invalid(Vec<FieldError>),
+    /// A business rule forbids the operation (HTTP 400).
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl DomainError {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldError::new(field, message)])
+    }
+}
+
+/// Collects field errors so every problem of a request is reported at once.
+#[derive(Debug, Default)]
+pub struct Errors(Vec<FieldError>);
+
+impl Errors {
+    pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    /// Records the error of `result` under `field` and returns its value, if any.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|message| self.push(field, message)).ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_result(self) -> Result<(), DomainError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(DomainError::Invalid(self.0))
+        }
+    }
+}
+
+/// Length in characters (not bytes), as users count them.
+pub(crate) fn char_len(s: &str) -> usize {
+    s.chars().count()
+}

@@ -1,0 +1,77 @@
+//! Campaign statistics from message counts.
+
+use std::collections::BTreeMap;
+
+/// Message counters of a campaign (or of one A/B variant).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Counters {
+    /// Accepted by the carrier, delivered ones included.
+    pub sent: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    /// Queued or sending.
+    pub pending: u64,
+}
+
+impl Counters {
+    /// Adds `count` messages in `status` (a stored message status).
+    pub fn add(&mut self, status: &str, count: u64) {
+        match status {
+            "sent" => self.sent += count,
+            "delivered" => {
+                self.sent += count;
+                self.delivered += count;
+            }
+            "failed" => self.failed += count,
+            _ => self.pending += count,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.sent + self.failed + self.pending
+    }
+
+    /// Delivered / sent, rounded to 2 decimals; 0 when nothing was sent.
+    pub fn delivery_rate(&self) -> f64 {
+        ratio(self.delivered, self.sent)
+    }
+
+    /// Sent / all messages, rounded to 2 decimals; 0 when there are none.
+    pub fn success_rate(&self) -> f64 {
+        ratio(self.sent, self.total())
+    }
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (part as f64 / whole as f64 * 100.0).round() / 100.0
+    }
+}
+
+/// Counters overall and per variant, from `(variant, status, count)` rows.
+pub fn tally<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str, u64)>) -> (Counters, BTreeMap<String, Counters>) {
+    let mut overall = Counters::default();
+    let mut variants: BTreeMap<String, Counters> = BTreeMap::new();
+    for (variant, status, count) in rows {
+        overall.add(status, count);
+        variants.entry(variant.to_string()).or_default().add(status, count);
+    }
+    (overall, variants)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivered_counts_as_sent_so_rates_stay_within_one() {
+        let (all, variants) = tally([("a", "delivered", 3), ("a", "sent", 1), ("b", "failed", 1), ("b", "queued", 2)]);
+        assert_eq!(all, Counters { sent: 4, delivered: 3, failed: 1, pending: 2 });
+        assert_eq!(all.delivery_rate(), 0.75);
+        assert_eq!(all.success_rate(), 0.57);
+        assert_eq!(variants["b"].sent, 0);
+        assert_eq!(Counters::default().delivery_rate(), 0.0);
+    }
+}

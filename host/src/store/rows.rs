@@ -1,0 +1,90 @@
+//! Row shapes shared by both backends and their conversion to domain types.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::campaign::{Campaign, SendDays, parse_time_of_day};
+use crate::domain::contact::{Attributes, Contact};
+
+#[derive(sqlx::FromRow)]
+pub(super) struct CampaignRow {
+    id: Uuid,
+    user_id: Uuid,
+    name: String,
+    message_template: String,
+    message_template_b: Option<String>,
+    ab_test_percentage: Option<i32>,
+    daily_limit: i32,
+    total_limit: Option<i32>,
+    status: String,
+    timezone: String,
+    send_window_start: String,
+    send_window_end: String,
+    send_days: i32,
+    carrier: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// A row plus the `COUNT(*) OVER ()` of its query, to page in one round trip.
+#[derive(sqlx::FromRow)]
+pub(super) struct Counted<T> {
+    #[sqlx(flatten)]
+    pub row: T,
+    pub total_count: i64,
+}
+
+impl TryFrom<CampaignRow> for Campaign {
+    type Error = StoreError;
+
+    fn try_from(r: CampaignRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("campaign {}: bad {what}", r.id));
+        Ok(Campaign {
+            status: r.status.parse().map_err(|_| corrupt("status"))?,
+            timezone: r.timezone.parse().map_err(|_| corrupt("timezone"))?,
+            send_window_start: parse_time_of_day(&r.send_window_start).map_err(|_| corrupt("window start"))?,
+            send_window_end: parse_time_of_day(&r.send_window_end).map_err(|_| corrupt("window end"))?,
+            send_days: SendDays::from_bits(r.send_days).ok_or_else(|| corrupt("send days"))?,
+            id: r.id,
+            user_id: r.user_id,
+            name: r.name,
+            message_template: r.message_template,
+            message_template_b: r.message_template_b,
+            ab_test_percentage: r.ab_test_percentage,
+            daily_limit: r.daily_limit,
+            total_limit: r.total_limit,
+            carrier: r.carrier,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ContactRow {
+    id: Uuid,
+    user_id: Uuid,
+    phone_number: String,
+    name: String,
+    opted_out: bool,
+    attributes: Json<Attributes>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<ContactRow> for Contact {
+    fn from(r: ContactRow) -> Self {
+        Contact {
+            id: r.id,
+            user_id: r.user_id,
+            phone_number: r.phone_number,
+            name: r.name,
+            opted_out: r.opted_out,
+            attributes: r.attributes.0,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The SQL both backends run, and the one `Store` implementation over it.
+//!
+//! SQLite and PostgreSQL accept the same statements here (`$N` placeholders in
+//! order, `ON CONFLICT`, `RETURNING`, window functions, CTEs), so the trait is
+//! implemented once by a macro instantiated for each backend's pool type; the
+//! backend files hold only connection set-up and migrations.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::campaign::{Campaign, format_time_of_day};
+use crate::domain::contact::NewContact;
+
+/// Columns of `campaigns` in `CampaignRow` order; macros so statements stay `&'static str`.
+macro_rules! campaign_columns {
+    () => {
+        "id, user_id, name, message_template, message_template_b, ab_test_percentage, daily_limit, \
+         total_limit, status, timezone, send_window_start, send_window_end, send_days, carrier, \
+         created_at, updated_at"
+    };
+}
+
+macro_rules! contact_columns {
+    () => {
+        "c.id, c.user_id, c.phone_number, c.name, c.opted_out, c.attributes, c.created_at, c.updated_at"
+    };
+}
+
+macro_rules! list_campaigns_sql {
+    ($filter:literal) => {
+        concat!(
+            "SELECT ", campaign_columns!(), ", COUNT(*) OVER () AS total_count FROM campaigns \
+             WHERE user_id = $1 ", $filter, " ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+        )
+    };
+}
+
+/// Rows per multi-row statement: 7 parameters a row stays under SQLite's 32,766.
+pub(super) const CONTACT_CHUNK: usize = 4_000;
+
+/// The column values of a campaign in `CAMPAIGN_COLUMNS` order, as owned binds.
+pub(super) struct CampaignBinds {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub message_template: String,
+    pub message_template_b: Option<String>,
+    pub ab_test_percentage: Option<i32>,
+    pub daily_limit: i32,
+    pub total_limit: Option<i32>,
+    pub status: &'static str,
+    pub timezone: String,
+    pub send_window_start: String,
+    pub send_window_end: String,
+    pub send_days: i32,
+    pub carrier: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Campaign> for CampaignBinds {
+    fn from(c: &Campaign) -> Self {
+        Self {
+            id: c.id,
+            user_id: c.user_id,
+            name: c.name.clone(),
+            message_template: c.message_template.clone(),
+            message_template_b: c.message_template_b.clone(),
+            ab_test_percentage: c.ab_test_percentage,
+            daily_limit: c.daily_limit,
+            total_limit: c.total_limit,
+            status: c.status.as_str(),
+            timezone: c.timezone.name().to_string(),
+            send_window_start: format_time_of_day(c.send_window_start),
+            send_window_end: format_time_of_day(c.send_window_end),
+            send_days: c.send_days.bits(),
+            carrier: c.carrier.clone(),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// A contact with its new id, ready for a multi-row insert.
+pub(super) fn new_contact_id(_contact: &NewContact) -> Uuid {
+    Uuid::now_v7()
+}
+
+/// Implements [`super::Store`] for a store type with a `pool` field of the
+/// backend's pool type and `run_migrations`/`BACKEND` items of its own.
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            fn backend(&self) -> &'static str {
+                Self::BACKEND
+            }
+
+            async fn migrate(&self) -> Result<(), $crate::store::StoreError> {
+                self.run_migrations().await
+            }
+
+            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
+            }
+
+            async fn ensure_user(&self, user_id: uuid::Uuid, now: chrono::DateTime<chrono::Utc>) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+                    .bind(user_id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn insert_campaign(&self, campaign: &$crate::domain::campaign::Campaign) -> Result<(), $crate::store::StoreError> {
+                let b = $crate::store::sql::CampaignBinds::from(campaign);
+                sqlx::query(concat!(
+                    "INSERT INTO campaigns (", campaign_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                ))
+                    .bind(b.id).bind(b.user_id).bind(b.name).bind(b.message_template)
+                    .bind(b.message_template_b).bind(b.ab_test_percentage).bind(b.daily_limit)
+                    .bind(b.total_limit).bind(b.status).bind(b.timezone).bind(b.send_window_start)
+                    .bind(b.send_window_end).bind(b.send_days).bind(b.carrier).bind(b.created_at)
+                    .bind(b.updated_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn campaign(&self, user_id: uuid::Uuid, id: uuid::Uuid) -> Result<Option<$crate::domain::campaign::Campaign>, $crate::store::StoreError> {
+                let row: Option<$crate::store::rows::CampaignRow> =
+                    sqlx::query_as(concat!("SELECT ", campaign_columns!(), " FROM campaigns WHERE id = $1 AND user_id = $2")).bind(id).bind(user_id).fetch_optional(&self.pool).await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn list_campaigns(
+                &self,
+                user_id: uuid::Uuid,
+                status: Option<$crate::domain::campaign::CampaignStatus>,
+                page: $crate::domain::page::PageRequest,
+            ) -> Result<$crate::domain::page::Page<$crate::domain::campaign::Campaign>, $crate::store::StoreError> {
+                let sql = if status.is_some() { list_campaigns_sql!("AND status = $4") } else { list_campaigns_sql!("") };
+                let mut query = sqlx::query_as::<_, $crate::store::rows::Counted<$crate::store::rows::CampaignRow>>(sql)
+                    .bind(user_id)
+                    .bind(i64::from(page.per_page))
+                    .bind(page.offset() as i64);
+                if let Some(status) = status {
+                    query = query.bind(status.as_str());
+                }
+                let rows = query.fetch_all(&self.pool).await?;
+                let total = match rows.first() {
+                    Some(first) => first.total_count as u64,
+                    None => {
+                        let sql = if status.is_some() {
+                            "SELECT COUNT(*) FROM campaigns WHERE user_id = $1 AND status = $2"
+                        } else {
+                            "SELECT COUNT(*) FROM campaigns WHERE user_id = $1"
+                        };
+                        let mut count = sqlx::query_scalar::<_, i64>(sql).bind(user_id);
+                        if let Some(status) = status {
+                            count = count.bind(status.as_str());
+                        }
+                        count.fetch_one(&self.pool).await? as u64
+                    }
+                };
+                let items = rows.into_iter().map(|r| r.row.try_into()).collect::<Result<_, _>>()?;
+                Ok($crate::domain::page::Page { items, total })
+            }
+
+            async fn replace_campaign(
+                &self,
+                campaign: &$crate::domain::campaign::Campaign,
+                seen_updated_at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let b = $crate::store::sql::CampaignBinds::from(campaign);
+                let done = sqlx::query(
+                    "UPDATE campaigns SET name = $3, message_template = $4, message_template_b = $5, \
+                     ab_test_percentage = $6, daily_limit = $7, total_limit = $8, status = $9, timezone = $10, \
+                     send_window_start = $11, send_window_end = $12, send_days = $13, carrier = $14, updated_at = $15 \
+                     WHERE id = $1 AND user_id = $2 AND updated_at = $16",
+                )
+                .bind(b.id).bind(b.user_id).bind(b.name).bind(b.message_template)
+                .bind(b.message_template_b).bind(b.ab_test_percentage).bind(b.daily_limit)
+                .bind(b.total_limit).bind(b.status).bind(b.timezone).bind(b.send_window_start)
+                .bind(b.send_window_end).bind(b.send_days).bind(b.carrier).bind(b.updated_at)
+                .bind(seen_updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn delete_campaign(
+                &self,
+                user_id: uuid::Uuid,
+                id: uuid::Uuid,
+                seen_updated_at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                // Messages and contact links go with it (ON DELETE CASCADE).
+                let done = sqlx::query("DELETE FROM campaigns WHERE id = $1 AND user_id = $2 AND updated_at = $3")
+                    .bind(id)
+                    .bind(user_id)
+                    .bind(seen_updated_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn link_contacts(
+                &self,
+                user_id: uuid::Uuid,
+                campaign_id: uuid::Uuid,
+                mut batches: $crate::store::ContactBatches,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<$crate::store::LinkOutcome, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let mut outcome = $crate::store::LinkOutcome::default();
+                let mut position: i64 = 0;
+                while let Some(batch) = batches.recv().await {
+                    let batch = batch.map_err($crate::store::StoreError::Aborted)?;
+                    for chunk in batch.chunks($crate::store::sql::CONTACT_CHUNK) {
+                        let mut insert = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO contacts (id, user_id, phone_number, name, attributes, created_at, updated_at) ",
+                        );
+                        insert.push_values(chunk, |mut row, contact| {
+                            row.push_bind($crate::store::sql::new_contact_id(contact))
+                                .push_bind(user_id)
+                                .push_bind(contact.phone_number.as_str())
+                                .push_bind(contact.name.as_str())
+                                .push_bind(sqlx::types::Json(&contact.attributes))
+                                .push_bind(now)
+                                .push_bind(now);
+                        });
+                        insert.push(" ON CONFLICT (user_id, phone_number) DO NOTHING");
+                        insert.build().execute(&mut *tx).await?;
+
+                        let mut link = sqlx::QueryBuilder::<$db>::new("WITH v (phone, ord) AS (");
+                        link.push_values(chunk, |mut row, contact| {
+                            position += 1;
+                            row.push_bind(contact.phone_number.as_str()).push_bind(position);
+                        });
+                        link.push(") INSERT INTO campaign_contacts (campaign_id, contact_id, added_at) SELECT ")
+                            .push_bind(campaign_id)
+                            .push(", c.id, ")
+                            .push_bind(now)
+                            .push(" FROM v JOIN contacts c ON c.user_id = ")
+                            .push_bind(user_id)
+                            .push(" AND c.phone_number = v.phone WHERE true ORDER BY v.ord \
+                                   ON CONFLICT (campaign_id, contact_id) DO NOTHING");
+                        let linked = link.build().execute(&mut *tx).await?.rows_affected();
+                        outcome.linked += linked;
+                        outcome.already_linked += chunk.len() as u64 - linked;
+                    }
+                }
+                outcome.total_contacts = sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM campaign_contacts WHERE campaign_id = $1",
+                )
+                .bind(campaign_id)
+                .fetch_one(&mut *tx)
+                .await? as u64;
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn campaign_contacts(
+                &self,
+                campaign_id: uuid::Uuid,
+                page: $crate::domain::page::PageRequest,
+            ) -> Result<$crate::domain::page::Page<$crate::domain::contact::Contact>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::rows::Counted<$crate::store::rows::ContactRow>> = sqlx::query_as(concat!(
+                    "SELECT ", contact_columns!(), ", COUNT(*) OVER () AS total_count FROM campaign_contacts l \
+                     JOIN contacts c ON c.id = l.contact_id WHERE l.campaign_id = $1 \
+                     ORDER BY l.seq LIMIT $2 OFFSET $3"
+                ))
+                    .bind(campaign_id)
+                    .bind(i64::from(page.per_page))
+                    .bind(page.offset() as i64)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let total = match rows.first() {
+                    Some(first) => first.total_count as u64,
+                    None => self.count_campaign_contacts(campaign_id).await?,
+                };
+                let items = rows.into_iter().map(|r| r.row.into()).collect();
+                Ok($crate::domain::page::Page { items, total })
+            }
+
+            async fn count_campaign_contacts(&self, campaign_id: uuid::Uuid) -> Result<u64, $crate::store::StoreError> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM campaign_contacts WHERE campaign_id = $1")
+                    .bind(campaign_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n as u64)
+            }
+
+            async fn contact(&self, user_id: uuid::Uuid, id: uuid::Uuid) -> Result<Option<$crate::domain::contact::Contact>, $crate::store::StoreError> {
+                let row: Option<$crate::store::rows::ContactRow> =
+                    sqlx::query_as(concat!("SELECT ", contact_columns!(), " FROM contacts c WHERE c.id = $1 AND c.user_id = $2")).bind(id).bind(user_id).fetch_optional(&self.pool).await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn replace_contact(
+                &self,
+                contact: &$crate::domain::contact::Contact,
+                seen_updated_at: chrono::DateTime<chrono::Utc>,
+                consent: Option<$crate::domain::contact::ConsentSource>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE contacts SET name = $3, attributes = $4, opted_out = $5, updated_at = $6 \
+                     WHERE id = $1 AND user_id = $2 AND updated_at = $7",
+                )
+                .bind(contact.id)
+                .bind(contact.user_id)
+                .bind(contact.name.as_str())
+                .bind(sqlx::types::Json(&contact.attributes))
+                .bind(contact.opted_out)
+                .bind(contact.updated_at)
+                .bind(seen_updated_at)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                if let Some(source) = consent {
+                    sqlx::query(
+                        "INSERT INTO consent_events (id, contact_id, opted_out, source, created_at) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(uuid::Uuid::now_v7())
+                    .bind(contact.id)
+                    .bind(contact.opted_out)
+                    .bind(source.as_str())
+                    .bind(contact.updated_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn message_counts(&self, campaign_id: uuid::Uuid) -> Result<$crate::store::MessageCounts, $crate::store::StoreError> {
+                let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT variant, status, COUNT(*) FROM messages WHERE campaign_id = $1 GROUP BY variant, status",
+                )
+                .bind(campaign_id)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(v, s, n)| (v, s, n as u64)).collect())
+            }
+
+            async fn messages_by_status(&self) -> Result<Vec<(String, u64)>, $crate::store::StoreError> {
+                let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM messages GROUP BY status")
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
+            }
+        }
+    };
+}
+
+pub(super) use {campaign_columns, contact_columns, impl_store, list_campaigns_sql};
