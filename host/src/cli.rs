@@ -1,19 +1,16 @@
 //! The `herald` command line.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use salvo::conn::TcpListener;
-use salvo::prelude::*;
+use salvo::conn::{Listener, TcpListener};
 use uuid::Uuid;
 
-use crate::api::{self, App};
-use crate::auth::{self, Verifier};
-use crate::clock::SystemClock;
+use crate::auth;
 use crate::config::Config;
+use crate::server::Herald;
 use crate::store;
 
 #[derive(Debug, Parser)]
@@ -83,40 +80,18 @@ async fn serve(config: Config, role: Role, migrate: bool) -> anyhow::Result<()> 
     if role == Role::Dispatcher {
         anyhow::bail!("the dispatcher role is not available in this build yet; run --role api or all");
     }
-    let secret = auth::resolve_secret(&config.auth, &config.data_dir)?;
-    let verifier = Verifier::new(&config.auth, &secret.value)?;
-    let url = config.database_url();
-    let store = store::connect(&url, &config.database)
+    let herald = Herald::open(config, migrate).await?;
+    herald.log_startup_token()?;
+    let bind = herald.app.config.server.bind;
+    let listener = TcpListener::new(bind)
+        .try_bind()
         .await
-        .with_context(|| format!("cannot open the database (database.url = {})", redact(&url)))?;
-    if migrate && config.database.migrate_on_start {
-        store.migrate().await.context("database migration failed")?;
-    }
-    if secret.from_data_dir {
-        let user = auth::first_user(&config.data_dir)?;
-        let token = auth::issue(&config.auth, &secret.value, user, Duration::from_secs(24 * 3600))?;
-        if secret.generated {
-            tracing::info!(path = %config.data_dir.join("jwt_secret").display(), "generated a JWT secret (first start)");
-        }
-        tracing::info!(user = %user, "ready-to-use bearer token (24h): {token}");
-    }
-    let bind = config.server.bind;
-    let listener = TcpListener::new(bind).try_bind().await.with_context(|| format!("cannot listen on {bind}"))?;
-    tracing::info!(%bind, database = store.backend(), "herald listening");
-    let app = Arc::new(App::new(config, store.clone(), verifier, Arc::new(SystemClock)));
-    let server = Server::new(listener);
-    let handle = server.handle();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        handle.stop_graceful(Some(Duration::from_secs(30)));
-    });
-    server.try_serve(api::service(app)).await?;
-    store.close().await;
-    tracing::info!("stopped");
-    Ok(())
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    tracing::info!(%bind, database = herald.app.store.backend(), "herald listening");
+    herald.serve(listener, shutdown_signal()).await
 }
 
+/// Resolves on SIGTERM or ctrl-c.
 async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -129,16 +104,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = terminate => {},
-    }
-}
-
-/// Hides a password in a database URL before it is shown.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-            None => url.to_string(),
-        },
-        _ => url.to_string(),
     }
 }

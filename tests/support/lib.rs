@@ -1,1 +1,419 @@
+//! Test harness: starts the real Herald (same composition root as `herald serve`)
+//! on a loopback port, against a fresh SQLite file or this run's PostgreSQL
+//! database, and talks to it over real HTTP.
+//!
+//! PostgreSQL: `HERALD_TEST_POSTGRES_URL` names a database to use as is (CI
+//! creates one per run); otherwise a database `herald_test_<unix time>_<pid>` is
+//! created on `postgres://postgres@127.0.0.1:5432/postgres` for this process, and
+//! leftovers of runs older than six hours are dropped. When PostgreSQL cannot be
+//! reached the PostgreSQL variant of each test is skipped with a notice, except
+//! under `CI=true`, where it fails.
 
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald::config::Config;
+use herald::server::Herald;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use salvo::conn::{Listener, TcpListener};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::sync::{OnceCell, oneshot};
+use uuid::Uuid;
+
+pub use serde_json;
+
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const STALE_AFTER: Duration = Duration::from_secs(6 * 3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one `#[tokio::test]` per backend for each listed test body:
+/// `mod name { fn sqlite(); fn postgres(); }`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(#[$meta:meta])* async fn $name:ident($server:ident) $body:block $($rest:tt)*) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($server: $crate::TestServer) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run($crate::TestServer::start($crate::Backend::Sqlite).await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(server) = $crate::TestServer::start_if_available($crate::Backend::Postgres, |_| {}).await {
+                    run(server).await;
+                }
+            }
+        }
+        $crate::on_both_backends!($($rest)*);
+    };
+    () => {};
+}
+
+/// A running Herald with its own data directory.
+pub struct TestServer {
+    pub base: String,
+    pub backend: Backend,
+    pub database_url: String,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A response with its body parsed as JSON (`Value::Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the status, showing the body when it differs.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        self
+    }
+
+    /// Asserts a problem document with this status; returns its `errors[].field`.
+    #[track_caller]
+    pub fn expect_problem(self, status: u16) -> Vec<String> {
+        let reply = self.expect(status);
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            reply.text
+        );
+        assert_eq!(reply.body["status"], status, "{}", reply.text);
+        assert!(
+            reply.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{}",
+            reply.text
+        );
+        reply.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| e["field"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl TestServer {
+    /// Starts on `backend` with default test settings; panics when it cannot.
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start_if_available(backend, configure)
+            .await
+            .expect("backend available")
+    }
+
+    /// Starts on `backend`, or returns `None` (after a notice) when PostgreSQL is
+    /// unreachable outside CI.
+    pub async fn start_if_available(
+        backend: Backend,
+        configure: impl FnOnce(&mut Config),
+    ) -> Option<Self> {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let database_url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", data_dir.path().join("herald.db").display()),
+            Backend::Postgres => postgres_url().await?,
+        };
+        let mut config = Config::default();
+        config.data_dir = data_dir.path().to_path_buf();
+        config.database.url = Some(database_url.clone());
+        config.database.max_connections = 4;
+        config.auth.jwt_secret = Some(SECRET.into());
+        config.log.level = "warn".into();
+        configure(&mut config);
+        let herald = Herald::open(config, true).await.expect("herald opens");
+        let acceptor = TcpListener::new("127.0.0.1:0").bind().await;
+        let port = acceptor.local_addr().expect("bound address").port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = herald
+                .serve(acceptor, async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Some(Self {
+            base: format!("http://127.0.0.1:{port}"),
+            backend,
+            database_url,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            _data_dir: data_dir,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A new user and a valid token for it.
+    pub fn new_user(&self) -> User {
+        let id = Uuid::now_v7();
+        User {
+            id,
+            token: hs256_token(
+                SECRET,
+                json!({ "sub": id.to_string(), "exp": in_an_hour() }),
+            ),
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            text,
+            body,
+        }
+    }
+
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, self.url(path));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub async fn get(&self, path: &str, user: &User) -> Reply {
+        self.send(self.request(reqwest::Method::GET, path, Some(&user.token)))
+            .await
+    }
+
+    pub async fn get_anonymous(&self, path: &str) -> Reply {
+        self.send(self.request(reqwest::Method::GET, path, None))
+            .await
+    }
+
+    /// GET with a raw `Authorization` header value (or none).
+    pub async fn get_with_authorization(&self, path: &str, authorization: Option<&str>) -> Reply {
+        let mut request = self.request(reqwest::Method::GET, path, None);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        self.send(request).await
+    }
+
+    pub async fn post(&self, path: &str, user: &User, body: Value) -> Reply {
+        self.send(
+            self.request(reqwest::Method::POST, path, Some(&user.token))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn put(&self, path: &str, user: &User, body: Value) -> Reply {
+        self.send(
+            self.request(reqwest::Method::PUT, path, Some(&user.token))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn patch(&self, path: &str, user: &User, body: Value) -> Reply {
+        self.send(
+            self.request(reqwest::Method::PATCH, path, Some(&user.token))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str, user: &User) -> Reply {
+        self.send(self.request(reqwest::Method::DELETE, path, Some(&user.token)))
+            .await
+    }
+
+    /// Sends raw bytes as a JSON body (for malformed and oversized bodies).
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: &User,
+        body: Vec<u8>,
+    ) -> Reply {
+        let request = self
+            .request(method, path, Some(&user.token))
+            .header("content-type", "application/json")
+            .body(body);
+        self.send(request).await
+    }
+
+    /// Uploads `bytes` as the multipart field `field`.
+    pub async fn upload(&self, path: &str, user: &User, field: &str, bytes: Vec<u8>) -> Reply {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name("contacts.csv");
+        let form = reqwest::multipart::Form::new().part(field.to_string(), part);
+        self.send(
+            self.request(reqwest::Method::POST, path, Some(&user.token))
+                .multipart(form),
+        )
+        .await
+    }
+
+    /// Creates a campaign with the given extra fields and returns its id.
+    pub async fn create_campaign(&self, user: &User, extra: Value) -> String {
+        let mut body = json!({ "name": "Campaign", "message_template": "Hi {{name}}" });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let reply = self.post("/api/v1/campaigns", user, body).await.expect(201);
+        reply.body["id"].as_str().expect("id").to_string()
+    }
+
+    /// Moves a campaign through PUT status changes.
+    pub async fn set_status(&self, user: &User, id: &str, status: &str) -> Reply {
+        self.put(
+            &format!("/api/v1/campaigns/{id}"),
+            user,
+            json!({ "status": status }),
+        )
+        .await
+    }
+}
+
+/// A user of the API with its bearer token.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub token: String,
+}
+
+pub fn in_an_hour() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600
+}
+
+pub fn hs256_token(secret: &str, claims: Value) -> String {
+    let key = EncodingKey::from_secret(secret.as_bytes());
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).expect("sign")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+pub fn signed_token(algorithm: Algorithm, private_pem: &str, claims: Value) -> String {
+    let pem = std::fs::read(fixture(private_pem)).expect("fixture");
+    let key = match algorithm {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+        _ => EncodingKey::from_ec_pem(&pem),
+    }
+    .expect("key");
+    jsonwebtoken::encode(&Header::new(algorithm), &claims, &key).expect("sign")
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// This process's PostgreSQL database URL, created and migrated once.
+async fn postgres_url() -> Option<String> {
+    static URL: OnceCell<Option<String>> = OnceCell::const_new();
+    URL.get_or_init(|| async {
+        match prepare_postgres().await {
+            Ok(url) => Some(url),
+            Err(e) if in_ci() => panic!("PostgreSQL is required under CI=true but unusable: {e:#}"),
+            Err(e) => {
+                eprintln!("note: skipping PostgreSQL tests, PostgreSQL is unusable: {e:#}");
+                None
+            }
+        }
+    })
+    .await
+    .clone()
+}
+
+async fn prepare_postgres() -> anyhow::Result<String> {
+    if let Ok(url) = std::env::var("HERALD_TEST_POSTGRES_URL") {
+        return Ok(url);
+    }
+    let admin_url = std::env::var("HERALD_TEST_POSTGRES_ADMIN_URL")
+        .unwrap_or_else(|_| DEFAULT_ADMIN_URL.into());
+    let mut admin = tokio::time::timeout(
+        Duration::from_secs(5),
+        sqlx::PgConnection::connect(&admin_url),
+    )
+    .await??;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'herald\\_test\\_%'",
+    )
+    .fetch_all(&mut admin)
+    .await?;
+    for name in stale {
+        let created = name.split('_').nth(2).and_then(|t| t.parse::<u64>().ok());
+        if created.is_some_and(|t| now.saturating_sub(t) > STALE_AFTER.as_secs()) {
+            let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+    let name = format!("herald_test_{now}_{}", std::process::id());
+    let create = format!("CREATE DATABASE \"{name}\"");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(base, _)| base);
+    Ok(format!("{base}/{name}"))
+}

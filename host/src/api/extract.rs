@@ -45,17 +45,17 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// Names the field of a serde data error; missing and unknown fields are
-/// reported at their parent's path by serde, so the name is taken from the message.
+/// Names the field of a serde data error. A missing field is reported at its
+/// parent's path, so its name is taken from the message.
 fn shape_error(path: &str, message: &str) -> FieldError {
     let message = message.rfind(" at line ").map_or(message, |i| &message[..i]);
-    let named = ["missing field `", "unknown field `"]
-        .iter()
-        .find_map(|prefix| message.strip_prefix(prefix))
+    let missing = message
+        .strip_prefix("missing field `")
         .and_then(|rest| rest.split('`').next());
-    let field = match (named, path) {
+    let field = match (missing, path) {
         (Some(name), "." | "") => name.to_string(),
         (Some(name), parent) => format!("{parent}.{name}"),
+        (None, ".") => String::new(),
         (None, path) => path.to_string(),
     };
     FieldError::new(if field.is_empty() { "body".into() } else { field }, message)

@@ -41,6 +41,8 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config, store: Arc<dyn Store>, verifier: Verifier, clock: Arc<dyn Clock>) -> Self {
+        // Metrics recorded before the recorder exists are lost: install it first.
+        crate::telemetry::prometheus();
         Self {
             phone_policy: PhonePolicy::new(&config.contacts.country_codes),
             carrier_names: config.carriers.iter().map(|c| c.name.clone()).collect(),

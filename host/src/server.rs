@@ -1,0 +1,99 @@
+//! The composition root: builds the application from configuration and serves
+//! it until asked to stop. Used by `herald serve` and by the integration tests.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use salvo::conn::Acceptor;
+use salvo::prelude::*;
+
+use crate::api::{self, App};
+use crate::auth::{self, Secret, Verifier};
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::store;
+
+/// How long in-flight requests may take to finish after a stop is asked for.
+const GRACE: Duration = Duration::from_secs(30);
+
+pub struct Herald {
+    pub app: Arc<App>,
+    pub secret: Secret,
+}
+
+impl Herald {
+    /// Opens storage (migrating it if `migrate` and the configuration allow)
+    /// and sets up authentication.
+    pub async fn open(config: Config, migrate: bool) -> anyhow::Result<Self> {
+        let secret = auth::resolve_secret(&config.auth, &config.data_dir)?;
+        let verifier = Verifier::new(&config.auth, &secret.value)?;
+        let url = config.database_url();
+        let store = store::connect(&url, &config.database)
+            .await
+            .with_context(|| format!("cannot open the database (database.url = {})", redact(&url)))?;
+        if migrate && config.database.migrate_on_start {
+            store.migrate().await.context("database migration failed")?;
+        }
+        let app = Arc::new(App::new(config, store, verifier, Arc::new(SystemClock)));
+        Ok(Self { app, secret })
+    }
+
+    /// With a secret kept in the data directory (no configuration), logs a token
+    /// for the first user so the first run needs no set-up.
+    pub fn log_startup_token(&self) -> anyhow::Result<()> {
+        if !self.secret.from_data_dir {
+            return Ok(());
+        }
+        let config = &self.app.config;
+        let user = auth::first_user(&config.data_dir)?;
+        let token = auth::issue(&config.auth, &self.secret.value, user, Duration::from_secs(24 * 3600))?;
+        if self.secret.generated {
+            let path = config.data_dir.join("jwt_secret");
+            tracing::info!(path = %path.display(), "generated a JWT secret (first start)");
+        }
+        tracing::info!(user = %user, "ready-to-use bearer token (24h): {token}");
+        Ok(())
+    }
+
+    /// Serves HTTP on `acceptor` until `shutdown` resolves, then lets in-flight
+    /// requests finish and closes the database.
+    pub async fn serve<A>(self, acceptor: A, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()>
+    where
+        A: Acceptor + Send + 'static,
+    {
+        let server = Server::new(acceptor);
+        let handle = server.handle();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            handle.stop_graceful(Some(GRACE));
+        });
+        let store = self.app.store.clone();
+        server.try_serve(api::service(self.app)).await?;
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Hides a password in a database URL before it is shown.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("sqlite://data/herald.db"), "sqlite://data/herald.db");
+    }
+}
