@@ -20,6 +20,8 @@ use crate::config::AuthConfig;
 
 const SECRET_FILE: &str = "jwt_secret";
 const FIRST_USER_FILE: &str = "first_user";
+/// HS256 needs 256 bits of key; `auth.jwt_secret` has the same floor.
+pub const MIN_SECRET_CHARS: usize = 32;
 
 /// Why a request's token was refused. Deliberately coarse: callers answer 401
 /// with the same body whatever the reason, and log the reason.
@@ -39,6 +41,8 @@ pub enum AuthSetupError {
     BadKey(PathBuf),
     #[error("cannot keep the generated JWT secret in {path}: {source}")]
     Secret { path: PathBuf, source: std::io::Error },
+    #[error("{0} holds fewer than {MIN_SECRET_CHARS} characters; delete it to generate a new secret")]
+    WeakSecret(PathBuf),
     #[error("cannot sign a token: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
     #[error(
@@ -47,16 +51,22 @@ pub enum AuthSetupError {
     ExternalIssuer,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Claims {
+/// What Herald reads from a verified token. `exp`, `iss` and `aud` (a string or
+/// a list, RFC 7519 §4.1.3) are checked by the validation, not deserialized here.
+#[derive(Debug, Deserialize)]
+struct VerifiedClaims {
+    sub: String,
+}
+
+#[derive(Debug, Serialize)]
+struct IssuedClaims<'a> {
     sub: String,
     exp: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    iat: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    iss: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    iat: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
 }
 
 /// Checks bearer tokens against the one configured key and algorithm.
@@ -92,7 +102,7 @@ impl Verifier {
 
     /// The user id (`sub`) of a valid token.
     pub fn verify(&self, token: &str) -> Result<Uuid, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        let data = jsonwebtoken::decode::<VerifiedClaims>(token, &self.key, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::Invalid("sub is not a UUID".into()))
     }
@@ -127,12 +137,12 @@ pub fn issue(config: &AuthConfig, secret: &str, sub: Uuid, ttl: Duration) -> Res
         return Err(AuthSetupError::ExternalIssuer);
     }
     let now = jsonwebtoken::get_current_timestamp();
-    let claims = Claims {
+    let claims = IssuedClaims {
         sub: sub.to_string(),
         exp: now + ttl.as_secs(),
-        iat: Some(now),
-        iss: config.issuer.clone(),
-        aud: config.audience.clone(),
+        iat: now,
+        iss: config.issuer.as_deref(),
+        aud: config.audience.as_deref(),
     };
     let key = EncodingKey::from_secret(secret.as_bytes());
     Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)?)
@@ -160,6 +170,9 @@ pub fn resolve_secret(config: &AuthConfig, data_dir: &Path) -> Result<Secret, Au
     let bytes: [u8; 48] = rand::rng().random();
     let fresh = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let (value, generated) = read_or_create(&path, &fresh)?;
+    if value.len() < MIN_SECRET_CHARS {
+        return Err(AuthSetupError::WeakSecret(path));
+    }
     Ok(Secret {
         value,
         from_data_dir: true,
@@ -179,24 +192,32 @@ pub fn first_user(data_dir: &Path) -> Result<Uuid, AuthSetupError> {
 }
 
 /// Reads `path`, or creates it owner-only with `fresh` if it does not exist.
+/// The file appears complete or not at all: it is written aside, then linked
+/// into place (which fails if another process created it first).
 fn read_or_create(path: &Path, fresh: &str) -> Result<(String, bool), AuthSetupError> {
-    let fail = |source| AuthSetupError::Secret { path: path.into(), source };
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(fail)?;
+    let fail = |source| AuthSetupError::Secret {
+        path: path.into(),
+        source,
+    };
+    let read = || fs::read_to_string(path).map(|v| v.trim().to_string()).map_err(fail);
+    if path.exists() {
+        return Ok((read()?, false));
     }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(fail)?;
+    let aside = dir.join(format!(".{}.{}", std::process::id(), Uuid::new_v4().simple()));
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(fresh.as_bytes()).map_err(fail)?;
-            Ok((fresh.to_string(), true))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let value = fs::read_to_string(path).map_err(fail)?;
-            Ok((value.trim().to_string(), false))
-        }
+    let written = options
+        .open(&aside)
+        .and_then(|mut file| file.write_all(fresh.as_bytes()).and_then(|()| file.sync_all()))
+        .and_then(|()| fs::hard_link(&aside, path));
+    let _ = fs::remove_file(&aside);
+    match written {
+        Ok(()) => Ok((fresh.to_string(), true)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((read()?, false)),
         Err(e) => Err(fail(e)),
     }
 }
@@ -214,7 +235,10 @@ mod tests {
         let token = issue(&config, SECRET, sub, Duration::from_secs(60)).unwrap();
         let verifier = Verifier::new(&config, SECRET).unwrap();
         assert_eq!(verifier.verify_header(Some(&format!("Bearer {token}"))).unwrap(), sub);
-        assert!(matches!(verifier.verify_header(Some(&format!("Basic {token}"))), Err(AuthError::Missing)));
+        assert!(matches!(
+            verifier.verify_header(Some(&format!("Basic {token}"))),
+            Err(AuthError::Missing)
+        ));
         let other = Verifier::new(&config, "another-secret-another-secret-xx").unwrap();
         assert!(other.verify(&token).is_err());
     }
@@ -247,5 +271,13 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert_eq!(first_user(dir.path()).unwrap(), first_user(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn a_truncated_secret_file_is_refused_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(SECRET_FILE), "").unwrap();
+        let err = resolve_secret(&AuthConfig::default(), dir.path()).err().unwrap();
+        assert!(matches!(err, AuthSetupError::WeakSecret(_)), "{err}");
     }
 }

@@ -19,10 +19,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
 pub enum ConfigError {
     #[error("configuration file {0} does not exist")]
     MissingFile(PathBuf),
-    #[error("invalid configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
     #[error("invalid configuration: `{key}`: {reason}")]
-    Invalid { key: &'static str, reason: String },
+    Invalid { key: String, reason: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -217,14 +215,14 @@ impl Config {
             None => figment = figment.merge(Toml::file(DEFAULT_CONFIG_FILE)),
         }
         figment = figment.merge(Env::prefixed("HERALD_").ignore(&["CONFIG"]).split("__"));
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let config: Config = figment.extract().map_err(describe)?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| ConfigError::Invalid {
-            key,
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.into(),
             reason: reason.to_string(),
         };
         if let Some(url) = &self.database.url
@@ -254,7 +252,7 @@ impl Config {
                 && !code.starts_with('0');
             if code != "*" && !digits_ok {
                 return Err(ConfigError::Invalid {
-                    key: "contacts.country_codes",
+                    key: "contacts.country_codes".into(),
                     reason: format!("{code:?} is not a country calling code (1-3 digits) or \"*\""),
                 });
             }
@@ -267,7 +265,7 @@ impl Config {
 
     fn validate_carriers(&self) -> Result<(), ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid {
-            key: "carriers",
+            key: "carriers".into(),
             reason,
         };
         if self.carriers.is_empty() {
@@ -309,7 +307,11 @@ impl Config {
         self.carriers
             .iter()
             .find(|c| c.default)
-            .or(if self.carriers.len() == 1 { self.carriers.first() } else { None })
+            .or(if self.carriers.len() == 1 {
+                self.carriers.first()
+            } else {
+                None
+            })
             .map(|c| c.name.as_str())
     }
 
@@ -318,6 +320,29 @@ impl Config {
             Some(url) if !url.is_empty() => url.clone(),
             _ => format!("sqlite://{}", self.data_dir.join("herald.db").display()),
         }
+    }
+}
+
+/// Names the first bad key as written in this file (`server.bind`) and where the
+/// value came from (`HERALD_SERVER__BIND`, or the file), rather than figment's
+/// internal `default.server.bind`.
+fn describe(errors: figment::Error) -> ConfigError {
+    let e = errors
+        .into_iter()
+        .next()
+        .expect("a figment error holds at least one error");
+    let key = e.path.join(".").to_lowercase();
+    let origin = e.metadata.as_ref().map(|m| match &m.source {
+        Some(figment::Source::File(path)) => path.display().to_string(),
+        _ if m.name.contains("environment") => format!("HERALD_{}", e.path.join("__").to_uppercase()),
+        _ => m.name.to_string(),
+    });
+    ConfigError::Invalid {
+        key: if key.is_empty() { "(top level)".into() } else { key },
+        reason: match origin {
+            Some(origin) => format!("{} (set by {origin})", e.kind),
+            None => e.kind.to_string(),
+        },
     }
 }
 
@@ -339,6 +364,34 @@ mod tests {
         config.contacts.country_codes = vec!["+44".into()];
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("contacts.country_codes"), "{err}");
+    }
+
+    #[test]
+    fn shipped_default_file_matches_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/default.toml");
+        let from_file: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file_exact(&path))
+            .extract()
+            .unwrap();
+        let built_in = Config::default();
+        assert_eq!(
+            serde_json::to_value(&from_file).unwrap(),
+            serde_json::to_value(&built_in).unwrap(),
+            "config/default.toml documents the defaults; keep it in step with Config::default()"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns its own error type
+    fn bad_value_names_the_key_and_its_origin() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_SERVER__BIND", "not-an-address");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.starts_with("invalid configuration: `server.bind`: "), "{err}");
+            assert!(err.contains("HERALD_SERVER__BIND"), "{err}");
+            assert_eq!(err.matches("server.bind").count(), 1, "{err}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -198,9 +198,7 @@ async fn consent_trail(server: &TestServer, contact: &str) -> Vec<(String, bool)
     let sql = "SELECT source, opted_out FROM consent_events WHERE contact_id = $1 ORDER BY created_at, id";
     match server.backend {
         Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&server.database_url)
-                .await
-                .unwrap();
+            let pool = sqlx::SqlitePool::connect(&server.database_url).await.unwrap();
             let rows = sqlx::query_as(sql).bind(id).fetch_all(&pool).await.unwrap();
             pool.close().await;
             rows

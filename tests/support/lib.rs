@@ -2,7 +2,7 @@
 //! on a loopback port, against a fresh SQLite file or this run's PostgreSQL
 //! database, and talks to it over real HTTP.
 //!
-//! PostgreSQL: `HERALD_TEST_POSTGRES_URL` names a database to use as is (CI
+//! PostgreSQL: `TEST_POSTGRES_URL` names a database to use as is (CI
 //! creates one per run); otherwise a database `herald_test_<unix time>_<pid>` is
 //! created on `postgres://postgres@127.0.0.1:5432/postgres` for this process, and
 //! leftovers of runs older than six hours are dropped. When PostgreSQL cannot be
@@ -98,11 +98,7 @@ impl Reply {
     /// Asserts the status, showing the body when it differs.
     #[track_caller]
     pub fn expect(self, status: u16) -> Self {
-        assert_eq!(
-            self.status, status,
-            "unexpected status; body: {}",
-            self.text
-        );
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
         self
     }
 
@@ -148,17 +144,16 @@ impl TestServer {
 
     /// Starts on `backend`, or returns `None` (after a notice) when PostgreSQL is
     /// unreachable outside CI.
-    pub async fn start_if_available(
-        backend: Backend,
-        configure: impl FnOnce(&mut Config),
-    ) -> Option<Self> {
+    pub async fn start_if_available(backend: Backend, configure: impl FnOnce(&mut Config)) -> Option<Self> {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let database_url = match backend {
             Backend::Sqlite => format!("sqlite://{}", data_dir.path().join("herald.db").display()),
             Backend::Postgres => postgres_url().await?,
         };
-        let mut config = Config::default();
-        config.data_dir = data_dir.path().to_path_buf();
+        let mut config = Config {
+            data_dir: data_dir.path().to_path_buf(),
+            ..Config::default()
+        };
         config.database.url = Some(database_url.clone());
         config.database.max_connections = 4;
         config.auth.jwt_secret = Some(SECRET.into());
@@ -194,10 +189,7 @@ impl TestServer {
         let id = Uuid::now_v7();
         User {
             id,
-            token: hs256_token(
-                SECRET,
-                json!({ "sub": id.to_string(), "exp": in_an_hour() }),
-            ),
+            token: hs256_token(SECRET, json!({ "sub": id.to_string(), "exp": in_an_hour() })),
         }
     }
 
@@ -215,12 +207,7 @@ impl TestServer {
         }
     }
 
-    fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-    ) -> reqwest::RequestBuilder {
+    fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
         let request = self.client.request(method, self.url(path));
         match token {
             Some(token) => request.bearer_auth(token),
@@ -234,8 +221,7 @@ impl TestServer {
     }
 
     pub async fn get_anonymous(&self, path: &str) -> Reply {
-        self.send(self.request(reqwest::Method::GET, path, None))
-            .await
+        self.send(self.request(reqwest::Method::GET, path, None)).await
     }
 
     /// GET with a raw `Authorization` header value (or none).
@@ -248,19 +234,13 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, user: &User, body: Value) -> Reply {
-        self.send(
-            self.request(reqwest::Method::POST, path, Some(&user.token))
-                .json(&body),
-        )
-        .await
+        self.send(self.request(reqwest::Method::POST, path, Some(&user.token)).json(&body))
+            .await
     }
 
     pub async fn put(&self, path: &str, user: &User, body: Value) -> Reply {
-        self.send(
-            self.request(reqwest::Method::PUT, path, Some(&user.token))
-                .json(&body),
-        )
-        .await
+        self.send(self.request(reqwest::Method::PUT, path, Some(&user.token)).json(&body))
+            .await
     }
 
     pub async fn patch(&self, path: &str, user: &User, body: Value) -> Reply {
@@ -277,13 +257,7 @@ impl TestServer {
     }
 
     /// Sends raw bytes as a JSON body (for malformed and oversized bodies).
-    pub async fn send_raw(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        user: &User,
-        body: Vec<u8>,
-    ) -> Reply {
+    pub async fn send_raw(&self, method: reqwest::Method, path: &str, user: &User, body: Vec<u8>) -> Reply {
         let request = self
             .request(method, path, Some(&user.token))
             .header("content-type", "application/json")
@@ -314,12 +288,8 @@ impl TestServer {
 
     /// Moves a campaign through PUT status changes.
     pub async fn set_status(&self, user: &User, id: &str, status: &str) -> Reply {
-        self.put(
-            &format!("/api/v1/campaigns/{id}"),
-            user,
-            json!({ "status": status }),
-        )
-        .await
+        self.put(&format!("/api/v1/campaigns/{id}"), user, json!({ "status": status }))
+            .await
     }
 }
 
@@ -331,11 +301,7 @@ pub struct User {
 }
 
 pub fn in_an_hour() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() + 3600
 }
 
 pub fn hs256_token(secret: &str, claims: Value) -> String {
@@ -344,9 +310,7 @@ pub fn hs256_token(secret: &str, claims: Value) -> String {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
 pub fn signed_token(algorithm: Algorithm, private_pem: &str, claims: Value) -> String {
@@ -381,39 +345,27 @@ async fn postgres_url() -> Option<String> {
 }
 
 async fn prepare_postgres() -> anyhow::Result<String> {
-    if let Ok(url) = std::env::var("HERALD_TEST_POSTGRES_URL") {
+    if let Ok(url) = std::env::var("TEST_POSTGRES_URL") {
         return Ok(url);
     }
-    let admin_url = std::env::var("HERALD_TEST_POSTGRES_ADMIN_URL")
-        .unwrap_or_else(|_| DEFAULT_ADMIN_URL.into());
-    let mut admin = tokio::time::timeout(
-        Duration::from_secs(5),
-        sqlx::PgConnection::connect(&admin_url),
-    )
-    .await??;
+    let admin_url = std::env::var("TEST_POSTGRES_ADMIN_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.into());
+    let mut admin = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin_url)).await??;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let stale: Vec<String> = sqlx::query_scalar(
-        "SELECT datname FROM pg_database WHERE datname LIKE 'herald\\_test\\_%'",
-    )
-    .fetch_all(&mut admin)
-    .await?;
+    let stale: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'herald\\_test\\_%'")
+            .fetch_all(&mut admin)
+            .await?;
     for name in stale {
         let created = name.split('_').nth(2).and_then(|t| t.parse::<u64>().ok());
         if created.is_some_and(|t| now.saturating_sub(t) > STALE_AFTER.as_secs()) {
             let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
-                .execute(&mut admin)
-                .await;
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut admin).await;
         }
     }
     let name = format!("herald_test_{now}_{}", std::process::id());
     let create = format!("CREATE DATABASE \"{name}\"");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-        .execute(&mut admin)
-        .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(create)).execute(&mut admin).await?;
     admin.close().await?;
-    let base = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url.as_str(), |(base, _)| base);
+    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
     Ok(format!("{base}/{name}"))
 }

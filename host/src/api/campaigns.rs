@@ -11,7 +11,10 @@ use crate::domain::campaign::{self, Campaign, CampaignStatus};
 use crate::domain::stats::tally;
 
 pub(super) async fn load(app: &App, user_id: Uuid, id: Uuid) -> Result<Campaign, ApiError> {
-    app.store.campaign(user_id, id).await?.ok_or(ApiError::NotFound("campaign"))
+    app.store
+        .campaign(user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("campaign"))
 }
 
 /// List your campaigns, newest first.

@@ -7,7 +7,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::campaigns::load;
-use super::dto::{AddContacts, AddContactsResult, ContactBody, ContactList, ContactPatch, ImportResult, ImportUpload, PageQuery};
+use super::dto::{
+    AddContacts, AddContactsResult, ContactBody, ContactList, ContactPatch, ImportResult, ImportUpload, PageQuery,
+};
 use super::extract::{self, app, user};
 use super::problem::{ApiError, Problem};
 use super::retry_on_conflict;
@@ -56,7 +58,10 @@ async fn link(
     batches: ContactBatches,
 ) -> Result<crate::store::LinkOutcome, ApiError> {
     let now = app.clock.now();
-    Ok(app.store.link_contacts(campaign.user_id, campaign.id, batches, now).await?)
+    Ok(app
+        .store
+        .link_contacts(campaign.user_id, campaign.id, batches, now)
+        .await?)
 }
 
 /// Import contacts from a CSV file; bad rows are skipped and reported.
@@ -102,7 +107,9 @@ pub async fn import(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
             match rows.next_row() {
                 Ok(Some(Row::Contact(c))) => {
                     batch.push(c);
-                    if batch.len() == IMPORT_BATCH && !send(std::mem::replace(&mut batch, Vec::with_capacity(IMPORT_BATCH))) {
+                    if batch.len() == IMPORT_BATCH
+                        && !send(std::mem::replace(&mut batch, Vec::with_capacity(IMPORT_BATCH)))
+                    {
                         break;
                     }
                 }
@@ -152,7 +159,10 @@ pub async fn list(req: &mut Request, depot: &mut Depot) -> Result<Json<ContactLi
 }
 
 async fn load_contact(app: &super::App, user_id: Uuid, id: Uuid) -> Result<contact::Contact, ApiError> {
-    app.store.contact(user_id, id).await?.ok_or(ApiError::NotFound("contact"))
+    app.store
+        .contact(user_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("contact"))
 }
 
 /// Get one contact.

@@ -12,12 +12,17 @@ use crate::domain::page::PageRequest;
 
 /// The shared application state put in the depot by the router.
 pub fn app(depot: &Depot) -> &App {
-    depot.get_typed::<std::sync::Arc<App>>().expect("app state is injected by the router")
+    depot
+        .get_typed::<std::sync::Arc<App>>()
+        .expect("app state is injected by the router")
 }
 
 /// The authenticated user, set by the auth hoop.
 pub fn user(depot: &Depot) -> Uuid {
-    depot.get_typed::<CurrentUser>().expect("auth hoop runs before handlers").0
+    depot
+        .get_typed::<CurrentUser>()
+        .expect("auth hoop runs before handlers")
+        .0
 }
 
 /// Parses a JSON body: syntax errors are 400, a body of the wrong shape
@@ -101,16 +106,25 @@ mod tests {
 
     #[test]
     fn shape_errors_name_the_field() {
-        assert_eq!(field_of(r#"{"items":[{"name":"a","count":1},{"name":"b"}]}"#), "items[1].count");
+        assert_eq!(
+            field_of(r#"{"items":[{"name":"a","count":1},{"name":"b"}]}"#),
+            "items[1].count"
+        );
         assert_eq!(field_of(r#"{"items":[{"name":"a","count":"x"}]}"#), "items[0].count");
-        assert_eq!(field_of(r#"{"items":[{"name":"a","count":1,"extra":1}]}"#), "items[0].extra");
+        assert_eq!(
+            field_of(r#"{"items":[{"name":"a","count":1,"extra":1}]}"#),
+            "items[0].extra"
+        );
         assert_eq!(field_of(r#"{}"#), "items");
     }
 
     #[test]
     fn syntax_errors_are_bad_requests() {
         for body in ["{", "", "{\"items\": []} trailing", "nope"] {
-            assert!(matches!(parse_json::<Wrapper>(body.as_bytes()), Err(ApiError::BadRequest(_))), "{body}");
+            assert!(
+                matches!(parse_json::<Wrapper>(body.as_bytes()), Err(ApiError::BadRequest(_))),
+                "{body}"
+            );
         }
     }
 }

@@ -12,10 +12,13 @@ pub mod problem;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
 
 use salvo::catcher::Catcher;
 use salvo::http::HeaderValue;
+use salvo::http::header::{CONNECTION, CONTENT_LENGTH};
 use salvo::prelude::*;
 use uuid::Uuid;
 
@@ -86,7 +89,9 @@ where
             return Ok(done);
         }
     }
-    Err(ApiError::Conflict("the resource is being changed concurrently; retry".into()))
+    Err(ApiError::Conflict(
+        "the resource is being changed concurrently; retry".into(),
+    ))
 }
 
 #[handler]
@@ -141,18 +146,50 @@ async fn observe(req: &mut Request, depot: &mut Depot, res: &mut Response, ctrl:
         "request"
     );
     metrics::counter!("herald_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string()).increment(1);
-    metrics::histogram!("herald_http_request_duration_seconds", "method" => method, "route" => route).record(elapsed.as_secs_f64());
+    metrics::histogram!("herald_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(elapsed.as_secs_f64());
 }
 
 /// Headroom for multipart framing around an upload of `max_import_bytes`.
 const MULTIPART_SLACK: u64 = 64 * 1024;
 
+/// Oversized bodies up to this size are read and discarded before answering 413:
+/// a client still sending would otherwise see a reset connection, not the answer.
+const DRAIN_CAP: u64 = 256 * 1024 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Caps request bodies at `0` bytes: declared-too-large bodies get a 413 before
+/// any handler runs; bodies of unknown length are cut off when read.
+struct BodyLimit(u64);
+
+#[async_trait]
+impl Handler for BodyLimit {
+    async fn handle(&self, req: &mut Request, _depot: &mut Depot, res: &mut Response, ctrl: &mut FlowCtrl) {
+        req.set_secure_max_size(self.0 as usize);
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let Some(declared) = declared.filter(|&n| n > self.0) else {
+            return;
+        };
+        if declared <= DRAIN_CAP {
+            let mut body = req.take_body();
+            let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+        }
+        res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        problem::write_problem(res, &ApiError::TooLarge(self.0).to_problem());
+        ctrl.skip_rest();
+    }
+}
+
 pub fn router(app: Arc<App>) -> Router {
-    let body_limit = app.config.server.max_body_bytes as usize;
-    let import_limit = (app.config.contacts.max_import_bytes + MULTIPART_SLACK) as usize;
-    let authenticated = Router::new()
-        .hoop(authenticate)
-        .hoop(salvo::http::request::SecureMaxSize::new(body_limit))
+    let body_limit = app.config.server.max_body_bytes;
+    let import_limit = app.config.contacts.max_import_bytes + MULTIPART_SLACK;
+    let json_routes = Router::new()
+        .hoop(BodyLimit(body_limit))
         .push(
             Router::with_path("campaigns")
                 .get(campaigns::list)
@@ -163,19 +200,22 @@ pub fn router(app: Arc<App>) -> Router {
                         .put(campaigns::update)
                         .delete(campaigns::delete)
                         .push(Router::with_path("stats").get(campaigns::stats))
-                        .push(
-                            Router::with_path("contacts")
-                                .get(contacts::list)
-                                .post(contacts::add)
-                                .push(
-                                    Router::with_path("import")
-                                        .hoop(salvo::http::request::SecureMaxSize::new(import_limit))
-                                        .post(contacts::import),
-                                ),
-                        ),
+                        .push(Router::with_path("contacts").get(contacts::list).post(contacts::add)),
                 ),
         )
-        .push(Router::with_path("contacts/{id}").get(contacts::show).patch(contacts::patch));
+        .push(
+            Router::with_path("contacts/{id}")
+                .get(contacts::show)
+                .patch(contacts::patch),
+        );
+    let authenticated = Router::new()
+        .hoop(authenticate)
+        .push(
+            Router::with_path("campaigns/{id}/contacts/import")
+                .hoop(BodyLimit(import_limit))
+                .post(contacts::import),
+        )
+        .push(json_routes);
     Router::new()
         .hoop(salvo::affix_state::inject(app))
         .push(Router::with_path("healthz").get(ops::healthz))

@@ -85,7 +85,10 @@ impl SendDays {
     }
 
     pub fn names(self) -> Vec<&'static str> {
-        (0..7).filter(|i| self.0 & (1 << i) != 0).map(|i| Self::NAMES[i]).collect()
+        (0..7)
+            .filter(|i| self.0 & (1 << i) != 0)
+            .map(|i| Self::NAMES[i])
+            .collect()
     }
 
     pub fn parse(days: &[String]) -> Result<Self, String> {
@@ -214,7 +217,10 @@ pub fn create(
         created_at: now,
         updated_at: now,
     };
-    let changes = CampaignChanges { status: None, ..changes };
+    let changes = CampaignChanges {
+        status: None,
+        ..changes
+    };
     apply_fields(&blank, changes, rules, errors)
 }
 
@@ -230,7 +236,15 @@ pub fn update(
         return Err(DomainError::Forbidden("a completed campaign accepts no changes".into()));
     }
     let target = changes.status;
-    let mut updated = apply_fields(current, CampaignChanges { status: None, ..changes }, rules, Errors::default())?;
+    let mut updated = apply_fields(
+        current,
+        CampaignChanges {
+            status: None,
+            ..changes
+        },
+        rules,
+        Errors::default(),
+    )?;
     if let Some(to) = target
         && to != current.status
     {
@@ -267,7 +281,10 @@ fn apply_fields(
         if name.trim().is_empty() {
             errors.push("name", "must not be blank");
         } else if len > MAX_NAME_CHARS {
-            errors.push("name", format!("must be at most {MAX_NAME_CHARS} characters (got {len})"));
+            errors.push(
+                "name",
+                format!("must be at most {MAX_NAME_CHARS} characters (got {len})"),
+            );
         }
         c.name = name;
     }
@@ -320,7 +337,10 @@ fn apply_fields(
         {
             errors.push(
                 "carrier",
-                format!("{name:?} is not a configured carrier (known: {})", rules.carriers.join(", ")),
+                format!(
+                    "{name:?} is not a configured carrier (known: {})",
+                    rules.carriers.join(", ")
+                ),
             );
         }
         c.carrier = carrier;
@@ -418,7 +438,15 @@ mod tests {
         )
         .unwrap_err();
         let f = fields(err);
-        for expected in ["name", "message_template", "daily_limit", "timezone", "send_window_start", "send_days", "carrier"] {
+        for expected in [
+            "name",
+            "message_template",
+            "daily_limit",
+            "timezone",
+            "send_window_start",
+            "send_days",
+            "carrier",
+        ] {
             assert!(f.iter().any(|x| x == expected), "missing {expected} in {f:?}");
         }
     }
@@ -466,7 +494,13 @@ mod tests {
     #[test]
     fn status_moves_follow_the_lifecycle() {
         use CampaignStatus::*;
-        let allowed = [(Draft, Active), (Active, Paused), (Paused, Active), (Active, Completed), (Paused, Completed)];
+        let allowed = [
+            (Draft, Active),
+            (Active, Paused),
+            (Paused, Active),
+            (Active, Completed),
+            (Paused, Completed),
+        ];
         for from in CampaignStatus::ALL {
             for to in CampaignStatus::ALL {
                 assert_eq!(from.can_move_to(to), allowed.contains(&(from, to)), "{from} -> {to}");
@@ -493,8 +527,15 @@ mod tests {
             name: Some("x".into()),
             ..Default::default()
         };
-        assert!(matches!(update(&done, rename, &rules(), Utc::now()), Err(DomainError::Forbidden(_))));
-        assert_eq!(set_status(&draft, "draft").unwrap().status, CampaignStatus::Draft, "same status is a no-op");
+        assert!(matches!(
+            update(&done, rename, &rules(), Utc::now()),
+            Err(DomainError::Forbidden(_))
+        ));
+        assert_eq!(
+            set_status(&draft, "draft").unwrap().status,
+            CampaignStatus::Draft,
+            "same status is a no-op"
+        );
     }
 
     #[test]
@@ -504,7 +545,10 @@ mod tests {
             message_template: Some("New {{name}}".into()),
             ..Default::default()
         };
-        assert!(matches!(update(&active, edit.clone(), &rules(), Utc::now()), Err(DomainError::Forbidden(_))));
+        assert!(matches!(
+            update(&active, edit.clone(), &rules(), Utc::now()),
+            Err(DomainError::Forbidden(_))
+        ));
         let same = CampaignChanges {
             message_template: Some(active.message_template.clone()),
             daily_limit: Some(10),

@@ -83,12 +83,17 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 pub fn check_attributes(attributes: &Attributes) -> Result<(), String> {
     if attributes.len() > MAX_ATTRIBUTES {
-        return Err(format!("at most {MAX_ATTRIBUTES} attributes (got {})", attributes.len()));
+        return Err(format!(
+            "at most {MAX_ATTRIBUTES} attributes (got {})",
+            attributes.len()
+        ));
     }
     for (key, value) in attributes {
         let key_len = char_len(key);
         if key.trim().is_empty() || key_len > MAX_ATTRIBUTE_KEY_CHARS {
-            return Err(format!("attribute name {key:?} must be 1-{MAX_ATTRIBUTE_KEY_CHARS} characters"));
+            return Err(format!(
+                "attribute name {key:?} must be 1-{MAX_ATTRIBUTE_KEY_CHARS} characters"
+            ));
         }
         if char_len(value) > MAX_ATTRIBUTE_VALUE_CHARS {
             return Err(format!(
@@ -102,7 +107,9 @@ pub fn check_attributes(attributes: &Attributes) -> Result<(), String> {
 /// Validates one contact; field names in errors are prefixed with `prefix`.
 pub fn validate(input: ContactInput, policy: &PhonePolicy, prefix: &str, errors: &mut Errors) -> Option<NewContact> {
     let phone = errors.check(&format!("{prefix}phone_number"), policy.normalize(&input.phone_number));
-    let name_ok = errors.check(&format!("{prefix}name"), check_name(&input.name)).is_some();
+    let name_ok = errors
+        .check(&format!("{prefix}name"), check_name(&input.name))
+        .is_some();
     let attributes_ok = errors
         .check(&format!("{prefix}attributes"), check_attributes(&input.attributes))
         .is_some();
@@ -197,7 +204,11 @@ mod tests {
     #[test]
     fn batch_drops_repeats_and_normalizes() {
         let batch = validate_batch(
-            vec![input("+15551230001", "A"), input("(555) 123-0001", "B"), input("5551230002", "C")],
+            vec![
+                input("+15551230001", "A"),
+                input("(555) 123-0001", "B"),
+                input("5551230002", "C"),
+            ],
             &PhonePolicy::default(),
         )
         .unwrap();
@@ -209,13 +220,20 @@ mod tests {
     #[test]
     fn batch_names_every_bad_item() {
         let err = validate_batch(
-            vec![input("+15551230001", "ok"), input("123", ""), input("+15551230003", &"n".repeat(101))],
+            vec![
+                input("+15551230001", "ok"),
+                input("123", ""),
+                input("+15551230003", &"n".repeat(101)),
+            ],
             &PhonePolicy::default(),
         )
         .unwrap_err();
         let DomainError::Invalid(errors) = err else { panic!() };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["contacts[1].phone_number", "contacts[1].name", "contacts[2].name"]);
+        assert_eq!(
+            fields,
+            ["contacts[1].phone_number", "contacts[1].name", "contacts[2].name"]
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! CSV contact files: header mapping, per-row validation with file line numbers,
 //! and the import report. Reads any `io::Read`; the caller decides where bytes come from.
 
-use std::io::Read;
+use std::collections::VecDeque;
+use std::io::{self, Read};
 
 use super::contact::{self, Attributes, NewContact, RepeatFilter};
 use super::phone::PhonePolicy;
@@ -42,7 +43,11 @@ impl Columns {
         let mut name = None;
         let mut attributes: Vec<(usize, String)> = Vec::new();
         for (i, raw) in header.iter().enumerate() {
-            let raw = if i == 0 { raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw) } else { raw };
+            let raw = if i == 0 {
+                raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw)
+            } else {
+                raw
+            };
             let title = std::str::from_utf8(raw).map_err(|_| CsvFileError::NotText)?.trim();
             if title.contains('\0') {
                 return Err(CsvFileError::NotText);
@@ -82,9 +87,43 @@ pub enum Row {
     Invalid(String),
 }
 
+/// Remembers where every `\n` of the input is, so a record's file line can be
+/// computed from its byte offset. The csv crate's own line count runs one behind
+/// after a CRLF (it consumes the `\n` only when the next record starts).
+struct NewlineTracker<R> {
+    inner: R,
+    offset: u64,
+    /// Offsets of newlines read ahead of the record being parsed.
+    pending: VecDeque<u64>,
+    /// Newlines at offsets already passed by the parser.
+    passed: u64,
+}
+
+impl<R: Read> Read for NewlineTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, _) in buf[..n].iter().enumerate().filter(|(_, b)| **b == b'\n') {
+            self.pending.push_back(self.offset + i as u64);
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R> NewlineTracker<R> {
+    /// The 1-based line of the first byte after `offset` that is not a newline ending the previous line.
+    fn line_at(&mut self, offset: u64) -> u64 {
+        while self.pending.front().is_some_and(|&nl| nl <= offset) {
+            self.pending.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
+    }
+}
+
 /// Streams the rows of a contact CSV file.
 pub struct CsvContacts<R: Read> {
-    reader: csv::Reader<R>,
+    reader: csv::Reader<NewlineTracker<R>>,
     columns: Columns,
     policy: PhonePolicy,
     repeats: RepeatFilter,
@@ -98,7 +137,12 @@ impl<R: Read> CsvContacts<R> {
             .flexible(true)
             .has_headers(true)
             .buffer_capacity(1 << 16)
-            .from_reader(input);
+            .from_reader(NewlineTracker {
+                inner: input,
+                offset: 0,
+                pending: VecDeque::new(),
+                passed: 0,
+            });
         let header = reader.byte_headers().map_err(|e| CsvFileError::Read(e.to_string()))?;
         let columns = Columns::from_header(header)?;
         Ok(Self {
@@ -115,7 +159,8 @@ impl<R: Read> CsvContacts<R> {
         match self.reader.read_byte_record(&mut self.record) {
             Ok(false) => Ok(None),
             Ok(true) => {
-                let line = self.record.position().map_or(0, |p| p.line());
+                let start = self.record.position().map_or(0, |p| p.byte());
+                let line = self.reader.get_mut().line_at(start);
                 Ok(Some(self.parse_record(line)))
             }
             Err(e) => Err(CsvFileError::Read(e.to_string())),
@@ -126,7 +171,11 @@ impl<R: Read> CsvContacts<R> {
         let invalid = |reason: String| Row::Invalid(format!("line {line}: {reason}"));
         let columns = &self.columns;
         if self.record.len() != columns.width {
-            return invalid(format!("expected {} fields, found {}", columns.width, self.record.len()));
+            return invalid(format!(
+                "expected {} fields, found {}",
+                columns.width,
+                self.record.len()
+            ));
         }
         let field = |i: usize| std::str::from_utf8(&self.record[i]).map(str::trim);
         let (Ok(phone), Ok(name)) = (field(columns.phone), field(columns.name)) else {
@@ -210,16 +259,28 @@ mod tests {
     }
 
     #[test]
+    fn crlf_files_report_file_lines() {
+        let input = b"phone_number,name\r\n5551230001,Ada\r\n\"x\r\ny\",Grace\r\n12345,Bad\r\n";
+        let got = rows(input).unwrap();
+        assert_eq!(got[1], Row::Invalid(r#"line 3: invalid phone number "x\r\ny""#.into()));
+        assert_eq!(got[2], Row::Invalid("line 5: invalid phone number \"12345\"".into()));
+    }
+
+    #[test]
     fn quoted_commas_and_newlines_keep_file_line_numbers() {
         let input = b"phone_number,name,note\n5551230001,\"Lovelace, Ada\",\"two\nlines\"\nbad,Bob,x\n";
         let got = rows(input).unwrap();
-        assert_eq!(got[0], contact("+15551230001", "Lovelace, Ada", &[("note", "two\nlines")]));
+        assert_eq!(
+            got[0],
+            contact("+15551230001", "Lovelace, Ada", &[("note", "two\nlines")])
+        );
         assert_eq!(got[1], Row::Invalid("line 4: invalid phone number \"bad\"".into()));
     }
 
     #[test]
     fn ragged_rows_bad_utf8_blank_names_and_repeats() {
-        let input = b"phone,name\n5551230001,A\n5551230002\n5551230003,\xff\xfe\n5551230004,  \n+1 555 123 0001,Again\n";
+        let input =
+            b"phone,name\n5551230001,A\n5551230002\n5551230003,\xff\xfe\n5551230004,  \n+1 555 123 0001,Again\n";
         let got = rows(input).unwrap();
         assert_eq!(got[0], contact("+15551230001", "A", &[]));
         assert_eq!(got[1], Row::Invalid("line 3: expected 2 fields, found 1".into()));
@@ -231,8 +292,14 @@ mod tests {
     #[test]
     fn unusable_headers_refuse_the_file() {
         assert!(matches!(rows(b""), Err(CsvFileError::Empty)));
-        assert!(matches!(rows(b"name,city\nA,B\n"), Err(CsvFileError::MissingColumn("phone_number"))));
-        assert!(matches!(rows(b"phone,phone_number,name\n"), Err(CsvFileError::RepeatedColumn(_))));
+        assert!(matches!(
+            rows(b"name,city\nA,B\n"),
+            Err(CsvFileError::MissingColumn("phone_number"))
+        ));
+        assert!(matches!(
+            rows(b"phone,phone_number,name\n"),
+            Err(CsvFileError::RepeatedColumn(_))
+        ));
         assert!(matches!(rows(b"\xff\xd8\xff\xe0,name\n"), Err(CsvFileError::NotText)));
         assert_eq!(rows(b"phone,name\n").unwrap(), []);
     }

@@ -55,10 +55,23 @@ mod tests {
 
     #[test]
     fn defaults_and_edges() {
-        assert_eq!(PageRequest::parse(None, None).unwrap(), PageRequest { page: 1, per_page: 10 });
+        assert_eq!(
+            PageRequest::parse(None, None).unwrap(),
+            PageRequest { page: 1, per_page: 10 }
+        );
         assert_eq!(PageRequest::parse(Some("3"), Some("100")).unwrap().offset(), 200);
-        for (page, per_page) in [("0", "10"), ("1", "0"), ("1", "101"), ("-1", "10"), ("x", "10"), ("1", "")] {
-            assert!(PageRequest::parse(Some(page), Some(per_page)).is_err(), "{page} {per_page}");
+        for (page, per_page) in [
+            ("0", "10"),
+            ("1", "0"),
+            ("1", "101"),
+            ("-1", "10"),
+            ("x", "10"),
+            ("1", ""),
+        ] {
+            assert!(
+                PageRequest::parse(Some(page), Some(per_page)).is_err(),
+                "{page} {per_page}"
+            );
         }
     }
 

@@ -96,7 +96,15 @@ mod tests {
     #[test]
     fn wrong_lengths_letters_and_foreign_numbers_are_rejected_by_default() {
         let p = PhonePolicy::default();
-        for input in ["12345", "+1555123456", "+155512345678", "555-CALL-NOW", "", "+447911123456", "25551234567"] {
+        for input in [
+            "12345",
+            "+1555123456",
+            "+155512345678",
+            "555-CALL-NOW",
+            "",
+            "+447911123456",
+            "25551234567",
+        ] {
             assert!(p.normalize(input).is_err(), "{input} should be rejected");
         }
         assert_eq!(p.normalize("12345").unwrap_err(), "invalid phone number \"12345\"");

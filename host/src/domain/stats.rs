@@ -67,8 +67,21 @@ mod tests {
 
     #[test]
     fn delivered_counts_as_sent_so_rates_stay_within_one() {
-        let (all, variants) = tally([("a", "delivered", 3), ("a", "sent", 1), ("b", "failed", 1), ("b", "queued", 2)]);
-        assert_eq!(all, Counters { sent: 4, delivered: 3, failed: 1, pending: 2 });
+        let (all, variants) = tally([
+            ("a", "delivered", 3),
+            ("a", "sent", 1),
+            ("b", "failed", 1),
+            ("b", "queued", 2),
+        ]);
+        assert_eq!(
+            all,
+            Counters {
+                sent: 4,
+                delivered: 3,
+                failed: 1,
+                pending: 2
+            }
+        );
         assert_eq!(all.delivery_rate(), 0.75);
         assert_eq!(all.success_rate(), 0.57);
         assert_eq!(variants["b"].sent, 0);

@@ -74,7 +74,12 @@ pub trait Store: Send + Sync + 'static {
     async fn replace_campaign(&self, campaign: &Campaign, seen_updated_at: DateTime<Utc>) -> Result<bool, StoreError>;
     /// Deletes the campaign, its messages and contact links, if unchanged since
     /// `seen_updated_at`.
-    async fn delete_campaign(&self, user_id: Uuid, id: Uuid, seen_updated_at: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn delete_campaign(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        seen_updated_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 
     /// Creates the user's contacts that do not exist yet and links every one of
     /// them to the campaign, in one transaction: all of it or none of it.

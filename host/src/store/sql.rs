@@ -29,8 +29,12 @@ macro_rules! contact_columns {
 macro_rules! list_campaigns_sql {
     ($filter:literal) => {
         concat!(
-            "SELECT ", campaign_columns!(), ", COUNT(*) OVER () AS total_count FROM campaigns \
-             WHERE user_id = $1 ", $filter, " ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+            "SELECT ",
+            campaign_columns!(),
+            ", COUNT(*) OVER () AS total_count FROM campaigns \
+             WHERE user_id = $1 ",
+            $filter,
+            " ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
         )
     };
 }

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Herald benchmarks (SPEC §8). Release build, real HTTP, loopback only.
+#
+#   bench/run.sh list     GET /api/v1/campaigns?per_page=10, 200 campaigns, 64 clients (wrk), SQLite
+#   bench/run.sh import   CSV import of 1,000,000 rows, on SQLite and on PostgreSQL
+#   bench/run.sh rss      idle RSS of `herald serve`
+#   bench/run.sh all      all of the above
+#
+# Environment: BENCH_ROWS (default 1000000), BENCH_DURATION (wrk seconds, default 20),
+# BENCH_PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROWS="${BENCH_ROWS:-1000000}"
+DURATION="${BENCH_DURATION:-20}"
+PG_ADMIN_URL="${BENCH_PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+PORT=18181
+WORK="$(mktemp -d /tmp/herald-bench.XXXXXX)"
+SERVER_PID=""
+
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null || { echo "installing $1"; apt-get install -y "$2" >/dev/null; }; }
+need wrk wrk
+need curl curl
+need jq jq
+
+cargo build --release -p herald >&2
+BIN="${CARGO_TARGET_DIR:-target}/release/herald"
+
+# start_server DATA_DIR [DATABASE_URL]
+start_server() {
+    local data="$1" url="${2:-}"
+    mkdir -p "$data"
+    HERALD_DATA_DIR="$data" HERALD_SERVER__BIND="127.0.0.1:$PORT" HERALD_LOG__LEVEL=warn \
+        HERALD_CONTACTS__MAX_IMPORT_BYTES=268435456 ${url:+HERALD_DATABASE__URL="$url"} \
+        "$BIN" serve >"$data/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do curl -sf "localhost:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+    TOKEN="$(HERALD_DATA_DIR="$data" "$BIN" token --sub "$(cat "$data/first_user")")"
+}
+
+stop_server() {
+    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+}
+
+api() { curl -sf -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
+
+bench_list() {
+    local data="$WORK/list"
+    start_server "$data"
+    for i in $(seq 200); do
+        api -X POST "localhost:$PORT/api/v1/campaigns" -d "{\"name\":\"Campaign $i\",\"message_template\":\"Hi {{name}}\"}" >/dev/null
+    done
+    echo "== GET /api/v1/campaigns?per_page=10, 200 campaigns, 64 connections, ${DURATION}s, SQLite"
+    wrk -t2 -c64 -d"${DURATION}s" --latency -H "Authorization: Bearer $TOKEN" \
+        "http://127.0.0.1:$PORT/api/v1/campaigns?per_page=10"
+    stop_server
+}
+
+make_csv() {
+    local file="$WORK/contacts.csv"
+    [ -f "$file" ] || awk -v n="$ROWS" 'BEGIN {
+        print "phone_number,name,first_name,city"
+        for (i = 0; i < n; i++) printf "+1%03d%07d,Contact %d,First%d,City%d\n", 200 + int(i / 10000000), i % 10000000, i, i, i % 100
+    }' >"$file"
+    echo "$file"
+}
+
+# import_once LABEL DATA_DIR [DATABASE_URL]
+import_once() {
+    local label="$1" data="$2" url="${3:-}" csv
+    csv="$(make_csv)"
+    start_server "$data" "$url"
+    local campaign
+    campaign="$(api -X POST "localhost:$PORT/api/v1/campaigns" -d '{"name":"Import","message_template":"Hi {{name}}"}' | jq -r .id)"
+    echo "== CSV import, $ROWS rows ($(du -h "$csv" | cut -f1)), $label"
+    local start end
+    start=$(date +%s.%N)
+    curl -sf -H "Authorization: Bearer $TOKEN" -F "file=@$csv" \
+        "localhost:$PORT/api/v1/campaigns/$campaign/contacts/import" | jq -c '{imported, duplicates, errors, total_contacts}'
+    end=$(date +%s.%N)
+    echo "elapsed: $(echo "$end - $start" | bc) s"
+    stop_server
+}
+
+bench_import() {
+    import_once "SQLite" "$WORK/import-sqlite"
+    local db="herald_bench_$$"
+    psql "$PG_ADMIN_URL" -qc "CREATE DATABASE \"$db\""
+    import_once "PostgreSQL" "$WORK/import-pg" "${PG_ADMIN_URL%/*}/$db"
+    psql "$PG_ADMIN_URL" -qc "DROP DATABASE \"$db\" WITH (FORCE)"
+}
+
+bench_rss() {
+    start_server "$WORK/rss"
+    sleep 3
+    echo "== idle RSS of herald serve (SQLite, in-process): $(awk '/VmRSS/ {print $2, $3}' "/proc/$SERVER_PID/status")"
+    stop_server
+}
+
+case "${1:-all}" in
+    list) bench_list ;;
+    import) bench_import ;;
+    rss) bench_rss ;;
+    all) bench_rss; bench_list; bench_import ;;
+    *) echo "usage: $0 list|import|rss|all" >&2; exit 2 ;;
+esac

@@ -1,0 +1,461 @@
+//! The real `herald` binary (SPEC §2, §7): help, configuration errors, `migrate`,
+//! `token`, and the first run of `serve` (generated secret, logged token,
+//! graceful shutdown on SIGTERM, the secret kept across restarts).
+//!
+//! Each test runs in its own temporary directory (so no `config/default.toml` is
+//! found) with every inherited `HERALD_*` variable removed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A scratch directory to run `herald` in; its data directory is `data/` inside.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    /// `herald` with a clean environment: no inherited `HERALD_*` or `RUST_LOG`,
+    /// no colours, `HERALD_DATA_DIR` pointing into the sandbox.
+    fn herald(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        command.args(args).current_dir(self.path()).stdin(Stdio::null());
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("HERALD_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .env("HERALD_DATA_DIR", self.data_dir());
+        command
+    }
+
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = self.herald(args);
+        command.envs(env.iter().copied());
+        Run::from(command.output().expect("herald runs"))
+    }
+
+    /// Starts `herald serve` on `port`; the returned guard kills it if the test fails.
+    fn serve(&self, port: u16) -> Server {
+        let mut command = self.herald(&["serve"]);
+        command
+            .env("HERALD_SERVER__BIND", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("herald serve starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Server {
+            child,
+            port,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+}
+
+/// The outcome of a finished `herald` command.
+struct Run {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Self {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    #[track_caller]
+    fn ok(self) -> Self {
+        assert!(
+            self.success,
+            "herald failed\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Asserts failure and returns stderr.
+    #[track_caller]
+    fn fails(self) -> String {
+        assert!(
+            !self.success,
+            "herald should have failed\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self.stderr
+    }
+}
+
+/// A running `herald serve`, killed on drop unless it already exited.
+struct Server {
+    child: Child,
+    port: u16,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Server {
+    /// Waits (until `deadline`) for a stderr line containing `needle`.
+    fn wait_for_line(&mut self, needle: &str, deadline: Instant) -> String {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no log line with {needle:?} in time; log:\n{}", self.log())
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("herald exited before logging {needle:?}; log:\n{}", self.log())
+                }
+            }
+        }
+    }
+
+    /// The ready-to-use token logged at start, once the server answers HTTP.
+    fn wait_ready(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let line = self.wait_for_line("ready-to-use bearer token", deadline);
+        let token = line
+            .split_whitespace()
+            .find(|word| word.starts_with("eyJ") && word.matches('.').count() == 2)
+            .unwrap_or_else(|| panic!("no JWT in {line:?}"))
+            .to_string();
+        while http_get(self.port, "/healthz", None).map(|(status, _)| status) != Ok(200) {
+            assert!(
+                Instant::now() < deadline,
+                "herald never answered /healthz; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        token
+    }
+
+    /// Sends SIGTERM and asserts a clean exit within 10 s.
+    fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().expect("wait") {
+                break exit;
+            }
+            assert!(Instant::now() < deadline, "herald did not stop within 10 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) {
+            self.seen.push(line);
+        }
+        assert!(
+            exit.success(),
+            "herald exited with {exit} after SIGTERM; log:\n{}",
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        self.seen.join("\n")
+    }
+
+    #[track_caller]
+    fn assert_campaigns_status(&self, token: &str, expected: u16) {
+        let (status, response) = http_get(self.port, "/api/v1/campaigns", Some(token)).expect("request");
+        assert_eq!(status, expected, "GET /api/v1/campaigns: {response}");
+    }
+}
+
+/// A minimal blocking HTTP/1.1 GET: the status code and the raw response.
+fn http_get(port: u16, path: &str, token: Option<&str>) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{authorization}Connection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    let response = String::from_utf8_lossy(&bytes).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP response: {response:?}"))?;
+    Ok((status, response))
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// The claims of a JWT, without checking its signature.
+fn payload(token: &str) -> Value {
+    let segments: Vec<&str> = token.split('.').collect();
+    assert_eq!(segments.len(), 3, "not a JWT: {token:?}");
+    let json = URL_SAFE_NO_PAD.decode(segments[1]).expect("base64url payload");
+    serde_json::from_slice(&json).expect("JSON payload")
+}
+
+#[test]
+fn help_describes_every_command_and_its_options() {
+    let sandbox = Sandbox::new();
+    let top = sandbox.run(&["--help"], &[]).ok().stdout;
+    for word in ["serve", "migrate", "token", "--config"] {
+        assert!(top.contains(word), "herald --help lacks {word}:\n{top}");
+    }
+    let cases: [(&str, &[&str]); 3] = [
+        ("serve", &["--role", "all", "api", "dispatcher", "--no-migrate"]),
+        ("token", &["--sub", "--ttl"]),
+        ("migrate", &["migrations"]),
+    ];
+    for (command, words) in cases {
+        let help = sandbox.run(&[command, "--help"], &[]).ok().stdout;
+        for word in words {
+            assert!(help.contains(word), "herald {command} --help lacks {word}:\n{help}");
+        }
+    }
+}
+
+#[test]
+fn bad_bind_address_stops_start_up_naming_the_key() {
+    let sandbox = Sandbox::new();
+    for command in ["migrate", "serve"] {
+        let stderr = sandbox
+            .run(&[command], &[("HERALD_SERVER__BIND", "not-an-address")])
+            .fails();
+        assert!(
+            stderr.to_lowercase().contains("server.bind"),
+            "herald {command}: {stderr}"
+        );
+    }
+}
+
+/// The key is named as written in `config/default.toml` (or as the variable that
+/// was set), and the reason is said once.
+#[test]
+fn config_errors_name_the_key_as_documented_and_once() {
+    let sandbox = Sandbox::new();
+    let stderr = sandbox
+        .run(&["migrate"], &[("HERALD_SERVER__BIND", "not-an-address")])
+        .fails();
+    assert!(
+        stderr.contains("server.bind") || stderr.contains("HERALD_SERVER__BIND"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("socket address").count(), 1, "reason repeated: {stderr}");
+
+    std::fs::write(sandbox.path().join("bad.toml"), "[server]\nbind = \"nope\"\n").expect("write");
+    let stderr = sandbox.run(&["--config", "bad.toml", "migrate"], &[]).fails();
+    assert!(stderr.contains("server.bind"), "{stderr}");
+    assert_eq!(stderr.matches("socket address").count(), 1, "reason repeated: {stderr}");
+}
+
+#[test]
+fn short_jwt_secret_stops_start_up_naming_the_key() {
+    let sandbox = Sandbox::new();
+    let stderr = sandbox
+        .run(&["migrate"], &[("HERALD_AUTH__JWT_SECRET", "short")])
+        .fails();
+    assert!(stderr.contains("auth.jwt_secret"), "{stderr}");
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let sandbox = Sandbox::new();
+    let stderr = sandbox.run(&["--config", "missing.toml", "migrate"], &[]).fails();
+    assert!(stderr.contains("missing.toml"), "{stderr}");
+    let stderr = sandbox.run(&["migrate"], &[("HERALD_CONFIG", "absent.toml")]).fails();
+    assert!(stderr.contains("absent.toml"), "{stderr}");
+}
+
+#[test]
+fn migrate_creates_the_sqlite_database_in_a_fresh_data_dir() {
+    let sandbox = Sandbox::new();
+    assert!(!sandbox.data_dir().exists());
+    sandbox.run(&["migrate"], &[]).ok();
+    assert!(sandbox.data_dir().join("herald.db").is_file());
+    // Applying again is a no-op, not an error.
+    sandbox.run(&["migrate"], &[]).ok();
+}
+
+#[test]
+fn token_prints_a_jwt_for_the_sub_with_the_ttl() {
+    let sandbox = Sandbox::new();
+    let sub = Uuid::now_v7().to_string();
+    let before = now();
+    let out = sandbox.run(&["token", "--sub", &sub, "--ttl", "1h"], &[]).ok().stdout;
+    let token = out.trim();
+    let claims = payload(token);
+    assert_eq!(claims["sub"], sub.as_str(), "{claims}");
+    let exp = claims["exp"].as_u64().expect("numeric exp");
+    assert!(
+        (before + 3600..=now() + 3600).contains(&exp),
+        "exp {exp} is not about now + 1h ({before})"
+    );
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').next().expect("header"))
+            .expect("base64url header"),
+    )
+    .expect("JSON header");
+    assert_eq!(header["alg"], "HS256");
+}
+
+#[test]
+fn token_refuses_a_sub_that_is_not_a_uuid() {
+    let sandbox = Sandbox::new();
+    let stderr = sandbox.run(&["token", "--sub", "not-a-uuid"], &[]).fails();
+    assert!(stderr.contains("--sub"), "{stderr}");
+}
+
+#[test]
+fn first_serve_needs_no_setup_and_stops_gracefully() {
+    let sandbox = Sandbox::new();
+    let secret_file = sandbox.data_dir().join("jwt_secret");
+
+    let mut first = sandbox.serve(free_port());
+    let token = first.wait_ready();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret_file)
+            .expect("secret kept")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "jwt_secret mode {mode:o}");
+    }
+    let secret = std::fs::read_to_string(&secret_file).expect("secret kept");
+    first.assert_campaigns_status(&token, 200);
+    first.assert_campaigns_status("not-a-token", 401);
+    // `herald token` signs with the same kept secret.
+    let sub = Uuid::now_v7().to_string();
+    let cli_token = sandbox.run(&["token", "--sub", &sub], &[]).ok().stdout;
+    first.assert_campaigns_status(cli_token.trim(), 200);
+    first.terminate();
+    assert!(
+        first.log().contains("generated a JWT secret"),
+        "first start should say it generated the secret:\n{}",
+        first.log()
+    );
+
+    let mut second = sandbox.serve(free_port());
+    let second_token = second.wait_ready();
+    assert_eq!(std::fs::read_to_string(&secret_file).expect("secret kept"), secret);
+    second.assert_campaigns_status(&token, 200);
+    assert_eq!(payload(&second_token)["sub"], payload(&token)["sub"], "same first user");
+    second.terminate();
+    assert!(
+        !second.log().contains("generated a JWT secret"),
+        "second start generated a new secret:\n{}",
+        second.log()
+    );
+}
+
+/// A secret file left empty (a crash between creating and writing it, a bad
+/// edit) must not become an empty HMAC key that anyone can sign with.
+#[test]
+fn an_empty_kept_secret_is_never_used_as_a_key() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.data_dir()).expect("data dir");
+    std::fs::write(sandbox.data_dir().join("jwt_secret"), "").expect("empty secret");
+    let sub = Uuid::now_v7();
+    let token = sandbox.run(&["token", "--sub", &sub.to_string()], &[]);
+    assert!(
+        !token.success,
+        "herald token signed with an empty key: {}",
+        token.stdout
+    );
+
+    let mut server = sandbox.serve(free_port());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match server
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(line) if line.contains("ready-to-use bearer token") => break,
+            Ok(line) => server.seen.push(line),
+            Err(RecvTimeoutError::Disconnected) => {
+                let exit = server.child.wait().expect("wait");
+                assert!(!exit.success(), "herald serve exited 0");
+                return;
+            }
+            Err(RecvTimeoutError::Timeout) => panic!("herald serve neither started nor failed; log:\n{}", server.log()),
+        }
+    }
+    // It started anyway: it must not have kept the empty key.
+    while http_get(server.port, "/healthz", None).map(|(status, _)| status) != Ok(200) {
+        assert!(Instant::now() < deadline, "herald never answered /healthz");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let claims = serde_json::json!({ "sub": sub, "exp": now() + 3600 });
+    let key = jsonwebtoken::EncodingKey::from_secret(b"");
+    let forged = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("sign");
+    server.assert_campaigns_status(&forged, 401);
+}
