@@ -170,6 +170,28 @@ on_both_backends! {
         }
     }
 
+    async fn reads_are_fresh_after_every_write(server) {
+        // SQLite serves these reads from a cache; each must reflect the write before it.
+        let user = server.new_user();
+        let names = |body: Value| -> Vec<String> {
+            body["campaigns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect()
+        };
+        assert!(names(server.get("/api/v1/campaigns", &user).await.body).is_empty());
+        let id = server.create_campaign(&user, json!({ "name": "first" })).await;
+        assert_eq!(names(server.get("/api/v1/campaigns", &user).await.body), ["first"]);
+        assert_eq!(server.get(&campaign_path(&id), &user).await.body["name"], "first");
+        server.put(&campaign_path(&id), &user, json!({ "name": "renamed" })).await.expect(200);
+        assert_eq!(names(server.get("/api/v1/campaigns", &user).await.body), ["renamed"]);
+        assert_eq!(server.get(&campaign_path(&id), &user).await.body["name"], "renamed");
+        assert_eq!(server.get("/api/v1/campaigns?status=active", &user).await.body["total"], 0);
+        server.set_status(&user, &id, "active").await.expect(200);
+        assert_eq!(server.get("/api/v1/campaigns?status=active", &user).await.body["total"], 1);
+        server.set_status(&user, &id, "paused").await.expect(200);
+        server.delete(&campaign_path(&id), &user).await.expect(204);
+        assert!(names(server.get("/api/v1/campaigns", &user).await.body).is_empty());
+        server.get(&campaign_path(&id), &user).await.expect_problem(404);
+    }
+
     async fn list_filters_by_status(server) {
         let user = server.new_user();
         let active = campaign_in(&server, &user, "active").await;

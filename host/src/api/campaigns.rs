@@ -1,6 +1,8 @@
 //! Campaign endpoints.
 
 use salvo::prelude::*;
+
+use super::json::Json;
 use uuid::Uuid;
 
 use super::dto::{CampaignBody, CampaignInput, CampaignList, CampaignQuery, CampaignStats};

@@ -3,6 +3,8 @@
 use std::fs::File;
 
 use salvo::prelude::*;
+
+use super::json::Json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 

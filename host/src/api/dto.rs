@@ -14,6 +14,12 @@ use crate::domain::csv_import::ImportReport;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::stats::Counters;
 
+/// RFC 3339 in UTC with microseconds, e.g. `2026-11-24T06:17:12.852809Z`: one fixed
+/// width for every timestamp, and several times cheaper than chrono's formatter.
+fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_micros(std::time::SystemTime::from(*t)))
+}
+
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
@@ -64,7 +70,9 @@ pub struct CampaignBody {
     pub send_days: Vec<String>,
     /// Configured carrier name; null means the default carrier.
     pub carrier: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -219,6 +227,7 @@ pub struct ContactBody {
     pub name: String,
     pub opted_out: bool,
     pub attributes: BTreeMap<String, String>,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 

@@ -6,6 +6,7 @@ mod contacts;
 pub mod docs;
 mod dto;
 mod extract;
+mod json;
 mod ops;
 pub mod problem;
 

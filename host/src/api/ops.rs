@@ -3,6 +3,8 @@
 use salvo::http::header::CONTENT_TYPE;
 use salvo::prelude::*;
 
+use super::json::Json;
+
 use super::dto::Health;
 use super::extract::app;
 use super::problem::{ApiError, Problem};

@@ -3,6 +3,8 @@
 use salvo::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use salvo::http::{HeaderValue, ParseError};
 use salvo::prelude::*;
+
+use super::json::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 

@@ -2,6 +2,7 @@
 //! PostgreSQL. Both run the same SQL (see `sql.rs`); only connecting and a few
 //! dialect details differ. Knows nothing of HTTP.
 
+mod cache;
 mod rows;
 mod sql;
 
@@ -50,6 +51,8 @@ pub struct LinkOutcome {
 /// Message counts of a campaign: `(variant, status, count)`.
 pub type MessageCounts = Vec<(String, String, u64)>;
 
+/// Storage operations. Every write to a campaign must go through a method that
+/// names the campaign's user, so the read cache (`cache.rs`) can invalidate it.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Which backend this is, for logs and `/readyz`.
@@ -107,10 +110,13 @@ pub trait Store: Send + Sync + 'static {
     async fn messages_by_status(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
-/// Opens the store named by the configuration URL, migrating it if asked.
+/// Opens the store named by the configuration URL. The embedded SQLite store
+/// gets a read cache (one process owns the file); PostgreSQL, which several API
+/// hosts may share, does not.
 pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
-        Arc::new(sqlite::SqliteStore::connect(url, config.max_connections).await?)
+        let sqlite = Arc::new(sqlite::SqliteStore::connect(url, config.max_connections).await?);
+        Arc::new(cache::CachedStore::new(sqlite))
     } else {
         Arc::new(postgres::PostgresStore::connect(url, config.max_connections).await?)
     };

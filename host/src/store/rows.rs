@@ -28,7 +28,8 @@ pub(super) struct CampaignRow {
     updated_at: DateTime<Utc>,
 }
 
-/// A row plus the `COUNT(*) OVER ()` of its query, to page in one round trip.
+/// A row plus the total count of its query (an uncorrelated scalar subquery,
+/// evaluated once), to page in one round trip.
 #[derive(sqlx::FromRow)]
 pub(super) struct Counted<T> {
     #[sqlx(flatten)]

@@ -31,8 +31,9 @@ macro_rules! list_campaigns_sql {
         concat!(
             "SELECT ",
             campaign_columns!(),
-            ", COUNT(*) OVER () AS total_count FROM campaigns \
-             WHERE user_id = $1 ",
+            ", (SELECT COUNT(*) FROM campaigns WHERE user_id = $1 ",
+            $filter,
+            ") AS total_count FROM campaigns WHERE user_id = $1 ",
             $filter,
             " ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
         )
@@ -278,8 +279,9 @@ macro_rules! impl_store {
                 page: $crate::domain::page::PageRequest,
             ) -> Result<$crate::domain::page::Page<$crate::domain::contact::Contact>, $crate::store::StoreError> {
                 let rows: Vec<$crate::store::rows::Counted<$crate::store::rows::ContactRow>> = sqlx::query_as(concat!(
-                    "SELECT ", contact_columns!(), ", COUNT(*) OVER () AS total_count FROM campaign_contacts l \
-                     JOIN contacts c ON c.id = l.contact_id WHERE l.campaign_id = $1 \
+                    "SELECT ", contact_columns!(), ", \
+                     (SELECT COUNT(*) FROM campaign_contacts WHERE campaign_id = $1) AS total_count \
+                     FROM campaign_contacts l JOIN contacts c ON c.id = l.contact_id WHERE l.campaign_id = $1 \
                      ORDER BY l.seq LIMIT $2 OFFSET $3"
                 ))
                     .bind(campaign_id)
