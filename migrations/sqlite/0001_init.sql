@@ -39,8 +39,6 @@ CREATE TABLE contacts (
     updated_at    TEXT NOT NULL,
     UNIQUE (user_id, phone_number)
 );
--- Inbound STOP arrives with a phone number only.
-CREATE INDEX contacts_by_phone ON contacts (phone_number);
 
 -- Links campaigns to contacts; `seq` keeps the order contacts were added in.
 CREATE TABLE campaign_contacts (
@@ -51,7 +49,6 @@ CREATE TABLE campaign_contacts (
     UNIQUE (campaign_id, contact_id)
 );
 CREATE INDEX campaign_contacts_by_campaign ON campaign_contacts (campaign_id, seq);
-CREATE INDEX campaign_contacts_by_contact ON campaign_contacts (contact_id);
 
 -- Every opt-out and opt-in, with where it came from, for consent audits.
 CREATE TABLE consent_events (

@@ -20,7 +20,7 @@ use crate::domain::csv_import::{CsvContacts, CsvFileError, ImportReport, Row};
 use crate::store::ContactBatches;
 
 /// Contacts handed to the store per message while a file is parsed.
-const IMPORT_BATCH: usize = 4_000;
+const IMPORT_BATCH: usize = 8_000;
 
 /// Add contacts to a campaign (all-or-nothing validation).
 #[utoipa::path(post, path = "/api/v1/campaigns/{id}/contacts", tag = "contacts", request_body = AddContacts,

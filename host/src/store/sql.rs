@@ -40,8 +40,8 @@ macro_rules! list_campaigns_sql {
     };
 }
 
-/// Rows per multi-row statement: 7 parameters a row stays under SQLite's 32,766.
-pub(super) const CONTACT_CHUNK: usize = 4_000;
+/// Rows per multi-row statement: 4 parameters a row stays under SQLite's 32,766.
+pub(super) const CONTACT_CHUNK: usize = 8_000;
 
 /// The column values of a campaign in `CAMPAIGN_COLUMNS` order, as owned binds.
 pub(super) struct CampaignBinds {
@@ -230,19 +230,25 @@ macro_rules! impl_store {
                 while let Some(batch) = batches.recv().await {
                     let batch = batch.map_err($crate::store::StoreError::Aborted)?;
                     for chunk in batch.chunks($crate::store::sql::CONTACT_CHUNK) {
+                        // Values shared by every row are bound once; each row binds 4.
                         let mut insert = sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO contacts (id, user_id, phone_number, name, attributes, created_at, updated_at) ",
+                            "INSERT INTO contacts (id, user_id, phone_number, name, attributes, created_at, updated_at) \
+                             SELECT v.column1, ",
                         );
+                        insert
+                            .push_bind(user_id)
+                            .push(", v.column2, v.column3, v.column4, ")
+                            .push_bind(now)
+                            .push(", ")
+                            .push_bind(now)
+                            .push(" FROM (");
                         insert.push_values(chunk, |mut row, contact| {
                             row.push_bind($crate::store::sql::new_contact_id(contact))
-                                .push_bind(user_id)
                                 .push_bind(contact.phone_number.as_str())
                                 .push_bind(contact.name.as_str())
-                                .push_bind(sqlx::types::Json(&contact.attributes))
-                                .push_bind(now)
-                                .push_bind(now);
+                                .push_bind(sqlx::types::Json(&contact.attributes));
                         });
-                        insert.push(" ON CONFLICT (user_id, phone_number) DO NOTHING");
+                        insert.push(") AS v WHERE true ON CONFLICT (user_id, phone_number) DO NOTHING");
                         insert.build().execute(&mut *tx).await?;
 
                         let mut link = sqlx::QueryBuilder::<$db>::new("WITH v (phone, ord) AS (");
