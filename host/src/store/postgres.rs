@@ -3,10 +3,13 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use uuid::Uuid;
 
-use super::StoreError;
+use super::sql::COUNT_CAMPAIGN_CONTACTS;
 use super::sql::{campaign_columns, contact_columns, impl_store, list_campaigns_sql};
+use super::{ContactBatches, LinkOutcome, StoreError};
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -28,6 +31,88 @@ impl PostgresStore {
     async fn run_migrations(&self) -> Result<(), StoreError> {
         sqlx::migrate!("../migrations/postgres").run(&self.pool).await?;
         Ok(())
+    }
+
+    /// COPY every row into a transaction-scoped table, then two set-based
+    /// statements: insert the contacts that are new, link them all in file order.
+    async fn bulk_link(
+        &self,
+        user_id: Uuid,
+        campaign_id: Uuid,
+        mut batches: ContactBatches,
+        now: DateTime<Utc>,
+    ) -> Result<LinkOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Joins and sorts over a million rows stay in memory instead of spilling to disk.
+        sqlx::query("SET LOCAL work_mem = '256MB'").execute(&mut *tx).await?;
+        sqlx::query(
+            "CREATE TEMP TABLE import_rows (id uuid NOT NULL, phone_number text NOT NULL, name text NOT NULL, \
+             attributes jsonb NOT NULL, ord bigint NOT NULL) ON COMMIT DROP",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let mut rows: u64 = 0;
+        let mut copy = tx
+            .copy_in_raw("COPY import_rows (id, phone_number, name, attributes, ord) FROM STDIN (FORMAT csv)")
+            .await?;
+        while let Some(batch) = batches.recv().await {
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(reason) => {
+                    let _ = copy.abort(reason.clone()).await;
+                    return Err(StoreError::Aborted(reason));
+                }
+            };
+            let mut csv = csv::Writer::from_writer(Vec::with_capacity(batch.len() * 128));
+            for contact in &batch {
+                rows += 1;
+                let attributes = serde_json::to_string(&contact.attributes)
+                    .map_err(|e| StoreError::Corrupt(format!("attributes do not serialize: {e}")))?;
+                let record = [
+                    Uuid::now_v7().to_string(),
+                    contact.phone_number.clone(),
+                    contact.name.clone(),
+                    attributes,
+                    rows.to_string(),
+                ];
+                csv.write_record(&record)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            }
+            let bytes = csv.into_inner().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            copy.send(bytes).await?;
+        }
+        copy.finish().await?;
+        sqlx::query("ANALYZE import_rows").execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO contacts (id, user_id, phone_number, name, attributes, created_at, updated_at) \
+             SELECT id, $1, phone_number, name, attributes, $2, $2 FROM import_rows ORDER BY ord \
+             ON CONFLICT (user_id, phone_number) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let linked = sqlx::query(
+            "INSERT INTO campaign_contacts (campaign_id, contact_id, added_at) \
+             SELECT $1, c.id, $2 FROM import_rows r JOIN contacts c ON c.user_id = $3 AND c.phone_number = r.phone_number \
+             ORDER BY r.ord ON CONFLICT (campaign_id, contact_id) DO NOTHING",
+        )
+        .bind(campaign_id)
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let total: i64 = sqlx::query_scalar(COUNT_CAMPAIGN_CONTACTS)
+            .bind(campaign_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(LinkOutcome {
+            linked,
+            already_linked: rows - linked,
+            total_contacts: total as u64,
+        })
     }
 }
 

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::campaign::{Campaign, format_time_of_day};
-use crate::domain::contact::NewContact;
 
 /// Columns of `campaigns` in `CampaignRow` order; macros so statements stay `&'static str`.
 macro_rules! campaign_columns {
@@ -39,9 +38,6 @@ macro_rules! list_campaigns_sql {
         )
     };
 }
-
-/// Rows per multi-row statement: 4 parameters a row stays under SQLite's 32,766.
-pub(super) const CONTACT_CHUNK: usize = 8_000;
 
 /// The column values of a campaign in `CAMPAIGN_COLUMNS` order, as owned binds.
 pub(super) struct CampaignBinds {
@@ -86,13 +82,11 @@ impl From<&Campaign> for CampaignBinds {
     }
 }
 
-/// A contact with its new id, ready for a multi-row insert.
-pub(super) fn new_contact_id(_contact: &NewContact) -> Uuid {
-    Uuid::now_v7()
-}
+/// Counts rows linked to a campaign; shared by both bulk writers.
+pub(super) const COUNT_CAMPAIGN_CONTACTS: &str = "SELECT COUNT(*) FROM campaign_contacts WHERE campaign_id = $1";
 
 /// Implements [`super::Store`] for a store type with a `pool` field of the
-/// backend's pool type and `run_migrations`/`BACKEND` items of its own.
+/// backend's pool type and `BACKEND`, `run_migrations` and `bulk_link` items of its own.
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
@@ -221,62 +215,11 @@ macro_rules! impl_store {
                 &self,
                 user_id: uuid::Uuid,
                 campaign_id: uuid::Uuid,
-                mut batches: $crate::store::ContactBatches,
+                batches: $crate::store::ContactBatches,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<$crate::store::LinkOutcome, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let mut outcome = $crate::store::LinkOutcome::default();
-                let mut position: i64 = 0;
-                while let Some(batch) = batches.recv().await {
-                    let batch = batch.map_err($crate::store::StoreError::Aborted)?;
-                    for chunk in batch.chunks($crate::store::sql::CONTACT_CHUNK) {
-                        // Values shared by every row are bound once; each row binds 4.
-                        let mut insert = sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO contacts (id, user_id, phone_number, name, attributes, created_at, updated_at) \
-                             SELECT v.column1, ",
-                        );
-                        insert
-                            .push_bind(user_id)
-                            .push(", v.column2, v.column3, v.column4, ")
-                            .push_bind(now)
-                            .push(", ")
-                            .push_bind(now)
-                            .push(" FROM (");
-                        insert.push_values(chunk, |mut row, contact| {
-                            row.push_bind($crate::store::sql::new_contact_id(contact))
-                                .push_bind(contact.phone_number.as_str())
-                                .push_bind(contact.name.as_str())
-                                .push_bind(sqlx::types::Json(&contact.attributes));
-                        });
-                        insert.push(") AS v WHERE true ON CONFLICT (user_id, phone_number) DO NOTHING");
-                        insert.build().execute(&mut *tx).await?;
-
-                        let mut link = sqlx::QueryBuilder::<$db>::new("WITH v (phone, ord) AS (");
-                        link.push_values(chunk, |mut row, contact| {
-                            position += 1;
-                            row.push_bind(contact.phone_number.as_str()).push_bind(position);
-                        });
-                        link.push(") INSERT INTO campaign_contacts (campaign_id, contact_id, added_at) SELECT ")
-                            .push_bind(campaign_id)
-                            .push(", c.id, ")
-                            .push_bind(now)
-                            .push(" FROM v JOIN contacts c ON c.user_id = ")
-                            .push_bind(user_id)
-                            .push(" AND c.phone_number = v.phone WHERE true ORDER BY v.ord \
-                                   ON CONFLICT (campaign_id, contact_id) DO NOTHING");
-                        let linked = link.build().execute(&mut *tx).await?.rows_affected();
-                        outcome.linked += linked;
-                        outcome.already_linked += chunk.len() as u64 - linked;
-                    }
-                }
-                outcome.total_contacts = sqlx::query_scalar::<_, i64>(
-                    "SELECT COUNT(*) FROM campaign_contacts WHERE campaign_id = $1",
-                )
-                .bind(campaign_id)
-                .fetch_one(&mut *tx)
-                .await? as u64;
-                tx.commit().await?;
-                Ok(outcome)
+                // Bulk writes are where the databases differ most (COPY on PostgreSQL).
+                self.bulk_link(user_id, campaign_id, batches, now).await
             }
 
             async fn campaign_contacts(
@@ -304,7 +247,7 @@ macro_rules! impl_store {
             }
 
             async fn count_campaign_contacts(&self, campaign_id: uuid::Uuid) -> Result<u64, $crate::store::StoreError> {
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM campaign_contacts WHERE campaign_id = $1")
+                let n: i64 = sqlx::query_scalar($crate::store::sql::COUNT_CAMPAIGN_CONTACTS)
                     .bind(campaign_id)
                     .fetch_one(&self.pool)
                     .await?;
