@@ -36,7 +36,7 @@ BIN="${CARGO_TARGET_DIR:-target}/release/herald"
 start_server() {
     local data="$1" url="${2:-}"
     mkdir -p "$data"
-    HERALD_DATA_DIR="$data" HERALD_SERVER__BIND="127.0.0.1:$PORT" HERALD_LOG__LEVEL=warn \
+    env HERALD_DATA_DIR="$data" HERALD_SERVER__BIND="127.0.0.1:$PORT" HERALD_LOG__LEVEL=warn \
         HERALD_CONTACTS__MAX_IMPORT_BYTES=268435456 ${url:+HERALD_DATABASE__URL="$url"} \
         "$BIN" serve >"$data/server.log" 2>&1 &
     SERVER_PID=$!
