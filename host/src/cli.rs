@@ -81,7 +81,6 @@ async fn serve(config: Config, role: Role, migrate: bool) -> anyhow::Result<()> 
         anyhow::bail!("the dispatcher role is not available in this build yet; run --role api or all");
     }
     let herald = Herald::open(config, migrate).await?;
-    herald.log_startup_token()?;
     let bind = herald.app.config.server.bind;
     let listener = TcpListener::new(bind)
         .try_bind()

@@ -20,15 +20,20 @@ const GRACE: Duration = Duration::from_secs(30);
 
 pub struct Herald {
     pub app: Arc<App>,
-    pub secret: Secret,
+    /// The HS256 secret, unless an identity provider's public key is configured.
+    pub secret: Option<Secret>,
 }
 
 impl Herald {
     /// Opens storage (migrating it if `migrate` and the configuration allow)
     /// and sets up authentication.
     pub async fn open(config: Config, migrate: bool) -> anyhow::Result<Self> {
-        let secret = auth::resolve_secret(&config.auth, &config.data_dir)?;
-        let verifier = Verifier::new(&config.auth, &secret.value)?;
+        prepare_data_dir(&config.data_dir)?;
+        let secret = match config.auth.jwt_public_key {
+            Some(_) => None,
+            None => Some(auth::resolve_secret(&config.auth, &config.data_dir)?),
+        };
+        let verifier = Verifier::new(&config.auth, secret.as_ref().map_or("", |s| s.value.as_str()))?;
         let url = config.database_url();
         let store = store::connect(&url, &config.database)
             .await
@@ -42,14 +47,14 @@ impl Herald {
 
     /// With a secret kept in the data directory (no configuration), logs a token
     /// for the first user so the first run needs no set-up.
-    pub fn log_startup_token(&self) -> anyhow::Result<()> {
-        if !self.secret.from_data_dir {
+    fn log_startup_token(&self) -> anyhow::Result<()> {
+        let Some(secret) = self.secret.as_ref().filter(|s| s.from_data_dir) else {
             return Ok(());
-        }
+        };
         let config = &self.app.config;
         let user = auth::first_user(&config.data_dir)?;
-        let token = auth::issue(&config.auth, &self.secret.value, user, Duration::from_secs(24 * 3600))?;
-        if self.secret.generated {
+        let token = auth::issue(&config.auth, &secret.value, user, Duration::from_secs(24 * 3600))?;
+        if secret.generated {
             let path = config.data_dir.join("jwt_secret");
             tracing::info!(path = %path.display(), "generated a JWT secret (first start)");
         }
@@ -63,6 +68,7 @@ impl Herald {
     where
         A: Acceptor + Send + 'static,
     {
+        self.log_startup_token()?;
         let server = Server::new(acceptor);
         let handle = server.handle();
         tokio::spawn(async move {
@@ -76,6 +82,22 @@ impl Herald {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Creates the data directory owner-only: it holds the database (phone numbers)
+/// and the JWT secret.
+fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data_dir {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict data_dir {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Hides a password in a database URL before it is shown.

@@ -144,7 +144,13 @@ scenarios!(rs256_public_key, es256_public_key, issuer_and_audience, audience_lis
 
 /// With an identity provider's RSA key configured, only its RS256 tokens pass.
 async fn rs256_public_key(backend: Backend) {
-    let Some(server) = start(backend, |c| c.auth.jwt_public_key = Some(fixture("rsa_public.pem"))).await else {
+    let Some(server) = start(backend, |c| {
+        // An identity provider's key alone, as production configures it: no HS256 secret.
+        c.auth.jwt_secret = None;
+        c.auth.jwt_public_key = Some(fixture("rsa_public.pem"));
+    })
+    .await
+    else {
         return;
     };
     let id = Uuid::now_v7();
@@ -180,7 +186,12 @@ async fn rs256_public_key(backend: Backend) {
 
 /// A P-256 key means ES256 tokens.
 async fn es256_public_key(backend: Backend) {
-    let Some(server) = start(backend, |c| c.auth.jwt_public_key = Some(fixture("ec_public.pem"))).await else {
+    let Some(server) = start(backend, |c| {
+        c.auth.jwt_secret = None;
+        c.auth.jwt_public_key = Some(fixture("ec_public.pem"));
+    })
+    .await
+    else {
         return;
     };
     accepted(

@@ -2,6 +2,7 @@
 
 use herald::config::DatabaseConfig;
 use herald::domain::contact::NewContact;
+use herald::store::ContactBatch;
 use herald_tests::serde_json::{Value, json};
 use herald_tests::*;
 
@@ -163,6 +164,26 @@ on_both_backends! {
         assert_eq!(server.get(&path, &user).await.body["name"], "Ada L.");
     }
 
+    async fn concurrent_imports_sharing_phones_both_succeed(server) {
+        // Same phones in opposite orders, at the same time: a classic lock-order deadlock.
+        let user = server.new_user();
+        let first = server.create_campaign(&user, json!({})).await;
+        let second = server.create_campaign(&user, json!({})).await;
+        let rows: Vec<String> = (0..20_000).map(|i| format!("+1555{i:07},n{i}")).collect();
+        let file = |rows: &[String]| format!("phone_number,name\n{}\n", rows.join("\n")).into_bytes();
+        let reversed: Vec<String> = rows.iter().rev().cloned().collect();
+        let (path_a, path_b) = (format!("{}/import", contacts_path(&first)), format!("{}/import", contacts_path(&second)));
+        let (a, b) = tokio::join!(
+            server.upload(&path_a, &user, "file", file(&rows)),
+            server.upload(&path_b, &user, "file", file(&reversed)),
+        );
+        assert_eq!(a.expect(201).body["total_contacts"], 20_000);
+        assert_eq!(b.expect(201).body["total_contacts"], 20_000);
+        let one = server.get(&format!("{}?per_page=1", contacts_path(&first)), &user).await.body;
+        let other = server.get(&format!("{}?per_page=1&page=20000", contacts_path(&second)), &user).await.body;
+        assert_eq!(one["contacts"][0]["id"], other["contacts"][0]["id"], "one contact per phone, shared");
+    }
+
     async fn aborted_bulk_write_leaves_nothing(server) {
         // The import path streams batches into one transaction; a failure after
         // some batches were written must roll all of them back.
@@ -175,11 +196,19 @@ on_both_backends! {
                 .map(|i| NewContact { phone_number: format!("+1555{i:07}"), name: "x".into(), attributes: Default::default() })
                 .collect()
         };
-        tx.send(Ok(batch(0))).await.unwrap();
-        tx.send(Ok(batch(5_000))).await.unwrap();
-        tx.send(Err("the upload broke off".to_string())).await.unwrap();
+        tx.send(ContactBatch::Rows(batch(0))).await.unwrap();
+        tx.send(ContactBatch::Rows(batch(5_000))).await.unwrap();
+        tx.send(ContactBatch::Abort("the upload broke off".to_string())).await.unwrap();
         drop(tx);
         let campaign_id = campaign.parse().unwrap();
+        let result = store.link_contacts(user.id, campaign_id, rx, chrono::Utc::now()).await;
+        assert!(matches!(result, Err(herald::store::StoreError::Aborted(_))), "{result:?}");
+        assert!(phones(&server, &user, &campaign).await.is_empty());
+
+        // A producer that dies (a panic drops its sender) without saying `End` is no success either.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(ContactBatch::Rows(batch(0))).await.unwrap();
+        drop(tx);
         let result = store.link_contacts(user.id, campaign_id, rx, chrono::Utc::now()).await;
         assert!(matches!(result, Err(herald::store::StoreError::Aborted(_))), "{result:?}");
         assert!(phones(&server, &user, &campaign).await.is_empty());

@@ -17,7 +17,7 @@ use super::problem::{ApiError, Problem};
 use super::retry_on_conflict;
 use crate::domain::contact::{self, ConsentSource, ContactInput, NewContact};
 use crate::domain::csv_import::{CsvContacts, CsvFileError, ImportReport, Row};
-use crate::store::ContactBatches;
+use crate::store::{ContactBatch, ContactBatches};
 
 /// Contacts handed to the store per message while a file is parsed.
 const IMPORT_BATCH: usize = 8_000;
@@ -41,9 +41,11 @@ pub async fn add(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Re
     let body: AddContacts = extract::json(req, app.config.server.max_body_bytes).await?;
     let inputs: Vec<ContactInput> = body.contacts.into_iter().map(Into::into).collect();
     let batch = contact::validate_batch(inputs, &app.phone_policy)?;
-    let (tx, rx) = mpsc::channel(1);
-    tx.send(Ok(batch.contacts)).await.expect("receiver is alive");
-    drop(tx);
+    let (tx, rx) = mpsc::channel(2);
+    tx.send(ContactBatch::Rows(batch.contacts))
+        .await
+        .expect("receiver is alive");
+    tx.send(ContactBatch::End).await.expect("receiver is alive");
     let outcome = link(app, &campaign, rx).await?;
     res.status_code(StatusCode::CREATED);
     res.render(Json(AddContactsResult {
@@ -104,7 +106,7 @@ pub async fn import(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
         let mut rows = CsvContacts::new(input, policy)?;
         let mut report = ImportReport::default();
         let mut batch: Vec<NewContact> = Vec::with_capacity(IMPORT_BATCH);
-        let send = |batch: Vec<NewContact>| tx.blocking_send(Ok(batch)).is_ok();
+        let send = |batch: Vec<NewContact>| tx.blocking_send(ContactBatch::Rows(batch)).is_ok();
         loop {
             match rows.next_row() {
                 Ok(Some(Row::Contact(c))) => {
@@ -119,7 +121,7 @@ pub async fn import(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
                 Ok(Some(Row::Invalid(detail))) => report.record_error(detail),
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(e.to_string()));
+                    let _ = tx.blocking_send(ContactBatch::Abort(e.to_string()));
                     return Err(e);
                 }
             }
@@ -127,6 +129,7 @@ pub async fn import(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
         if !batch.is_empty() {
             send(batch);
         }
+        let _ = tx.blocking_send(ContactBatch::End);
         Ok(report)
     });
     let (linked, parsed) = tokio::join!(link(app, &campaign, rx), parser);

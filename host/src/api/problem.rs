@@ -1,6 +1,6 @@
 //! The HTTP layer's one error type, written once as an RFC 9457 problem document.
 
-use salvo::http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use salvo::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use salvo::http::{HeaderValue, ParseError};
 use salvo::prelude::*;
 
@@ -120,9 +120,15 @@ impl ApiError {
 /// Writes a problem document with the right status and content type.
 pub fn write_problem(res: &mut Response, problem: &Problem) {
     res.status_code(StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
-    if problem.status == 401 {
-        res.headers_mut()
-            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"herald\""));
+    match problem.status {
+        401 => {
+            res.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"herald\""));
+        }
+        503 => {
+            res.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
     }
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
@@ -170,7 +176,8 @@ impl From<DomainError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Database(sqlx::Error::PoolTimedOut) => Self::Unavailable("the database is busy; retry".into()),
+            StoreError::Busy(_) => Self::Unavailable("the database is busy; retry shortly".into()),
+            StoreError::MissingReference(_) => Self::NotFound("campaign"),
             other => Self::Internal(other.to_string()),
         }
     }

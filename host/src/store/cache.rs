@@ -2,11 +2,13 @@
 //! and single campaigns, per user.
 //!
 //! Every cache key carries the user's *generation*, read before the database is
-//! queried; every campaign write bumps the generation after it lands. A page
-//! read concurrently with a write is therefore stored under the old generation,
-//! where nothing will look it up again, so the cache never serves a page older
-//! than the last completed write. It is only correct when every write goes
-//! through this process, which is why it wraps the embedded SQLite store only.
+//! queried. A campaign write gives the user a new generation before it starts
+//! and again when it ends — landed, failed or cancelled (a guard's `Drop`) — so
+//! a page read concurrently with a write is stored under a generation nothing
+//! will look up again. Generations come from one process-wide counter, so a
+//! user whose entry was evicted never gets back an old value. The cache is only
+//! correct when every write goes through this process, which is why it wraps
+//! the embedded SQLite store only.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,7 +52,21 @@ enum Cached {
 pub struct CachedStore {
     inner: Arc<dyn Store>,
     entries: Cache<Key, Cached>,
-    generations: Cache<Uuid, Arc<AtomicU64>>,
+    generations: Cache<Uuid, u64>,
+    counter: AtomicU64,
+}
+
+/// Renews a user's generation when dropped: after the write it guards, however
+/// that write ended.
+struct Invalidation<'a> {
+    cache: &'a CachedStore,
+    user: Uuid,
+}
+
+impl Drop for Invalidation<'_> {
+    fn drop(&mut self) {
+        self.cache.renew(self.user);
+    }
 }
 
 impl CachedStore {
@@ -62,20 +78,26 @@ impl CachedStore {
                 .time_to_live(TIME_TO_LIVE)
                 .build(),
             generations: Cache::builder().max_capacity(CAPACITY).build(),
+            counter: AtomicU64::new(0),
         }
     }
 
-    fn generation(&self, user: Uuid) -> Arc<AtomicU64> {
-        self.generations.get_with(user, || Arc::new(AtomicU64::new(0)))
+    fn fresh(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     fn current(&self, user: Uuid) -> u64 {
-        self.generation(user).load(Ordering::Acquire)
+        self.generations.get_with(user, || self.fresh())
     }
 
-    /// Called after a write to `user`'s campaigns has landed.
-    fn invalidate(&self, user: Uuid) {
-        self.generation(user).fetch_add(1, Ordering::AcqRel);
+    fn renew(&self, user: Uuid) {
+        self.generations.insert(user, self.fresh());
+    }
+
+    /// Call before writing to `user`'s campaigns; keep the guard until the write ends.
+    fn invalidate(&self, user: Uuid) -> Invalidation<'_> {
+        self.renew(user);
+        Invalidation { cache: self, user }
     }
 }
 
@@ -98,9 +120,8 @@ impl Store for CachedStore {
     }
 
     async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
-        let result = self.inner.insert_campaign(campaign).await;
-        self.invalidate(campaign.user_id);
-        result
+        let _guard = self.invalidate(campaign.user_id);
+        self.inner.insert_campaign(campaign).await
     }
 
     async fn campaign(&self, user_id: Uuid, id: Uuid) -> Result<Option<Campaign>, StoreError> {
@@ -138,9 +159,8 @@ impl Store for CachedStore {
     }
 
     async fn replace_campaign(&self, campaign: &Campaign, seen_updated_at: DateTime<Utc>) -> Result<bool, StoreError> {
-        let result = self.inner.replace_campaign(campaign, seen_updated_at).await;
-        self.invalidate(campaign.user_id);
-        result
+        let _guard = self.invalidate(campaign.user_id);
+        self.inner.replace_campaign(campaign, seen_updated_at).await
     }
 
     async fn delete_campaign(
@@ -149,9 +169,8 @@ impl Store for CachedStore {
         id: Uuid,
         seen_updated_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let result = self.inner.delete_campaign(user_id, id, seen_updated_at).await;
-        self.invalidate(user_id);
-        result
+        let _guard = self.invalidate(user_id);
+        self.inner.delete_campaign(user_id, id, seen_updated_at).await
     }
 
     async fn link_contacts(
@@ -185,5 +204,29 @@ impl Store for CachedStore {
     }
     async fn messages_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.messages_by_status().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn generations_never_repeat_even_after_eviction() {
+        let inner = crate::store::sqlite::SqliteStore::connect("sqlite::memory:", 1)
+            .await
+            .unwrap();
+        let cache = CachedStore::new(Arc::new(inner));
+        let user = Uuid::now_v7();
+        let first = cache.current(user);
+        assert_eq!(cache.current(user), first, "stable while nothing is written");
+        drop(cache.invalidate(user));
+        let after_write = cache.current(user);
+        assert!(after_write > first);
+        cache.generations.invalidate(&user);
+        assert!(
+            cache.current(user) > after_write,
+            "a forgotten user gets a value never used before"
+        );
     }
 }

@@ -24,7 +24,13 @@ use crate::domain::page::{Page, PageRequest};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// Lock contention, a deadlock or an exhausted pool: retrying may succeed.
+    #[error("database busy: {0}")]
+    Busy(sqlx::Error),
+    /// A row names a parent that no longer exists (deleted concurrently).
+    #[error("referenced row is gone: {0}")]
+    MissingReference(sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is not valid: {0}")]
@@ -34,8 +40,44 @@ pub enum StoreError {
     Aborted(String),
 }
 
-/// Batches of new contacts for one bulk write; an `Err` aborts it.
-pub type ContactBatches = mpsc::Receiver<Result<Vec<NewContact>, String>>;
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let code = match &e {
+            sqlx::Error::PoolTimedOut => return Self::Busy(e),
+            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+            _ => None,
+        };
+        match code.as_deref() {
+            // PostgreSQL: deadlock, serialization failure, lock not available.
+            // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+            Some("40P01" | "40001" | "55P03" | "5" | "6" | "261" | "262" | "517") => Self::Busy(e),
+            // Foreign-key violation: PostgreSQL, SQLITE_CONSTRAINT_FOREIGNKEY.
+            Some("23503" | "787") => Self::MissingReference(e),
+            _ => Self::Database(e),
+        }
+    }
+}
+
+/// One message of a bulk write's producer. A write commits only after `End`;
+/// `Abort`, or a producer that goes away without `End`, rolls it back.
+#[derive(Debug)]
+pub enum ContactBatch {
+    Rows(Vec<NewContact>),
+    End,
+    Abort(String),
+}
+
+pub type ContactBatches = mpsc::Receiver<ContactBatch>;
+
+/// The next rows of a bulk write, `None` at its end.
+pub(crate) async fn next_rows(batches: &mut ContactBatches) -> Result<Option<Vec<NewContact>>, StoreError> {
+    match batches.recv().await {
+        Some(ContactBatch::Rows(rows)) => Ok(Some(rows)),
+        Some(ContactBatch::End) => Ok(None),
+        Some(ContactBatch::Abort(reason)) => Err(StoreError::Aborted(reason)),
+        None => Err(StoreError::Aborted("the producer stopped before the end".into())),
+    }
+}
 
 /// Result of linking contacts to a campaign.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::sql::COUNT_CAMPAIGN_CONTACTS;
 use super::sql::{campaign_columns, contact_columns, impl_store, list_campaigns_sql};
-use super::{ContactBatches, LinkOutcome, StoreError};
+use super::{ContactBatches, LinkOutcome, StoreError, next_rows};
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -43,6 +43,12 @@ impl PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<LinkOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // One bulk write per user at a time: two imports sharing phone numbers would
+        // otherwise take row locks in different orders and deadlock.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(user_id.to_string())
+            .execute(&mut *tx)
+            .await?;
         // Joins and sorts over a million rows stay in memory instead of spilling to disk.
         sqlx::query("SET LOCAL work_mem = '256MB'").execute(&mut *tx).await?;
         sqlx::query(
@@ -55,12 +61,13 @@ impl PostgresStore {
         let mut copy = tx
             .copy_in_raw("COPY import_rows (id, phone_number, name, attributes, ord) FROM STDIN (FORMAT csv)")
             .await?;
-        while let Some(batch) = batches.recv().await {
-            let batch = match batch {
-                Ok(batch) => batch,
-                Err(reason) => {
-                    let _ = copy.abort(reason.clone()).await;
-                    return Err(StoreError::Aborted(reason));
+        loop {
+            let batch = match next_rows(&mut batches).await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = copy.abort(e.to_string()).await;
+                    return Err(e);
                 }
             };
             let mut csv = csv::Writer::from_writer(Vec::with_capacity(batch.len() * 128));

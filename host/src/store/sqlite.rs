@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::sql::COUNT_CAMPAIGN_CONTACTS;
 use super::sql::{campaign_columns, contact_columns, impl_store, list_campaigns_sql};
-use super::{ContactBatches, LinkOutcome, StoreError};
+use super::{ContactBatches, LinkOutcome, StoreError, next_rows};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -62,8 +62,7 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await?;
         let mut outcome = LinkOutcome::default();
         let mut position: i64 = 0;
-        while let Some(batch) = batches.recv().await {
-            let batch = batch.map_err(StoreError::Aborted)?;
+        while let Some(batch) = next_rows(&mut batches).await? {
             for chunk in batch.chunks(CONTACT_CHUNK) {
                 // Values shared by every row are bound once; each row binds 4.
                 let mut insert = QueryBuilder::<Sqlite>::new(
