@@ -18,8 +18,10 @@ PORT=18181
 WORK="$(mktemp -d /tmp/herald-bench.XXXXXX)"
 SERVER_PID=""
 
+PG_BENCH_DB="herald_bench_$$"
 cleanup() {
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS \"$PG_BENCH_DB\" WITH (FORCE)" 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -91,10 +93,8 @@ import_once() {
 
 bench_import() {
     import_once "SQLite" "$WORK/import-sqlite"
-    local db="herald_bench_$$"
-    psql "$PG_ADMIN_URL" -qc "CREATE DATABASE \"$db\""
-    import_once "PostgreSQL" "$WORK/import-pg" "${PG_ADMIN_URL%/*}/$db"
-    psql "$PG_ADMIN_URL" -qc "DROP DATABASE \"$db\" WITH (FORCE)"
+    psql "$PG_ADMIN_URL" -qc "CREATE DATABASE \"$PG_BENCH_DB\""
+    import_once "PostgreSQL" "$WORK/import-pg" "${PG_ADMIN_URL%/*}/$PG_BENCH_DB"
 }
 
 bench_rss() {

@@ -225,7 +225,7 @@ impl Config {
             key: key.into(),
             reason: reason.to_string(),
         };
-        if let Some(url) = &self.database.url
+        if let Some(url) = self.database.url.as_deref().filter(|u| !u.is_empty())
             && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
             return Err(invalid(
@@ -236,8 +236,11 @@ impl Config {
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
-        if self.server.max_body_bytes == 0 || self.contacts.max_import_bytes == 0 {
-            return Err(invalid("server.max_body_bytes", "limits must be positive"));
+        if self.server.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "must be positive"));
+        }
+        if self.contacts.max_import_bytes == 0 {
+            return Err(invalid("contacts.max_import_bytes", "must be positive"));
         }
         if self.auth.jwt_secret.as_deref().is_some_and(|s| s.len() < 32) {
             return Err(invalid(
@@ -294,11 +297,13 @@ impl Config {
                 )));
             }
         }
-        let defaults = self.carriers.iter().filter(|c| c.default).count();
-        if defaults > 1 {
-            return Err(invalid("more than one carrier is marked default".into()));
+        match self.carriers.iter().filter(|c| c.default).count() {
+            0 if self.carriers.len() > 1 => Err(invalid(
+                "with several carriers, mark one `default = true` (campaigns with carrier null use it)".into(),
+            )),
+            0 | 1 => Ok(()),
+            _ => Err(invalid("more than one carrier is marked default".into())),
         }
-        Ok(())
     }
 
     /// The carrier used by campaigns whose `carrier` is null: the one marked
@@ -392,6 +397,28 @@ mod tests {
             assert_eq!(err.matches("server.bind").count(), 1, "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn several_carriers_need_one_default() {
+        let mut config = Config::default();
+        let mut second = config.carriers[0].clone();
+        second.name = "twilio".into();
+        second.default = false;
+        config.carriers[0].default = false;
+        config.carriers.push(second);
+        assert!(config.validate().unwrap_err().to_string().contains("default"));
+        config.carriers[1].default = true;
+        config.validate().unwrap();
+        assert_eq!(config.default_carrier(), Some("twilio"));
+    }
+
+    #[test]
+    fn empty_database_url_means_the_default_file() {
+        let mut config = Config::default();
+        config.database.url = Some(String::new());
+        config.validate().unwrap();
+        assert!(config.database_url().starts_with("sqlite://"));
     }
 
     #[test]

@@ -213,6 +213,42 @@ on_both_backends! {
         assert_eq!(reply.body["total"], 0);
     }
 
+    async fn completed_campaign_is_final(server) {
+        let user = server.new_user();
+        let id = campaign_in(&server, &user, "completed").await;
+        let before = server.get(&campaign_path(&id), &user).await.body;
+        let same = server.put(&campaign_path(&id), &user, json!({})).await.expect(200).body;
+        assert_eq!(same, before, "an empty PUT changes nothing, updated_at included");
+        server.set_status(&user, &id, "completed").await.expect_problem(400);
+        server
+            .post(&format!("{}/contacts", campaign_path(&id)), &user, json!({ "contacts": [{ "phone_number": "+15551230001", "name": "A" }] }))
+            .await
+            .expect_problem(400);
+        server
+            .upload(&format!("{}/contacts/import", campaign_path(&id)), &user, "file", b"phone,name\n5551230001,A\n".to_vec())
+            .await
+            .expect_problem(400);
+        assert_eq!(server.get(&format!("{}/contacts", campaign_path(&id)), &user).await.body["total"], 0);
+    }
+
+    async fn json_arrays_are_not_objects(server) {
+        let user = server.new_user();
+        let fields = server
+            .send_raw(reqwest::Method::POST, "/api/v1/campaigns", &user, br#"["Sneaky", "Hi", null]"#.to_vec())
+            .await
+            .expect_problem(422);
+        assert_eq!(fields, ["body"]);
+        assert_eq!(server.get("/api/v1/campaigns", &user).await.body["total"], 0);
+    }
+
+    async fn a_page_far_past_the_end_is_empty(server) {
+        let user = server.new_user();
+        server.create_campaign(&user, json!({})).await;
+        let far = server.get("/api/v1/campaigns?page=18446744073709551615&per_page=100", &user).await.expect(200).body;
+        assert_eq!(far["campaigns"], json!([]));
+        assert_eq!(far["total"], 1);
+    }
+
     async fn every_status_move_is_allowed_or_refused(server) {
         let user = server.new_user();
         let allowed = [("draft", "active"), ("active", "paused"), ("paused", "active"), ("active", "completed"), ("paused", "completed")];
@@ -277,6 +313,13 @@ on_both_backends! {
         server.delete(&campaign_path(&id), &user).await.expect_problem(400);
         server.get(&campaign_path(&id), &user).await.expect(200);
 
+        server.put(&campaign_path(&id), &user, json!({ "ab_test_percentage": 10 })).await.expect_problem(422);
+        server
+            .put(&campaign_path(&id), &user, json!({ "status": "paused", "message_template": "Pause and edit at once" }))
+            .await
+            .expect_problem(400);
+        assert_eq!(server.get(&campaign_path(&id), &user).await.body["status"], "active", "nothing of it applied");
+        server.set_status(&user, &id, "active").await.expect(200);
         server.set_status(&user, &id, "paused").await.expect(200);
         server.put(&campaign_path(&id), &user, json!({ "message_template": "Edited while paused" })).await.expect(200);
         server.set_status(&user, &id, "completed").await.expect(200);

@@ -495,7 +495,7 @@ on_both_backends! {
         const ROWS: u64 = 20_000;
         let user = server.new_user();
         let campaign = server.create_campaign(&user, json!({})).await;
-        // The last row repeats the first across the 4,000-row chunks.
+        // The last row repeats the first across the 8,000-row chunks.
         let rows = (0..ROWS).chain([0]).map(|n| (generated_phone(n), format!("Contact {n}")));
         let reply = import(&server, &user, &campaign, phone_name_csv(rows)).await;
         assert_report(reply, report(ROWS, 1, 0, ROWS, &[]));

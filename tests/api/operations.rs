@@ -32,6 +32,38 @@ on_both_backends! {
         let user = server.new_user();
         server.get("/api/v1/nothing-here", &user).await.expect_problem(404);
         server.get_anonymous("/nope").await.expect_problem(404);
+        let reply = server.put("/api/v1/campaigns", &user, json!({})).await;
+        assert_eq!(reply.body["type"], "https://herald.dev/problems/method-not-allowed", "{}", reply.text);
+        reply.expect_problem(405);
+    }
+
+    async fn every_api_route_needs_a_token(server) {
+        let id = uuid::Uuid::now_v7();
+        let routes = [
+            ("GET", "/api/v1/campaigns".to_string()),
+            ("POST", "/api/v1/campaigns".to_string()),
+            ("GET", format!("/api/v1/campaigns/{id}")),
+            ("PUT", format!("/api/v1/campaigns/{id}")),
+            ("DELETE", format!("/api/v1/campaigns/{id}")),
+            ("GET", format!("/api/v1/campaigns/{id}/stats")),
+            ("GET", format!("/api/v1/campaigns/{id}/contacts")),
+            ("POST", format!("/api/v1/campaigns/{id}/contacts")),
+            ("POST", format!("/api/v1/campaigns/{id}/contacts/import")),
+            ("GET", format!("/api/v1/contacts/{id}")),
+            ("PATCH", format!("/api/v1/contacts/{id}")),
+        ];
+        let client = reqwest::Client::new();
+        for (method, path) in routes {
+            let response = client
+                .request(method.parse().unwrap(), server.url(&path))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 401, "{method} {path}");
+            assert!(response.headers().get("www-authenticate").is_some(), "{method} {path}");
+        }
     }
 
     async fn openapi_document_describes_every_endpoint(server) {

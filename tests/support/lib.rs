@@ -5,7 +5,7 @@
 //! PostgreSQL: `TEST_POSTGRES_URL` names a database to use as is (CI
 //! creates one per run); otherwise a database `herald_test_<unix time>_<pid>` is
 //! created on `postgres://postgres@127.0.0.1:5432/postgres` for this process, and
-//! leftovers of runs older than six hours are dropped. When PostgreSQL cannot be
+//! leftovers of runs older than two hours are dropped. When PostgreSQL cannot be
 //! reached the PostgreSQL variant of each test is skipped with a notice, except
 //! under `CI=true`, where it fails.
 
@@ -26,7 +26,7 @@ pub use serde_json;
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const STALE_AFTER: Duration = Duration::from_secs(6 * 3600);
+const STALE_AFTER: Duration = Duration::from_secs(2 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -99,6 +99,9 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> Result<Json<Campaig
     let updated = retry_on_conflict(|| async {
         let current = load(app, user_id, id).await?;
         let updated = campaign::update(&current, changes.clone(), &app.rules(), app.clock.now())?;
+        if updated == current {
+            return Ok(Some(current));
+        }
         let written = app.store.replace_campaign(&updated, current.updated_at).await?;
         Ok(written.then_some(updated))
     })

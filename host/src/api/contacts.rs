@@ -15,6 +15,7 @@ use super::dto::{
 use super::extract::{self, app, user};
 use super::problem::{ApiError, Problem};
 use super::retry_on_conflict;
+use crate::domain::campaign;
 use crate::domain::contact::{self, ConsentSource, ContactInput, NewContact};
 use crate::domain::csv_import::{CsvContacts, CsvFileError, ImportReport, Row};
 use crate::store::{ContactBatch, ContactBatches};
@@ -38,6 +39,7 @@ const IMPORT_BATCH: usize = 8_000;
 pub async fn add(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
     let app = app(depot);
     let campaign = load(app, user(depot), extract::path_id(req, "id")?).await?;
+    campaign::check_accepts_contacts(&campaign)?;
     let body: AddContacts = extract::json(req, app.config.server.max_body_bytes).await?;
     let inputs: Vec<ContactInput> = body.contacts.into_iter().map(Into::into).collect();
     let batch = contact::validate_batch(inputs, &app.phone_policy)?;
@@ -84,6 +86,7 @@ async fn link(
 pub async fn import(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
     let app = app(depot);
     let campaign = load(app, user(depot), extract::path_id(req, "id")?).await?;
+    campaign::check_accepts_contacts(&campaign)?;
     let limit = app.config.contacts.max_import_bytes;
     let file = match req.try_file("file").await {
         Ok(Some(file)) => file.clone(),

@@ -175,7 +175,7 @@ impl From<Status> for CampaignStatus {
 pub struct PageQuery {
     /// Page number, from 1 (default 1).
     #[param(minimum = 1)]
-    pub page: Option<u32>,
+    pub page: Option<u64>,
     /// Items per page, 1-100 (default 10).
     #[param(minimum = 1, maximum = 100)]
     pub per_page: Option<u32>,
@@ -188,7 +188,7 @@ pub struct PageQuery {
 pub struct CampaignQuery {
     /// Page number, from 1 (default 1).
     #[param(minimum = 1)]
-    pub page: Option<u32>,
+    pub page: Option<u64>,
     /// Items per page, 1-100 (default 10).
     #[param(minimum = 1, maximum = 100)]
     pub per_page: Option<u32>,
@@ -201,7 +201,7 @@ pub struct CampaignQuery {
 pub struct CampaignList {
     pub campaigns: Vec<CampaignBody>,
     pub total: u64,
-    pub page: u32,
+    pub page: u64,
     pub per_page: u32,
     pub total_pages: u64,
 }
@@ -248,7 +248,7 @@ impl From<Contact> for ContactBody {
 pub struct ContactList {
     pub contacts: Vec<ContactBody>,
     pub total: u64,
-    pub page: u32,
+    pub page: u64,
     pub per_page: u32,
     pub total_pages: u64,
 }

@@ -36,6 +36,13 @@ pub async fn json<T: DeserializeOwned>(req: &mut Request, limit: u64) -> Result<
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde would also read a struct from a JSON array of its fields in order.
+    if bytes.trim_ascii_start().first() == Some(&b'[') {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "body",
+            "must be a JSON object",
+        )]));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -116,6 +123,15 @@ mod tests {
             "items[0].extra"
         );
         assert_eq!(field_of(r#"{}"#), "items");
+    }
+
+    #[test]
+    fn arrays_are_not_objects() {
+        let reply = parse_json::<Item>(br#" ["a", 1]"#);
+        assert!(
+            matches!(reply, Err(ApiError::Invalid(ref f)) if f[0].field == "body"),
+            "{reply:?}"
+        );
     }
 
     #[test]

@@ -16,10 +16,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
+use tracing::Instrument;
 
 use salvo::catcher::Catcher;
-use salvo::http::HeaderValue;
 use salvo::http::header::{CONNECTION, CONTENT_LENGTH};
+use salvo::http::{HeaderValue, Method};
 use salvo::prelude::*;
 use uuid::Uuid;
 
@@ -127,13 +128,24 @@ async fn observe(req: &mut Request, depot: &mut Depot, res: &mut Response, ctrl:
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_string)
         .unwrap_or_else(|| Uuid::now_v7().to_string());
-    ctrl.call_next(req, depot, res).await;
+    let span = tracing::info_span!("request", request_id = %request_id);
+    ctrl.call_next(req, depot, res).instrument(span).await;
     let status = res.status_code.unwrap_or(StatusCode::OK).as_u16();
     let route = match req.matched_path() {
         "" => "unmatched".to_string(),
         path => format!("/{path}"),
     };
-    let method = req.method().as_str().to_string();
+    // Known methods only: a client must not mint metric series.
+    let method: &'static str = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    };
     let elapsed = started.elapsed();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert("x-request-id", value);
@@ -146,7 +158,7 @@ async fn observe(req: &mut Request, depot: &mut Depot, res: &mut Response, ctrl:
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         "request"
     );
-    metrics::counter!("herald_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string()).increment(1);
+    metrics::counter!("herald_http_requests_total", "method" => method, "route" => route.clone(), "status" => status.to_string()).increment(1);
     metrics::histogram!("herald_http_request_duration_seconds", "method" => method, "route" => route)
         .record(elapsed.as_secs_f64());
 }
@@ -159,8 +171,8 @@ const MULTIPART_SLACK: u64 = 64 * 1024;
 const DRAIN_CAP: u64 = 256 * 1024 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Caps request bodies at `0` bytes: declared-too-large bodies get a 413 before
-/// any handler runs; bodies of unknown length are cut off when read.
+/// Caps request bodies at the given number of bytes: declared-too-large bodies
+/// get a 413 before any handler runs; bodies of unknown length are cut off when read.
 struct BodyLimit(u64);
 
 #[async_trait]

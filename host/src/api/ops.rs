@@ -23,13 +23,15 @@ pub async fn healthz() -> Json<Health> {
 ))]
 #[handler]
 pub async fn readyz(depot: &mut Depot) -> Result<Json<Health>, ApiError> {
-    app(depot)
-        .store
-        .ping()
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("database unreachable: {e}")))?;
+    if let Err(e) = app(depot).store.ping().await {
+        tracing::warn!(error = %e, "readiness check failed");
+        return Err(ApiError::Unavailable("the database is unreachable".into()));
+    }
     Ok(Json(Health { status: "ready" }))
 }
+
+/// Every status a message can have, so a status that empties reads 0, not its last count.
+const MESSAGE_STATUSES: &[&str] = &["queued", "sending", "sent", "delivered", "failed"];
 
 /// Prometheus metrics in text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses(
@@ -38,8 +40,10 @@ pub async fn readyz(depot: &mut Depot) -> Result<Json<Health>, ApiError> {
 #[handler]
 pub async fn metrics(depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
     let app = app(depot);
-    for (status, count) in app.store.messages_by_status().await? {
-        ::metrics::gauge!("herald_messages", "status" => status).set(count as f64);
+    let counts = app.store.messages_by_status().await?;
+    for status in MESSAGE_STATUSES {
+        let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+        ::metrics::gauge!("herald_messages", "status" => *status).set(count as f64);
     }
     let _ = res.add_header(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8", true);
     res.render(crate::telemetry::prometheus().render());

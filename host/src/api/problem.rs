@@ -150,16 +150,20 @@ impl Writer for ApiError {
 #[handler]
 pub async fn catcher(res: &mut Response, ctrl: &mut FlowCtrl) {
     let status = res.status_code.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let error = match status {
-        StatusCode::NOT_FOUND => ApiError::NotFound("resource"),
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::BadRequest("the request body is too large".into()),
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::BadRequest("method not allowed on this resource".into()),
-        s if s.is_client_error() => ApiError::BadRequest(s.canonical_reason().unwrap_or("bad request").into()),
-        _ => ApiError::Internal(status.to_string()),
+    let (kind, detail) = match status {
+        StatusCode::NOT_FOUND => ("not-found", "no such resource"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "this method is not allowed on this resource"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too-large", "the request body is too large"),
+        s if s.is_client_error() => ("bad-request", s.canonical_reason().unwrap_or("bad request")),
+        _ => ("internal", "internal error"),
     };
-    let mut problem = error.to_problem();
-    problem.status = status.as_u16();
-    problem.title = status.canonical_reason().unwrap_or("Error").to_string();
+    let problem = Problem {
+        kind: format!("https://herald.dev/problems/{kind}"),
+        title: status.canonical_reason().unwrap_or("Error").to_string(),
+        status: status.as_u16(),
+        detail: detail.to_string(),
+        errors: None,
+    };
     write_problem(res, &problem);
     ctrl.skip_rest();
 }

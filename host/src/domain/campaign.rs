@@ -7,12 +7,11 @@ use chrono::{DateTime, NaiveTime, Utc, Weekday};
 use chrono_tz::Tz;
 use uuid::Uuid;
 
-use super::{DomainError, Errors, char_len, template};
+use super::{DomainError, Errors, check_name, template};
 
 pub const DEFAULT_DAILY_LIMIT: i32 = 125;
 pub const MAX_DAILY_LIMIT: i64 = 1000;
 pub const DEFAULT_AB_PERCENTAGE: i32 = 50;
-pub const MAX_NAME_CHARS: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CampaignStatus {
@@ -232,7 +231,10 @@ pub fn update(
     rules: &CampaignRules<'_>,
     now: DateTime<Utc>,
 ) -> Result<Campaign, DomainError> {
-    if current.status == CampaignStatus::Completed && !changes.is_empty() {
+    if changes.is_empty() {
+        return Ok(current.clone());
+    }
+    if current.status == CampaignStatus::Completed {
         return Err(DomainError::Forbidden("a completed campaign accepts no changes".into()));
     }
     let target = changes.status;
@@ -259,7 +261,7 @@ pub fn update(
     let template_changed = updated.message_template != current.message_template
         || updated.message_template_b != current.message_template_b
         || updated.ab_test_percentage != current.ab_test_percentage;
-    if template_changed && current.status == CampaignStatus::Active && updated.status == CampaignStatus::Active {
+    if template_changed && current.status == CampaignStatus::Active {
         return Err(DomainError::Forbidden(
             "the message templates and A/B split of an active campaign cannot change; pause it first".into(),
         ));
@@ -277,15 +279,7 @@ fn apply_fields(
 ) -> Result<Campaign, DomainError> {
     let mut c = base.clone();
     if let Some(name) = changes.name {
-        let len = char_len(&name);
-        if name.trim().is_empty() {
-            errors.push("name", "must not be blank");
-        } else if len > MAX_NAME_CHARS {
-            errors.push(
-                "name",
-                format!("must be at most {MAX_NAME_CHARS} characters (got {len})"),
-            );
-        }
+        errors.check("name", check_name(&name));
         c.name = name;
     }
     if let Some(body) = changes.message_template {
@@ -367,6 +361,16 @@ fn in_range(value: i64, min: i64, max: i64) -> Result<i32, String> {
     } else {
         Err(format!("must be between {min} and {max} (got {value})"))
     }
+}
+
+/// A completed campaign is final: it takes no new contacts either.
+pub fn check_accepts_contacts(campaign: &Campaign) -> Result<(), DomainError> {
+    if campaign.status == CampaignStatus::Completed {
+        return Err(DomainError::Forbidden(
+            "a completed campaign accepts no new contacts".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Deleting an active campaign would orphan messages in flight.
@@ -559,7 +563,13 @@ mod tests {
             status: Some(CampaignStatus::Paused),
             ..edit
         };
-        assert!(update(&active, pause_and_edit, &rules(), Utc::now()).is_ok());
+        assert!(
+            matches!(
+                update(&active, pause_and_edit, &rules(), Utc::now()),
+                Err(DomainError::Forbidden(_))
+            ),
+            "pause first, then edit"
+        );
         assert!(check_deletable(&active).is_err());
     }
 }

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use super::check_name;
 use super::phone::PhonePolicy;
 use super::{DomainError, Errors, char_len};
 
-pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_BATCH: usize = 10_000;
 pub const MAX_ATTRIBUTES: usize = 50;
 pub const MAX_ATTRIBUTE_KEY_CHARS: usize = 64;
@@ -68,17 +68,6 @@ pub struct ContactChanges {
     pub name: Option<String>,
     pub attributes: Option<Attributes>,
     pub opted_out: Option<bool>,
-}
-
-pub fn check_name(name: &str) -> Result<(), String> {
-    let len = char_len(name);
-    if name.trim().is_empty() {
-        Err("must not be blank".into())
-    } else if len > MAX_NAME_CHARS {
-        Err(format!("must be at most {MAX_NAME_CHARS} characters (got {len})"))
-    } else {
-        Ok(())
-    }
 }
 
 pub fn check_attributes(attributes: &Attributes) -> Result<(), String> {

@@ -21,6 +21,10 @@ pub enum CsvFileError {
     MissingColumn(&'static str),
     #[error("the header row names column {0:?} twice")]
     RepeatedColumn(String),
+    #[error("the header row has {0} attribute columns; at most {max} are allowed", max = contact::MAX_ATTRIBUTES)]
+    TooManyColumns(usize),
+    #[error("column name {0:?} is longer than {max} characters", max = contact::MAX_ATTRIBUTE_KEY_CHARS)]
+    LongColumnName(String),
     #[error("the file could not be read: {0}")]
     Read(String),
 }
@@ -60,6 +64,9 @@ impl Columns {
                     if attributes.iter().any(|(_, a)| a == title) {
                         return Err(CsvFileError::RepeatedColumn(title.into()));
                     }
+                    if title.chars().count() > contact::MAX_ATTRIBUTE_KEY_CHARS {
+                        return Err(CsvFileError::LongColumnName(title.into()));
+                    }
                     attributes.push((i, title.to_string()));
                     continue;
                 }
@@ -67,6 +74,9 @@ impl Columns {
             if slot.replace(i).is_some() {
                 return Err(CsvFileError::RepeatedColumn(title.into()));
             }
+        }
+        if attributes.len() > contact::MAX_ATTRIBUTES {
+            return Err(CsvFileError::TooManyColumns(attributes.len()));
         }
         Ok(Self {
             phone: phone.ok_or(CsvFileError::MissingColumn("phone_number"))?,
@@ -302,6 +312,16 @@ mod tests {
         ));
         assert!(matches!(rows(b"\xff\xd8\xff\xe0,name\n"), Err(CsvFileError::NotText)));
         assert_eq!(rows(b"phone,name\n").unwrap(), []);
+        let wide: String = (0..51).map(|i| format!(",c{i}")).collect();
+        assert!(matches!(
+            rows(format!("phone,name{wide}\n").as_bytes()),
+            Err(CsvFileError::TooManyColumns(51))
+        ));
+        let long = "x".repeat(65);
+        assert!(matches!(
+            rows(format!("phone,name,{long}\n").as_bytes()),
+            Err(CsvFileError::LongColumnName(_))
+        ));
     }
 
     #[test]

@@ -58,10 +58,6 @@ impl Errors {
         result.map_err(|message| self.push(field, message)).ok()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     pub fn into_result(self) -> Result<(), DomainError> {
         if self.0.is_empty() {
             Ok(())
@@ -74,4 +70,18 @@ impl Errors {
 /// Length in characters (not bytes), as users count them.
 pub(crate) fn char_len(s: &str) -> usize {
     s.chars().count()
+}
+
+/// Names of campaigns and contacts: not blank, at most this many characters.
+pub const MAX_NAME_CHARS: usize = 100;
+
+pub fn check_name(name: &str) -> Result<(), String> {
+    let len = char_len(name);
+    if name.trim().is_empty() {
+        Err("must not be blank".into())
+    } else if len > MAX_NAME_CHARS {
+        Err(format!("must be at most {MAX_NAME_CHARS} characters (got {len})"))
+    } else {
+        Ok(())
+    }
 }

@@ -7,7 +7,7 @@ pub const MAX_PER_PAGE: u32 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PageRequest {
-    pub page: u32,
+    pub page: u64,
     pub per_page: u32,
 }
 
@@ -15,19 +15,24 @@ impl PageRequest {
     /// Parses the raw query values; anything out of range or not a number is a 422.
     pub fn parse(page: Option<&str>, per_page: Option<&str>) -> Result<Self, DomainError> {
         let mut errors = Errors::default();
-        let page = page.map_or(Ok(1), |raw| parse_bounded(raw, 1, u32::MAX / MAX_PER_PAGE));
-        let per_page = per_page.map_or(Ok(DEFAULT_PER_PAGE), |raw| parse_bounded(raw, 1, MAX_PER_PAGE));
+        // Any page number is valid; one past the end is an empty page.
+        let page = page.map_or(Ok(1), |raw| parse_bounded(raw, 1, u64::MAX));
+        let per_page = per_page.map_or(Ok(u64::from(DEFAULT_PER_PAGE)), |raw| {
+            parse_bounded(raw, 1, u64::from(MAX_PER_PAGE))
+        });
         let page = errors.check("page", page);
         let per_page = errors.check("per_page", per_page);
         errors.into_result()?;
         Ok(Self {
             page: page.unwrap_or(1),
-            per_page: per_page.unwrap_or(DEFAULT_PER_PAGE),
+            per_page: per_page.map_or(DEFAULT_PER_PAGE, |n| n as u32),
         })
     }
 
-    pub fn offset(self) -> u64 {
-        u64::from(self.page - 1) * u64::from(self.per_page)
+    /// Rows to skip, saturating at what SQL's OFFSET accepts.
+    pub fn offset(self) -> i64 {
+        let rows = (self.page - 1).saturating_mul(u64::from(self.per_page));
+        i64::try_from(rows).unwrap_or(i64::MAX)
     }
 
     pub fn total_pages(self, total: u64) -> u64 {
@@ -35,8 +40,8 @@ impl PageRequest {
     }
 }
 
-fn parse_bounded(raw: &str, min: u32, max: u32) -> Result<u32, String> {
-    raw.parse::<u32>()
+fn parse_bounded(raw: &str, min: u64, max: u64) -> Result<u64, String> {
+    raw.parse::<u64>()
         .ok()
         .filter(|n| (min..=max).contains(n))
         .ok_or_else(|| format!("must be an integer between {min} and {max} (got {raw:?})"))

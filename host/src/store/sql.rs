@@ -1,9 +1,10 @@
 //! The SQL both backends run, and the one `Store` implementation over it.
 //!
 //! SQLite and PostgreSQL accept the same statements here (`$N` placeholders in
-//! order, `ON CONFLICT`, `RETURNING`, window functions, CTEs), so the trait is
-//! implemented once by a macro instantiated for each backend's pool type; the
-//! backend files hold only connection set-up and migrations.
+//! order, `ON CONFLICT`, scalar subqueries, CTEs), so the trait is implemented
+//! once by a macro instantiated for each backend's pool type. The backend files
+//! hold connection set-up, migrations and the bulk contact writer, where the two
+//! databases are best driven differently (multi-row statements vs. COPY).
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -149,7 +150,7 @@ macro_rules! impl_store {
                 let mut query = sqlx::query_as::<_, $crate::store::rows::Counted<$crate::store::rows::CampaignRow>>(sql)
                     .bind(user_id)
                     .bind(i64::from(page.per_page))
-                    .bind(page.offset() as i64);
+                    .bind(page.offset());
                 if let Some(status) = status {
                     query = query.bind(status.as_str());
                 }
@@ -235,7 +236,7 @@ macro_rules! impl_store {
                 ))
                     .bind(campaign_id)
                     .bind(i64::from(page.per_page))
-                    .bind(page.offset() as i64)
+                    .bind(page.offset())
                     .fetch_all(&self.pool)
                     .await?;
                 let total = match rows.first() {
