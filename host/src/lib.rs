@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod plugin;
 pub mod server;
 pub mod store;
 pub mod telemetry;

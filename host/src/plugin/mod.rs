@@ -1,0 +1,155 @@
+//! The plugin runtime: loads WebAssembly components built against
+//! `herald:plugin` (see `sdk/wit`) and calls them under host-enforced limits.
+//!
+//! Knows neither storage nor the HTTP API: it is handed a plugin and a call,
+//! and returns a result. Every call gets a fresh `Store` (and so a fresh
+//! instance from the plugin's `InstancePre`) with its CPU deadline set before
+//! any guest code runs; a trap or exhausted limit fails that call only.
+
+mod bindings;
+pub mod builtin;
+mod host;
+pub mod template;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use host::PluginIdentity;
+
+/// How often the epoch advances; call deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits applied to every plugin call, from `[plugins]` in the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginLimits {
+    /// Guest execution time per call, in milliseconds (epoch interruption).
+    pub call_timeout_ms: u64,
+    /// Linear memory per instance, in MiB.
+    pub memory_mb: u64,
+    /// Time a single `http-fetch` may take, in milliseconds.
+    pub http_timeout_ms: u64,
+    /// Largest HTTP response body handed to a plugin, in bytes.
+    pub max_response_bytes: u64,
+    /// Optional fuel per call (deterministic instruction budget); unset = off.
+    pub fuel: Option<u64>,
+    /// Instances alive at once across all plugins (pooling allocator slots).
+    pub max_instances: u32,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            call_timeout_ms: 1_000,
+            memory_mb: 32,
+            http_timeout_ms: 10_000,
+            max_response_bytes: 1024 * 1024,
+            fuel: None,
+            max_instances: 256,
+        }
+    }
+}
+
+impl PluginLimits {
+    fn memory_bytes(&self) -> usize {
+        (self.memory_mb as usize) * 1024 * 1024
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        self.call_timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The component cannot be used by this host (wrong world, unsupported
+    /// version, not a component, missing imports).
+    #[error("plugin {plugin} cannot be loaded: {reason}")]
+    Load { plugin: String, reason: String },
+    /// The call trapped, ran out of time or memory, or panicked. Retryable.
+    #[error("plugin trap: {0}")]
+    Trap(String),
+    #[error("plugin runtime: {0}")]
+    Runtime(String),
+}
+
+/// The shared engine: compiled code cache, pooling allocator, epoch ticker.
+#[derive(Clone)]
+pub struct PluginRuntime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    limits: PluginLimits,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginRuntime {
+    pub fn new(limits: PluginLimits) -> Result<Self, PluginError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances * 4)
+            .total_memories(limits.max_instances * 2)
+            .total_tables(limits.max_instances * 4)
+            .max_memory_size(limits.memory_bytes());
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(limits.fuel.is_some())
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| PluginError::Runtime(format!("{e:#}")))?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), stop_ticker.clone());
+        Ok(Self {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                limits,
+                stop_ticker,
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn limits(&self) -> &PluginLimits {
+        &self.inner.limits
+    }
+}
+
+/// Advances the engine's epoch every tick; guest code past its deadline traps.
+/// A plain thread, so a busy async runtime cannot delay deadlines.
+fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("herald-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .expect("spawn the epoch ticker thread");
+}
+
+/// Describes a trap for logs and errors, with the guest backtrace when there is one.
+fn describe_trap(error: &wasmtime::Error) -> String {
+    let mut text = format!("{error:#}");
+    if let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
+        text.push_str(&format!("\nguest backtrace:\n{backtrace}"));
+    }
+    text
+}

@@ -1,0 +1,291 @@
+//! Plain Rust mirrors of the types in `sdk/wit/plugin.wit`.
+//!
+//! Plugin code only ever sees these types; the SDK converts to and from the
+//! generated bindings at the component boundary.
+
+use std::fmt;
+
+/// Severity of a log line (WIT `types.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Very detailed tracing.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something unexpected that the plugin handled.
+    Warn,
+    /// A failure.
+    Error,
+}
+
+/// An HTTP header (WIT `types.header`). Names are case-insensitive; repeated
+/// names are allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Header {
+    /// The header name, e.g. `Content-Type`.
+    pub name: String,
+    /// The header value.
+    pub value: String,
+}
+
+impl Header {
+    /// A header from a name and a value.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// Finds the first header called `name` (ASCII case-insensitive).
+pub(crate) fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
+}
+
+/// How a message body is encoded on the air (WIT `types.encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// The GSM 03.38 7-bit alphabet: 160 septets in one segment, 153 per segment when split.
+    Gsm7,
+    /// UCS-2: 70 UTF-16 code units in one segment, 67 per segment when split.
+    Ucs2,
+}
+
+/// One SMS to deliver (WIT `carrier.message`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Herald's message id. Pass it to the carrier as an idempotency key when it
+    /// supports one: Herald may call `send` more than once for a message.
+    pub id: String,
+    /// Recipient, E.164.
+    pub to: String,
+    /// Sender (number, short code or alphanumeric id); may be empty when the carrier decides.
+    pub from: String,
+    /// The rendered body.
+    pub body: String,
+    /// SMS segments the body takes.
+    pub segments: u32,
+    /// The body's encoding.
+    pub encoding: Encoding,
+    /// Extra key/value pairs (campaign id, variant, ...).
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Where a message stands, as a carrier reports it (WIT `carrier.delivery-status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    /// Accepted and handed on (the carrier's "queued"/"sent").
+    Sent,
+    /// The handset received it.
+    Delivered,
+    /// It will not be delivered.
+    Failed,
+}
+
+/// The carrier accepted a message (WIT `carrier.accepted`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The carrier's id for the message, used to match delivery receipts.
+    pub carrier_message_id: String,
+    /// The status the carrier reported at once, when it did.
+    pub status: Option<DeliveryStatus>,
+}
+
+/// Why `send` failed (WIT `carrier.send-error`).
+///
+/// `From<HttpError>` and `From<ConfigError>` are implemented so `?` works in
+/// [`Carrier::send`](crate::Carrier::send): a denied or invalid request and a
+/// missing or invalid setting are [`Permanent`](SendError::Permanent), a
+/// timeout, an oversized response or a transport failure
+/// [`Retryable`](SendError::Retryable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// May succeed later (timeouts, 5xx): Herald retries with backoff.
+    Retryable(String),
+    /// Will never succeed (invalid number, blocked, bad credentials): fails the message.
+    Permanent(String),
+    /// The carrier is throttling: retry after this many milliseconds, without counting an attempt.
+    RateLimited(u64),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Retryable(reason) => write!(f, "retryable: {reason}"),
+            SendError::Permanent(reason) => write!(f, "permanent: {reason}"),
+            SendError::RateLimited(ms) => write!(f, "rate limited: retry after {ms} ms"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+impl From<crate::http::HttpError> for SendError {
+    fn from(error: crate::http::HttpError) -> Self {
+        use crate::http::HttpError;
+        match error {
+            HttpError::Denied(_) | HttpError::InvalidRequest(_) => SendError::Permanent(error.to_string()),
+            HttpError::Timeout | HttpError::TooLarge(_) | HttpError::Transport(_) => {
+                SendError::Retryable(error.to_string())
+            }
+        }
+    }
+}
+
+impl From<crate::config::ConfigError> for SendError {
+    fn from(error: crate::config::ConfigError) -> Self {
+        SendError::Permanent(error.to_string())
+    }
+}
+
+/// Which webhook endpoint a request arrived on (WIT `carrier.webhook-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookKind {
+    /// `POST /webhooks/{carrier}/status`: delivery receipts.
+    Status,
+    /// `POST /webhooks/{carrier}/inbound`: messages from handsets.
+    Inbound,
+}
+
+/// A webhook request as Herald received it (WIT `carrier.webhook-request`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRequest {
+    /// The HTTP method, e.g. `POST`.
+    pub method: String,
+    /// The public URL the carrier called (scheme, host and path as configured for signature checks).
+    pub url: String,
+    /// The raw query string, without `?`.
+    pub query: String,
+    /// The request headers.
+    pub headers: Vec<Header>,
+    /// The raw request body.
+    pub body: Vec<u8>,
+}
+
+impl WebhookRequest {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// The body decoded as `application/x-www-form-urlencoded` pairs, in order.
+    pub fn form(&self) -> Vec<(String, String)> {
+        form_urlencoded::parse(&self.body).into_owned().collect()
+    }
+
+    /// The query string decoded into pairs, in order.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        form_urlencoded::parse(self.query.as_bytes()).into_owned().collect()
+    }
+
+    /// The body parsed as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+/// A delivery receipt (WIT `carrier.delivery-update`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryUpdate {
+    /// The carrier's id for the message, as returned in [`Accepted`].
+    pub carrier_message_id: String,
+    /// The new status.
+    pub status: DeliveryStatus,
+    /// The carrier's reason when `status` is [`DeliveryStatus::Failed`].
+    pub error: Option<String>,
+}
+
+/// A message from a handset (WIT `carrier.inbound-message`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// The sender's number.
+    pub from: String,
+    /// The number the message was sent to.
+    pub to: String,
+    /// The message text.
+    pub body: String,
+}
+
+/// One event parsed from a webhook request (WIT `carrier.webhook-event`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookEvent {
+    /// A delivery receipt.
+    Delivery(DeliveryUpdate),
+    /// An inbound message.
+    Inbound(InboundMessage),
+}
+
+/// Why a webhook request was rejected (WIT `carrier.webhook-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookError {
+    /// The signature or credentials did not verify (HTTP 401).
+    Unauthorized(String),
+    /// The request could not be understood (HTTP 400).
+    Malformed(String),
+}
+
+impl fmt::Display for WebhookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WebhookError::Unauthorized(reason) => write!(f, "unauthorized: {reason}"),
+            WebhookError::Malformed(reason) => write!(f, "malformed: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for WebhookError {}
+
+/// A template that is not well formed or cannot be rendered (WIT `template.template-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    /// What is wrong.
+    pub message: String,
+    /// Character offset (0-based, in Unicode scalar values) in the template, when the error has a place.
+    pub position: Option<u32>,
+}
+
+impl TemplateError {
+    /// An error without a position.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            position: None,
+        }
+    }
+
+    /// An error at character offset `position` of the template.
+    pub fn at(position: u32, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            position: Some(position),
+        }
+    }
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some(position) => write!(f, "{} (at character {position})", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
+/// A rendered message body (WIT `template.rendered`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The body to send.
+    pub body: String,
+    /// Its encoding on the air.
+    pub encoding: Encoding,
+    /// The number of SMS segments it takes.
+    pub segments: u32,
+}

@@ -1,0 +1,3 @@
+//! Shipped plugins through the real runtime: real compiled `.wasm`, real wasmtime.
+
+mod template;
