@@ -11,7 +11,9 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PluginLimits;
-use super::bindings::v0_1::herald::plugin::{host, types};
+use super::bindings::v0_1::carrier_world::herald::plugin::http;
+use super::bindings::v0_1::{host, types};
+use super::http::PluginHttp;
 
 /// Captured guest output per call; more is dropped.
 const OUTPUT_CAPACITY: usize = 64 * 1024;
@@ -27,6 +29,7 @@ pub struct PluginIdentity {
 /// The data of one call's `Store`.
 pub struct HostState {
     identity: Arc<PluginIdentity>,
+    http: Option<Arc<PluginHttp>>,
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limits: StoreLimits,
@@ -35,12 +38,13 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(identity: Arc<PluginIdentity>, limits: &PluginLimits) -> Self {
+    pub fn new(identity: Arc<PluginIdentity>, http: Option<Arc<PluginHttp>>, limits: &PluginLimits) -> Self {
         let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
         Self {
             identity,
+            http,
             wasi,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
@@ -97,5 +101,19 @@ impl host::Host for HostState {
 
     async fn now(&mut self) -> wasmtime::Result<u64> {
         Ok(chrono::Utc::now().timestamp_millis().max(0) as u64)
+    }
+}
+
+impl http::Host for HostState {
+    async fn fetch(&mut self, request: http::Request) -> wasmtime::Result<Result<http::Response, http::Error>> {
+        let Some(client) = self.http.clone() else {
+            return Ok(Err(http::Error::Denied("this plugin has no HTTP access".into())));
+        };
+        let url = request.url.clone();
+        let result = client.fetch(request).await;
+        if let Err(e) = &result {
+            tracing::debug!(plugin = %self.identity.name, %url, error = ?e, "http-fetch refused or failed");
+        }
+        Ok(result)
     }
 }

@@ -8,8 +8,11 @@
 
 mod bindings;
 pub mod builtin;
+pub mod carrier;
 mod host;
+pub mod http;
 pub mod template;
+mod world;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

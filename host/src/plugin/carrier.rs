@@ -1,0 +1,72 @@
+//! Carrier plugins: `send` and `handle-webhook`.
+
+use wasmtime::Store;
+use wasmtime::component::{HasSelf, InstancePre, Linker};
+
+use super::bindings::v0_1::carrier_world::{CarrierPlugin as Bindings, CarrierPluginPre};
+use super::host::{HostState, PluginIdentity};
+use super::http::PluginHttp;
+use super::world::{Plugin, World};
+use super::{PluginError, PluginRuntime};
+
+pub use super::bindings::v0_1::carrier_world::exports::herald::plugin::carrier::{
+    Accepted, DeliveryStatus, DeliveryUpdate, InboundMessage, Message, SendError, WebhookError, WebhookEvent,
+    WebhookKind, WebhookRequest,
+};
+pub use super::bindings::v0_1::types::{Encoding, Header};
+
+impl World for Bindings {
+    type Pre = CarrierPluginPre<HostState>;
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        Bindings::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+    }
+
+    fn pre(instance_pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        CarrierPluginPre::new(instance_pre)
+    }
+
+    async fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+        pre.instantiate_async(store).await
+    }
+}
+
+/// A loaded carrier plugin with its outbound-HTTP policy.
+#[derive(Clone)]
+pub struct CarrierPlugin(Plugin<Bindings>);
+
+impl CarrierPlugin {
+    pub fn load(
+        runtime: &PluginRuntime,
+        identity: PluginIdentity,
+        http: PluginHttp,
+        wasm: &[u8],
+    ) -> Result<Self, PluginError> {
+        Plugin::load(runtime, identity, Some(http), wasm).map(Self)
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    pub async fn send(&self, message: &Message) -> Result<Result<Accepted, SendError>, PluginError> {
+        self.0
+            .call(async |plugin, store| plugin.herald_plugin_carrier().call_send(store, message).await)
+            .await
+    }
+
+    pub async fn handle_webhook(
+        &self,
+        kind: WebhookKind,
+        request: &WebhookRequest,
+    ) -> Result<Result<Vec<WebhookEvent>, WebhookError>, PluginError> {
+        self.0
+            .call(async |plugin, store| {
+                plugin
+                    .herald_plugin_carrier()
+                    .call_handle_webhook(store, kind, request)
+                    .await
+            })
+            .await
+    }
+}

@@ -1,0 +1,112 @@
+//! What every plugin world shares: loading a component against the host,
+//! and calling it on a fresh, limited store.
+
+use std::sync::Arc;
+
+use wasmtime::Store;
+use wasmtime::component::{Component, InstancePre, Linker};
+
+use super::host::{HostState, PluginIdentity};
+use super::http::PluginHttp;
+use super::{PluginError, PluginRuntime, describe_trap};
+
+/// A generated world's glue: how to link it and instantiate it.
+pub trait World: Sized + Send + Sync + 'static {
+    type Pre: Clone + Send + Sync + 'static;
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()>;
+    fn pre(instance_pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<HostState>,
+    ) -> impl Future<Output = wasmtime::Result<Self>> + Send;
+}
+
+/// A loaded plugin of world `W`, ready to be called concurrently.
+pub struct Plugin<W: World> {
+    runtime: PluginRuntime,
+    identity: Arc<PluginIdentity>,
+    http: Option<Arc<PluginHttp>>,
+    pre: W::Pre,
+}
+
+impl<W: World> Clone for Plugin<W> {
+    fn clone(&self) -> Self {
+        Self {
+            runtime: self.runtime.clone(),
+            identity: self.identity.clone(),
+            http: self.http.clone(),
+            pre: self.pre.clone(),
+        }
+    }
+}
+
+impl<W: World> Plugin<W> {
+    /// Compiles `wasm` and links it against the host (WASI with an empty context,
+    /// Herald's interfaces); refuses components this host cannot serve.
+    pub(super) fn load(
+        runtime: &PluginRuntime,
+        identity: PluginIdentity,
+        http: Option<PluginHttp>,
+        wasm: &[u8],
+    ) -> Result<Self, PluginError> {
+        let load_error = |e: wasmtime::Error| PluginError::Load {
+            plugin: identity.name.clone(),
+            reason: format!("{e:#}"),
+        };
+        let component = Component::new(runtime.engine(), wasm).map_err(load_error)?;
+        let mut linker = Linker::<HostState>::new(runtime.engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(load_error)?;
+        W::add_to_linker(&mut linker).map_err(load_error)?;
+        let instance_pre = linker.instantiate_pre(&component).map_err(load_error)?;
+        let pre = W::pre(instance_pre).map_err(load_error)?;
+        Ok(Self {
+            runtime: runtime.clone(),
+            identity: Arc::new(identity),
+            http: http.map(Arc::new),
+            pre,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.identity.name
+    }
+
+    fn store(&self) -> Result<Store<HostState>, PluginError> {
+        let limits = self.runtime.limits();
+        let state = HostState::new(self.identity.clone(), self.http.clone(), limits);
+        let mut store = Store::new(self.runtime.engine(), state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(limits.deadline_ticks());
+        store.epoch_deadline_trap();
+        if let Some(fuel) = limits.fuel {
+            store
+                .set_fuel(fuel)
+                .map_err(|e| PluginError::Runtime(format!("{e:#}")))?;
+        }
+        Ok(store)
+    }
+
+    /// Runs `call` on a fresh instance; a trap or limit fails this call only and
+    /// the instance is dropped with its store.
+    pub(super) async fn call<T>(
+        &self,
+        call: impl AsyncFnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginError> {
+        let started = std::time::Instant::now();
+        let mut store = self.store()?;
+        let result = match W::instantiate(&self.pre, &mut store).await {
+            Ok(instance) => call(&instance, &mut store).await,
+            Err(e) => Err(e),
+        };
+        store.data().flush_output();
+        let plugin = self.identity.name.clone();
+        metrics::histogram!("herald_plugin_call_duration_seconds", "plugin" => plugin.clone())
+            .record(started.elapsed().as_secs_f64());
+        result.map_err(|e| {
+            let described = describe_trap(&e);
+            tracing::warn!(plugin = %plugin, "plugin trap: {described}");
+            metrics::counter!("herald_plugin_traps_total", "plugin" => plugin).increment(1);
+            PluginError::Trap(described)
+        })
+    }
+}
