@@ -23,6 +23,11 @@ use uuid::Uuid;
 
 pub use serde_json;
 
+/// Paths of the compiled plugin fixtures in `tests/fixtures/plugins/`.
+pub mod fixtures {
+    include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
+}
+
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";

@@ -16,6 +16,7 @@ pub use super::bindings::v0_1::carrier_world::exports::herald::plugin::carrier::
 pub use super::bindings::v0_1::types::{Encoding, Header};
 
 impl World for Bindings {
+    const EXPORT: &'static str = "carrier";
     type Pre = CarrierPluginPre<HostState>;
 
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {

@@ -12,6 +12,7 @@ pub use super::bindings::v0_1::template_world::exports::herald::plugin::template
 pub use super::bindings::v0_1::types::Encoding;
 
 impl World for Bindings {
+    const EXPORT: &'static str = "template";
     type Pre = TemplatePluginPre<HostState>;
 
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {

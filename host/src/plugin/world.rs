@@ -12,6 +12,8 @@ use super::{PluginError, PluginRuntime, describe_trap};
 
 /// A generated world's glue: how to link it and instantiate it.
 pub trait World: Sized + Send + Sync + 'static {
+    /// The `herald:plugin` interface this world exports (`carrier`, `template`).
+    const EXPORT: &'static str;
     type Pre: Clone + Send + Sync + 'static;
     fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()>;
     fn pre(instance_pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
@@ -54,6 +56,10 @@ impl<W: World> Plugin<W> {
             reason: format!("{e:#}"),
         };
         let component = Component::new(runtime.engine(), wasm).map_err(load_error)?;
+        check_version::<W>(runtime, &component).map_err(|reason| PluginError::Load {
+            plugin: identity.name.clone(),
+            reason,
+        })?;
         let mut linker = Linker::<HostState>::new(runtime.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(load_error)?;
         W::add_to_linker(&mut linker).map_err(load_error)?;
@@ -108,5 +114,31 @@ impl<W: World> Plugin<W> {
             metrics::counter!("herald_plugin_traps_total", "plugin" => plugin).increment(1);
             PluginError::Trap(described)
         })
+    }
+}
+
+/// WIT versions of `herald:plugin` this host serves.
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
+
+/// Refuses a component that exports the world's interface at a version this
+/// host does not serve, naming both, before linking reports something vaguer.
+fn check_version<W: World>(runtime: &PluginRuntime, component: &Component) -> Result<(), String> {
+    let prefix = format!("herald:plugin/{}@", W::EXPORT);
+    let exported: Vec<String> = component
+        .component_type()
+        .exports(runtime.engine())
+        .filter_map(|(name, _)| name.strip_prefix(&prefix).map(str::to_string))
+        .collect();
+    let supported = SUPPORTED_VERSIONS.join(", ");
+    match exported.first() {
+        None => Err(format!(
+            "it does not export herald:plugin/{} (is it a {} plugin built against herald:plugin@{supported}?)",
+            W::EXPORT,
+            W::EXPORT
+        )),
+        Some(version) if !SUPPORTED_VERSIONS.contains(&version.as_str()) => Err(format!(
+            "it is built for herald:plugin@{version}; this host supports herald:plugin@{supported}"
+        )),
+        Some(_) => Ok(()),
     }
 }
