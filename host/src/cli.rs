@@ -45,6 +45,32 @@ pub enum Command {
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+    /// Tools for plugin authors.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Print a component's world, WIT version, imports and exports, and whether this host can load it.
+    Inspect {
+        /// A `.wasm` component, or `builtin:<name>`.
+        file: String,
+    },
+    /// Send one message through a configured carrier and print the carrier's answer.
+    Send {
+        /// A carrier name from the configuration (`[[carriers]] name`).
+        carrier: String,
+        /// Recipient, E.164 (or national NANP formatting).
+        #[arg(long)]
+        to: String,
+        /// Message text (rendered by the template plugin, so `{{ }}` placeholders need defaults).
+        #[arg(long)]
+        body: String,
+        /// Sender, when the carrier needs one from the caller.
+        #[arg(long, default_value = "")]
+        from: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied ({})", store.backend());
             Ok(())
         }
+        Command::Plugin(command) => crate::plugin::tool::run(&config, command).await,
         Command::Token { sub, ttl } => {
             let secret = auth::resolve_secret(&config.auth, &config.data_dir)?;
             println!("{}", auth::issue(&config.auth, &secret.value, sub, ttl)?);

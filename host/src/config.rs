@@ -36,6 +36,10 @@ pub struct Config {
     pub bus: BusConfig,
     /// Template plugin: `builtin:<name>` or a path to a `.wasm` component.
     pub template: String,
+    /// Settings handed to the template plugin (e.g. `smart_encoding = "true"`).
+    pub template_settings: BTreeMap<String, String>,
+    /// Limits every plugin call runs under.
+    pub plugins: crate::plugin::PluginLimits,
     pub carriers: Vec<CarrierConfig>,
 }
 
@@ -143,6 +147,8 @@ impl Default for Config {
             contacts: ContactsConfig::default(),
             bus: BusConfig::default(),
             template: "builtin:default".into(),
+            template_settings: BTreeMap::new(),
+            plugins: crate::plugin::PluginLimits::default(),
             carriers: vec![CarrierConfig {
                 name: "log".into(),
                 plugin: "builtin:log".into(),

@@ -459,3 +459,27 @@ fn an_empty_kept_secret_is_never_used_as_a_key() {
     let forged = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("sign");
     server.assert_campaigns_status(&forged, 401);
 }
+
+#[test]
+fn plugin_inspect_describes_a_component_and_whether_it_loads() {
+    let sandbox = Sandbox::new();
+    let run = sandbox.run(&["plugin", "inspect", "builtin:default"], &[]);
+    assert!(run.success, "{}", run.stderr);
+    for expected in [
+        "world:    template-plugin",
+        "herald:plugin@0.1.0",
+        "exports:  herald:plugin/template@0.1.0",
+        "loadable: yes",
+    ] {
+        assert!(
+            run.stdout.contains(expected),
+            "missing {expected:?} in:\n{}",
+            run.stdout
+        );
+    }
+    let junk = sandbox.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm at all").unwrap();
+    let run = sandbox.run(&["plugin", "inspect", junk.to_str().unwrap()], &[]);
+    assert!(!run.success);
+    assert!(run.stderr.contains("not a WebAssembly component"), "{}", run.stderr);
+}

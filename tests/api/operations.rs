@@ -52,7 +52,7 @@ on_both_backends! {
             ("GET", format!("/api/v1/contacts/{id}")),
             ("PATCH", format!("/api/v1/contacts/{id}")),
         ];
-        let client = reqwest::Client::new();
+        let client = http_client().build().unwrap();
         for (method, path) in routes {
             let response = client
                 .request(method.parse().unwrap(), server.url(&path))
@@ -103,7 +103,7 @@ on_both_backends! {
     }
 
     async fn docs_page_works_offline(server) {
-        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let client = http_client().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let redirect = client.get(server.url("/docs")).send().await.unwrap();
         assert_eq!(redirect.status(), 302);
         assert_eq!(redirect.headers()["location"], "/docs/");

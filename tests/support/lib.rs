@@ -179,7 +179,7 @@ impl TestServer {
             base: format!("http://127.0.0.1:{port}"),
             backend,
             database_url,
-            client: reqwest::Client::new(),
+            client: http_client().build().expect("HTTP client"),
             stop: Some(stop),
             _data_dir: data_dir,
         })
@@ -303,6 +303,13 @@ impl TestServer {
 pub struct User {
     pub id: Uuid,
     pub token: String,
+}
+
+/// An HTTP client builder for tests. The workspace builds reqwest without a
+/// default TLS provider (Herald installs ring for plugin HTTP), so install it here too.
+pub fn http_client() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }
 
 pub fn in_an_hour() -> u64 {

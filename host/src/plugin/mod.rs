@@ -11,7 +11,9 @@ pub mod builtin;
 pub mod carrier;
 mod host;
 pub mod http;
+mod registry;
 pub mod template;
+pub mod tool;
 mod world;
 
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use host::PluginIdentity;
+pub use registry::Plugins;
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);

@@ -1,0 +1,100 @@
+//! Plugin call overhead (SPEC §8: warm template render < 50 µs median).
+//!
+//! `cargo bench -p herald --bench plugins`. Every call is what production does:
+//! a fresh instance from the plugin's `InstancePre` in a fresh `Store`, then the
+//! call. Prints median and p99 over many calls after a warm-up.
+
+use std::time::{Duration, Instant};
+
+use herald::plugin::carrier::{CarrierPlugin, Encoding, Message};
+use herald::plugin::http::PluginHttp;
+use herald::plugin::template::TemplatePlugin;
+use herald::plugin::{PluginIdentity, PluginLimits, PluginRuntime, builtin};
+
+const WARM_UP: usize = 500;
+const CALLS: usize = 5_000;
+
+fn identity(name: &str) -> PluginIdentity {
+    PluginIdentity {
+        name: name.into(),
+        settings: Default::default(),
+    }
+}
+
+async fn measure<F, Fut>(label: &str, mut call: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for _ in 0..WARM_UP {
+        call().await;
+    }
+    let mut samples: Vec<Duration> = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let started = Instant::now();
+        call().await;
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    let median = samples[CALLS / 2];
+    let p99 = samples[CALLS * 99 / 100];
+    println!(
+        "{label:<48} median {:>8.1} µs   p99 {:>8.1} µs",
+        micros(median),
+        micros(p99)
+    );
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let runtime = PluginRuntime::new(PluginLimits::default()).expect("runtime");
+    let wasm = builtin::resolve("builtin:default").expect("built in");
+    let started = Instant::now();
+    let template = TemplatePlugin::load(&runtime, identity("default"), &wasm).expect("loads");
+    println!(
+        "{:<48} {:>8.1} ms",
+        "load builtin:default (compile + link)",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+
+    let variables = vec![
+        ("first_name".to_string(), "Ada".to_string()),
+        ("city".to_string(), "Paris".to_string()),
+    ];
+    measure("template render (fresh instance + call)", || async {
+        let rendered = template
+            .render(
+                "Hi {{ first_name | default:\"there\" }}, 20% off in {{ city | upper }} today!",
+                &variables,
+            )
+            .await;
+        assert!(matches!(rendered, Ok(Ok(_))));
+    })
+    .await;
+    measure("template validate (fresh instance + call)", || async {
+        assert!(matches!(template.validate("Hi {{ name }}").await, Ok(Ok(()))));
+    })
+    .await;
+
+    if let Ok(log) = builtin::resolve("builtin:log") {
+        let http = PluginHttp::new(&[], false, runtime.limits()).expect("http policy");
+        let carrier = CarrierPlugin::load(&runtime, identity("log"), http, &log).expect("loads");
+        let message = Message {
+            id: "01900000-0000-7000-8000-000000000000".into(),
+            to: "+15551230001".into(),
+            from: String::new(),
+            body: "Hi Ada, 20% off today!".into(),
+            segments: 1,
+            encoding: Encoding::Gsm7,
+            metadata: vec![],
+        };
+        measure("carrier-log send (fresh instance + call)", || async {
+            assert!(matches!(carrier.send(&message).await, Ok(Ok(_))));
+        })
+        .await;
+    }
+}

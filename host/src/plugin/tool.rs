@@ -1,0 +1,107 @@
+//! `herald plugin inspect|send`: for people writing plugins.
+
+use anyhow::{Context, bail};
+use wasmtime::component::Component;
+
+use super::carrier::Message;
+use super::http::PluginHttp;
+use super::template::TemplatePlugin;
+use super::world::SUPPORTED_VERSIONS;
+use super::{PluginIdentity, PluginRuntime, Plugins, builtin};
+use crate::cli::PluginCommand;
+use crate::config::Config;
+use crate::domain::phone::PhonePolicy;
+
+pub async fn run(config: &Config, command: PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::Inspect { file } => inspect(config, &file),
+        PluginCommand::Send {
+            carrier,
+            to,
+            body,
+            from,
+        } => send(config, &carrier, &to, &body, &from).await,
+    }
+}
+
+fn inspect(config: &Config, file: &str) -> anyhow::Result<()> {
+    let wasm = builtin::resolve(file).map_err(anyhow::Error::msg)?;
+    let runtime = PluginRuntime::new(config.plugins.clone())?;
+    let component = Component::new(runtime.engine(), &wasm[..])
+        .map_err(|e| anyhow::anyhow!("{file} is not a WebAssembly component this host can compile: {e:#}"))?;
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(runtime.engine()).map(|(name, _)| name.to_string()).collect();
+    let imports: Vec<String> = ty.imports(runtime.engine()).map(|(name, _)| name.to_string()).collect();
+    let herald_export = exports.iter().find_map(|e| e.strip_prefix("herald:plugin/"));
+    let (world, version) = match herald_export.and_then(|e| e.split_once('@')) {
+        Some(("carrier", version)) => ("carrier-plugin", version),
+        Some(("template", version)) => ("template-plugin", version),
+        _ => ("(none: exports no herald:plugin interface)", "-"),
+    };
+    println!("file:     {file} ({} bytes)", wasm.len());
+    println!("world:    {world}");
+    println!(
+        "version:  herald:plugin@{version} (this host supports {})",
+        SUPPORTED_VERSIONS.join(", ")
+    );
+    println!("exports:  {}", exports.join(", "));
+    println!("imports:  {}", imports.join(", "));
+    let identity = PluginIdentity {
+        name: file.to_string(),
+        settings: Default::default(),
+    };
+    let loaded = match world {
+        "carrier-plugin" => {
+            let http = PluginHttp::new(&[], false, &config.plugins)?;
+            super::carrier::CarrierPlugin::load(&runtime, identity, http, &wasm).map(|_| ())
+        }
+        _ => TemplatePlugin::load(&runtime, identity, &wasm).map(|_| ()),
+    };
+    match loaded {
+        Ok(()) => println!("loadable: yes"),
+        Err(e) => println!("loadable: no — {e}"),
+    }
+    Ok(())
+}
+
+async fn send(config: &Config, carrier: &str, to: &str, body: &str, from: &str) -> anyhow::Result<()> {
+    let plugins = Plugins::load(config).context("loading the configured plugins")?;
+    let Some(plugin) = plugins.carrier(Some(carrier)) else {
+        let known: Vec<_> = config.carriers.iter().map(|c| c.name.as_str()).collect();
+        bail!(
+            "no carrier {carrier:?} in the configuration (configured: {})",
+            known.join(", ")
+        );
+    };
+    let to = PhonePolicy::new(&config.contacts.country_codes)
+        .normalize(to)
+        .map_err(anyhow::Error::msg)?;
+    let rendered = plugins
+        .template
+        .render(body, &[])
+        .await?
+        .map_err(|e| anyhow::anyhow!("the template plugin refused the body: {}", e.message))?;
+    let message = Message {
+        id: uuid::Uuid::now_v7().to_string(),
+        to,
+        from: from.to_string(),
+        body: rendered.body,
+        segments: rendered.segments,
+        encoding: rendered.encoding,
+        metadata: vec![("source".into(), "herald plugin send".into())],
+    };
+    println!(
+        "message {} → {} ({} segment(s))",
+        message.id, message.to, message.segments
+    );
+    match plugin.send(&message).await? {
+        Ok(accepted) => {
+            println!(
+                "accepted: carrier message id {:?}, status {:?}",
+                accepted.carrier_message_id, accepted.status
+            );
+            Ok(())
+        }
+        Err(error) => bail!("carrier refused: {error:?}"),
+    }
+}
