@@ -1,4 +1,5 @@
 //! Shipped plugins through the real runtime: real compiled `.wasm`, real wasmtime.
 
+mod carriers;
 mod hostile;
 mod template;
