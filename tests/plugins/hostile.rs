@@ -186,3 +186,15 @@ async fn fetches_stay_on_the_allow_list_and_under_the_size_cap() {
         .unwrap_err();
     assert!(format!("{too_large:?}").contains("TooLarge"), "{too_large:?}");
 }
+
+#[tokio::test]
+async fn a_plugin_that_keeps_trapping_is_tripped() {
+    let runtime = runtime();
+    let boom = template(&runtime, fixtures::HOSTILE_PANIC);
+    for _ in 0..runtime.limits().trip_after_traps {
+        assert!(matches!(boom.render("x", &[]).await, Err(PluginError::Trap(_))));
+    }
+    let refused = boom.render("x", &[]).await.unwrap_err();
+    assert!(matches!(refused, PluginError::Tripped { .. }), "{refused}");
+    still_serving(&runtime).await;
+}

@@ -45,6 +45,10 @@ pub struct PluginLimits {
     pub fuel: Option<u64>,
     /// Instances alive at once across all plugins (pooling allocator slots).
     pub max_instances: u32,
+    /// Consecutive trapping calls after which a plugin is tripped (circuit breaker).
+    pub trip_after_traps: u32,
+    /// How long a tripped plugin refuses calls before one is let through again.
+    pub trip_cooldown_ms: u64,
 }
 
 impl Default for PluginLimits {
@@ -56,6 +60,8 @@ impl Default for PluginLimits {
             max_response_bytes: 1024 * 1024,
             fuel: None,
             max_instances: 256,
+            trip_after_traps: 5,
+            trip_cooldown_ms: 30_000,
         }
     }
 }
@@ -79,6 +85,9 @@ pub enum PluginError {
     /// The call trapped, ran out of time or memory, or panicked. Retryable.
     #[error("plugin trap: {0}")]
     Trap(String),
+    /// The plugin trapped too often in a row; calls wait for its cool-down.
+    #[error("plugin {plugin} is tripped after repeated traps; retry in {retry_in:?}")]
+    Tripped { plugin: String, retry_in: Duration },
     #[error("plugin runtime: {0}")]
     Runtime(String),
 }

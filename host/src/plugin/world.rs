@@ -1,7 +1,8 @@
 //! What every plugin world shares: loading a component against the host,
 //! and calling it on a fresh, limited store.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre, Linker};
@@ -29,6 +30,46 @@ pub struct Plugin<W: World> {
     identity: Arc<PluginIdentity>,
     http: Option<Arc<PluginHttp>>,
     pre: W::Pre,
+    breaker: Arc<Breaker>,
+}
+
+/// Trips a plugin after consecutive traps, so a broken plugin stops burning
+/// CPU and attempts; after the cool-down one call is let through to probe it.
+#[derive(Default)]
+struct Breaker {
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    consecutive_traps: u32,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    /// `Some(wait)` while tripped.
+    fn refuses(&self) -> Option<Duration> {
+        let state = self.state.lock().expect("breaker lock");
+        state
+            .open_until
+            .and_then(|until| until.checked_duration_since(Instant::now()))
+    }
+
+    /// Records a call's outcome; returns a transition worth reporting.
+    fn record(&self, trapped: bool, limits: &super::PluginLimits) -> Option<&'static str> {
+        let mut state = self.state.lock().expect("breaker lock");
+        if !trapped {
+            let was_tripped = state.open_until.take().is_some();
+            state.consecutive_traps = 0;
+            return was_tripped.then_some("recovered");
+        }
+        state.consecutive_traps += 1;
+        if state.consecutive_traps >= limits.trip_after_traps.max(1) {
+            state.open_until = Some(Instant::now() + Duration::from_millis(limits.trip_cooldown_ms));
+            return Some("tripped");
+        }
+        None
+    }
 }
 
 impl<W: World> Clone for Plugin<W> {
@@ -38,6 +79,7 @@ impl<W: World> Clone for Plugin<W> {
             identity: self.identity.clone(),
             http: self.http.clone(),
             pre: self.pre.clone(),
+            breaker: self.breaker.clone(),
         }
     }
 }
@@ -70,6 +112,7 @@ impl<W: World> Plugin<W> {
             identity: Arc::new(identity),
             http: http.map(Arc::new),
             pre,
+            breaker: Arc::default(),
         })
     }
 
@@ -98,7 +141,13 @@ impl<W: World> Plugin<W> {
         &self,
         call: impl AsyncFnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> Result<T, PluginError> {
-        let started = std::time::Instant::now();
+        if let Some(retry_in) = self.breaker.refuses() {
+            return Err(PluginError::Tripped {
+                plugin: self.identity.name.clone(),
+                retry_in,
+            });
+        }
+        let started = Instant::now();
         let mut store = self.store()?;
         let result = match W::instantiate(&self.pre, &mut store).await {
             Ok(instance) => call(&instance, &mut store).await,
@@ -106,6 +155,11 @@ impl<W: World> Plugin<W> {
         };
         store.data().flush_output();
         let plugin = self.identity.name.clone();
+        if let Some(transition) = self.breaker.record(result.is_err(), self.runtime.limits()) {
+            tracing::warn!(plugin = %plugin, "plugin {transition}");
+            metrics::counter!("herald_plugin_breaker_total", "plugin" => plugin.clone(), "transition" => transition)
+                .increment(1);
+        }
         metrics::histogram!("herald_plugin_call_duration_seconds", "plugin" => plugin.clone())
             .record(started.elapsed().as_secs_f64());
         result.map_err(|e| {
