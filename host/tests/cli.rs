@@ -483,3 +483,26 @@ fn plugin_inspect_describes_a_component_and_whether_it_loads() {
     assert!(!run.success);
     assert!(run.stderr.contains("not a WebAssembly component"), "{}", run.stderr);
 }
+
+#[test]
+fn plugin_send_delivers_one_message_through_a_configured_carrier() {
+    let sandbox = Sandbox::new();
+    let run = sandbox.run(
+        &["plugin", "send", "log", "--to", "(555) 123-0001", "--body", "Hi Ada"],
+        &[],
+    );
+    assert!(run.success, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("+15551230001"),
+        "normalized recipient: {}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("accepted: carrier message id \"log-"),
+        "{}",
+        run.stdout
+    );
+    let unknown = sandbox.run(&["plugin", "send", "nope", "--to", "5551230001", "--body", "x"], &[]);
+    assert!(!unknown.success);
+    assert!(unknown.stderr.contains("no carrier \"nope\""), "{}", unknown.stderr);
+}
