@@ -49,7 +49,7 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() {
     let runtime = PluginRuntime::new(PluginLimits::default()).expect("runtime");
     let wasm = builtin::resolve("builtin:default").expect("built in");
@@ -96,5 +96,45 @@ async fn main() {
             assert!(matches!(carrier.send(&message).await, Ok(Ok(_))));
         })
         .await;
+
+        // builtin:http against a loopback fake gateway: instance, call, and a real
+        // HTTP round trip (new connection each time) through the host's http-fetch.
+        let gateway = fake_gateway().await;
+        let http = PluginHttp::new(&["127.0.0.1".to_string()], true, runtime.limits()).expect("http policy");
+        let identity = PluginIdentity {
+            name: "http".into(),
+            settings: [("url".to_string(), format!("http://{gateway}/sms"))]
+                .into_iter()
+                .collect(),
+        };
+        let wasm = builtin::resolve("builtin:http").expect("built in");
+        let carrier = CarrierPlugin::load(&runtime, identity, http, &wasm).expect("loads");
+        measure("carrier-http send to a loopback gateway", || async {
+            assert!(matches!(carrier.send(&message).await, Ok(Ok(_))));
+        })
+        .await;
     }
+}
+
+/// A minimal HTTP/1.1 server answering `{"id": "gw-1"}` to every request.
+async fn fake_gateway() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 8192];
+                let _ = socket.read(&mut buffer).await;
+                let body = br#"{"id": "gw-1"}"#;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(body).await;
+            });
+        }
+    });
+    address
 }
