@@ -177,6 +177,15 @@ pub struct Response {
 }
 
 impl Response {
+    /// The `Retry-After` header in milliseconds, when it holds delta-seconds
+    /// (what carriers send with 429 and 503). `None` when absent or not a number.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        self.header("retry-after")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| (s * 1000.0).ceil() as u64)
+    }
+
     /// A response with `status` and no headers or body (for canned responses in tests).
     pub fn new(status: u16) -> Self {
         Self {

@@ -180,14 +180,9 @@ pub fn map_status(status: &str) -> Option<DeliveryStatus> {
     }
 }
 
-/// `Retry-After` (delta-seconds) in milliseconds, [`DEFAULT_RETRY_AFTER_MS`] when absent or not a number.
+/// `Retry-After` in milliseconds, [`DEFAULT_RETRY_AFTER_MS`] when absent or not a number.
 pub fn retry_after_ms(response: &Response) -> u64 {
-    response
-        .header("retry-after")
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| (s * 1000.0).ceil() as u64)
-        .unwrap_or(DEFAULT_RETRY_AFTER_MS)
+    response.retry_after_ms().unwrap_or(DEFAULT_RETRY_AFTER_MS)
 }
 
 /// Maps the Messages API's answer to `send`'s result.
