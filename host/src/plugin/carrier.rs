@@ -1,5 +1,6 @@
 //! Carrier plugins: `send` and `handle-webhook`.
 
+use tracing::Instrument;
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, InstancePre, Linker};
 
@@ -50,9 +51,13 @@ impl CarrierPlugin {
         self.0.name()
     }
 
+    /// Sends `message`; everything the call logs (the plugin's own lines, its
+    /// stdout/stderr, a trap) carries the message id.
     pub async fn send(&self, message: &Message) -> Result<Result<Accepted, SendError>, PluginError> {
+        let span = tracing::info_span!("carrier_send", message_id = %message.id);
         self.0
             .call(async |plugin, store| plugin.herald_plugin_carrier().call_send(store, message).await)
+            .instrument(span)
             .await
     }
 
