@@ -13,6 +13,7 @@ use crate::api::{self, App};
 use crate::auth::{self, Secret, Verifier};
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::plugin::Plugins;
 use crate::store;
 
 /// How long in-flight requests may take to finish after a stop is asked for.
@@ -25,9 +26,15 @@ pub struct Herald {
 }
 
 impl Herald {
-    /// Opens storage (migrating it if `migrate` and the configuration allow)
-    /// and sets up authentication.
+    /// Opens storage (migrating it if `migrate` and the configuration allow),
+    /// loads the configured plugins and sets up authentication.
     pub async fn open(config: Config, migrate: bool) -> anyhow::Result<Self> {
+        let plugins = Plugins::load(&config).context("loading the configured plugins")?;
+        Self::open_with_plugins(config, migrate, plugins).await
+    }
+
+    /// As [`Herald::open`], with plugins already loaded (tests share one set).
+    pub async fn open_with_plugins(config: Config, migrate: bool, plugins: Plugins) -> anyhow::Result<Self> {
         prepare_data_dir(&config.data_dir)?;
         let secret = match config.auth.jwt_public_key {
             Some(_) => None,
@@ -41,7 +48,7 @@ impl Herald {
         if migrate && config.database.migrate_on_start {
             store.migrate().await.context("database migration failed")?;
         }
-        let app = Arc::new(App::new(config, store, verifier, Arc::new(SystemClock)));
+        let app = Arc::new(App::new(config, store, verifier, Arc::new(SystemClock), plugins));
         Ok(Self { app, secret })
     }
 

@@ -93,6 +93,9 @@ on_both_backends! {
             (json!({ "name": "x", "message_template": "x", "send_days": ["funday"] }), "send_days"),
             (json!({ "name": "x", "message_template": "x", "status": "active" }), "status"),
             (json!({ "name": "x", "message_template": "x", "unknown_field": 1 }), "unknown_field"),
+            // Only the template plugin knows its filters.
+            (json!({ "name": "x", "message_template": "Hi {{ name | shout }}" }), "message_template"),
+            (json!({ "name": "x", "message_template": "x", "message_template_b": "{{ name | shout }}" }), "message_template_b"),
         ];
         for (body, field) in cases {
             let fields = server.post("/api/v1/campaigns", &user, body.clone()).await.expect_problem(422);

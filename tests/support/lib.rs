@@ -164,7 +164,9 @@ impl TestServer {
         config.auth.jwt_secret = Some(SECRET.into());
         config.log.level = "warn".into();
         configure(&mut config);
-        let herald = Herald::open(config, true).await.expect("herald opens");
+        let herald = Herald::open_with_plugins(config, true, shared_plugins().clone())
+            .await
+            .expect("herald opens");
         let acceptor = TcpListener::new("127.0.0.1:0").bind().await;
         let port = acceptor.local_addr().expect("bound address").port();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -303,6 +305,13 @@ impl TestServer {
 pub struct User {
     pub id: Uuid,
     pub token: String,
+}
+
+/// The shipped plugins, compiled once per test process and shared by every
+/// server (compiling them is most of a server's start-up).
+fn shared_plugins() -> &'static herald::plugin::Plugins {
+    static PLUGINS: std::sync::OnceLock<herald::plugin::Plugins> = std::sync::OnceLock::new();
+    PLUGINS.get_or_init(|| herald::plugin::Plugins::load(&Config::default()).expect("shipped plugins load"))
 }
 
 /// An HTTP client builder for tests. The workspace builds reqwest without a

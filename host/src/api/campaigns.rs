@@ -9,8 +9,33 @@ use super::dto::{CampaignBody, CampaignInput, CampaignList, CampaignQuery, Campa
 use super::extract::{self, app, user};
 use super::problem::{ApiError, Problem};
 use super::{App, retry_on_conflict};
-use crate::domain::campaign::{self, Campaign, CampaignStatus};
+use crate::domain::FieldError;
+use crate::domain::campaign::{self, Campaign, CampaignChanges, CampaignStatus};
 use crate::domain::stats::tally;
+
+/// Asks the template plugin about every template the request sets.
+async fn check_templates(app: &App, changes: &CampaignChanges) -> Result<(), ApiError> {
+    let templates = [
+        ("message_template", changes.message_template.as_deref()),
+        (
+            "message_template_b",
+            changes.message_template_b.as_ref().and_then(|t| t.as_deref()),
+        ),
+    ];
+    let mut errors = Vec::new();
+    for (field, template) in templates {
+        let Some(template) = template else { continue };
+        match app.plugins.template.validate(template).await {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => errors.push(FieldError::new(field, refused.message)),
+            Err(failed) => return Err(ApiError::Unavailable(format!("the template plugin failed: {failed}"))),
+        }
+    }
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(ApiError::Invalid(errors)),
+    }
+}
 
 pub(super) async fn load(app: &App, user_id: Uuid, id: Uuid) -> Result<Campaign, ApiError> {
     app.store
@@ -55,7 +80,15 @@ pub async fn list(req: &mut Request, depot: &mut Depot) -> Result<Json<CampaignL
 pub async fn create(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
     let app = app(depot);
     let input: CampaignInput = extract::json(req, app.config.server.max_body_bytes).await?;
-    let created = campaign::create(Uuid::now_v7(), user(depot), input.into(), &app.rules(), app.clock.now())?;
+    let changes: CampaignChanges = input.into();
+    let created = campaign::create(
+        Uuid::now_v7(),
+        user(depot),
+        changes.clone(),
+        &app.rules(),
+        app.clock.now(),
+    )?;
+    check_templates(app, &changes).await?;
     app.store.insert_campaign(&created).await?;
     res.status_code(StatusCode::CREATED);
     res.render(Json(CampaignBody::from(created)));
@@ -95,7 +128,8 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> Result<Json<Campaig
     let app = app(depot);
     let (user_id, id) = (user(depot), extract::path_id(req, "id")?);
     let input: CampaignInput = extract::json(req, app.config.server.max_body_bytes).await?;
-    let changes: campaign::CampaignChanges = input.into();
+    let changes: CampaignChanges = input.into();
+    check_templates(app, &changes).await?;
     let updated = retry_on_conflict(|| async {
         let current = load(app, user_id, id).await?;
         let updated = campaign::update(&current, changes.clone(), &app.rules(), app.clock.now())?;

@@ -29,6 +29,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::campaign::CampaignRules;
 use crate::domain::phone::PhonePolicy;
+use crate::plugin::Plugins;
 use crate::store::Store;
 use problem::ApiError;
 
@@ -39,13 +40,21 @@ pub struct App {
     pub verifier: Verifier,
     pub clock: Arc<dyn Clock>,
     pub phone_policy: PhonePolicy,
+    /// The template plugin (the authority on template syntax) and the carriers.
+    pub plugins: Plugins,
     carrier_names: Vec<String>,
     /// Users known to exist, so provisioning costs one write per user, not per request.
     known_users: RwLock<HashSet<Uuid>>,
 }
 
 impl App {
-    pub fn new(config: Config, store: Arc<dyn Store>, verifier: Verifier, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        verifier: Verifier,
+        clock: Arc<dyn Clock>,
+        plugins: Plugins,
+    ) -> Self {
         // Metrics recorded before the recorder exists are lost: install it first.
         crate::telemetry::prometheus();
         Self {
@@ -55,6 +64,7 @@ impl App {
             store,
             verifier,
             clock,
+            plugins,
             known_users: RwLock::new(HashSet::new()),
         }
     }

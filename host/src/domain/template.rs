@@ -1,8 +1,8 @@
 //! Template checks the host can make without running the template plugin.
 //!
-//! The template plugin is the authority on template syntax; until it is wired
-//! into campaign validation, the host checks the `{{ … }}` structure it relies
-//! on so an obviously broken template is refused at the API.
+//! The template plugin is the authority on template syntax (the API asks it on
+//! every create and update); this quick structural check refuses obviously
+//! broken input, with the other field errors, before a plugin call.
 
 pub const MAX_TEMPLATE_CHARS: usize = 1600;
 
