@@ -36,7 +36,12 @@ pub fn build_components(workspace: &Path, packages: &[String], out_dir: &Path) -
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_MAKEFLAGS");
+        .env_remove("CARGO_MAKEFLAGS")
+        // Components without DWARF: a tenth of the size, faster to compile and
+        // lighter in memory; the name section stays, so guest backtraces keep
+        // function names.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
     for package in packages {
         command.args(["-p", package]);
     }
