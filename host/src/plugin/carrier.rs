@@ -1,13 +1,11 @@
 //! Carrier plugins: `send` and `handle-webhook`.
 
 use tracing::Instrument;
-use wasmtime::Store;
-use wasmtime::component::{HasSelf, InstancePre, Linker};
 
 use super::bindings::v0_1::carrier_world::{CarrierPlugin as Bindings, CarrierPluginPre};
-use super::host::{HostState, PluginIdentity};
+use super::host::PluginIdentity;
 use super::http::PluginHttp;
-use super::world::{Plugin, World};
+use super::world::{Plugin, impl_world};
 use super::{PluginError, PluginRuntime};
 
 pub use super::bindings::v0_1::carrier_world::exports::herald::plugin::carrier::{
@@ -16,22 +14,7 @@ pub use super::bindings::v0_1::carrier_world::exports::herald::plugin::carrier::
 };
 pub use super::bindings::v0_1::types::{Encoding, Header};
 
-impl World for Bindings {
-    const EXPORT: &'static str = "carrier";
-    type Pre = CarrierPluginPre<HostState>;
-
-    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-        Bindings::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
-    }
-
-    fn pre(instance_pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        CarrierPluginPre::new(instance_pre)
-    }
-
-    async fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
-        pre.instantiate_async(store).await
-    }
-}
+impl_world!(Bindings, CarrierPluginPre, "carrier");
 
 /// A loaded carrier plugin with its outbound-HTTP policy.
 #[derive(Clone)]

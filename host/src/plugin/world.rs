@@ -24,6 +24,37 @@ pub trait World: Sized + Send + Sync + 'static {
     ) -> impl Future<Output = wasmtime::Result<Self>> + Send;
 }
 
+/// Implements [`World`] for a `bindgen!`-generated world and its `*Pre` type.
+macro_rules! impl_world {
+    ($bindings:ty, $pre:ident, $export:literal) => {
+        impl $crate::plugin::world::World for $bindings {
+            const EXPORT: &'static str = $export;
+            type Pre = $pre<$crate::plugin::host::HostState>;
+
+            fn add_to_linker(
+                linker: &mut wasmtime::component::Linker<$crate::plugin::host::HostState>,
+            ) -> wasmtime::Result<()> {
+                use $crate::plugin::host::HostState;
+                <$bindings>::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(linker, |state| state)
+            }
+
+            fn pre(
+                instance_pre: wasmtime::component::InstancePre<$crate::plugin::host::HostState>,
+            ) -> wasmtime::Result<Self::Pre> {
+                $pre::new(instance_pre)
+            }
+
+            async fn instantiate(
+                pre: &Self::Pre,
+                store: &mut wasmtime::Store<$crate::plugin::host::HostState>,
+            ) -> wasmtime::Result<Self> {
+                pre.instantiate_async(store).await
+            }
+        }
+    };
+}
+pub(super) use impl_world;
+
 /// A loaded plugin of world `W`, ready to be called concurrently.
 pub struct Plugin<W: World> {
     runtime: PluginRuntime,
