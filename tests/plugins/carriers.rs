@@ -68,12 +68,18 @@ async fn log_carrier_accepts_and_turns_posted_receipts_into_events() {
         .await
         .unwrap()
         .unwrap();
-    let [WebhookEvent::Delivery(update)] = events.as_slice() else {
+    assert_delivered(&events, "log-m-1");
+}
+
+/// `events` is exactly one delivery update: `carrier_message_id` delivered.
+#[track_caller]
+fn assert_delivered(events: &[WebhookEvent], carrier_message_id: &str) {
+    let [WebhookEvent::Delivery(update)] = events else {
         panic!("one delivery update: {events:?}");
     };
     assert_eq!(
         (update.carrier_message_id.as_str(), update.status),
-        ("log-m-1", DeliveryStatus::Delivered)
+        (carrier_message_id, DeliveryStatus::Delivered)
     );
 }
 
@@ -260,13 +266,7 @@ async fn twilio_webhooks_need_a_valid_signature() {
         .await
         .unwrap()
         .unwrap();
-    let [WebhookEvent::Delivery(update)] = events.as_slice() else {
-        panic!("one delivery update: {events:?}");
-    };
-    assert_eq!(
-        (update.carrier_message_id.as_str(), update.status),
-        ("SM123", DeliveryStatus::Delivered)
-    );
+    assert_delivered(&events, "SM123");
 
     let forged = signed(url, &params, "someone-elses-token");
     let refused = twilio.handle_webhook(WebhookKind::Status, &forged).await.unwrap();
