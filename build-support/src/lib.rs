@@ -26,6 +26,7 @@ pub fn crates_in(dir: &Path) -> Vec<String> {
 /// in the same order. `out_dir` is the calling build script's `OUT_DIR`.
 pub fn build_components(workspace: &Path, packages: &[String], out_dir: &Path) -> Vec<PathBuf> {
     let target_dir = out_dir.join("wasm-target");
+    ensure_target_installed(workspace);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -60,6 +61,31 @@ pub fn build_components(workspace: &Path, packages: &[String], out_dir: &Path) -
             release.join(format!("{artifact}.wasm"))
         })
         .collect()
+}
+
+/// rustup installs the targets `rust-toolchain.toml` names only together with
+/// the toolchain; on a machine that already had the toolchain, add the target
+/// here so a fresh clone builds with no manual step. Without rustup, the
+/// build below says what is missing.
+fn ensure_target_installed(workspace: &Path) {
+    let installed = Command::new("rustup")
+        .current_dir(workspace)
+        .args(["target", "list", "--installed"])
+        .output();
+    let Ok(installed) = installed else { return };
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|t| t.trim() == WASM_TARGET)
+    {
+        return;
+    }
+    let added = Command::new("rustup")
+        .current_dir(workspace)
+        .args(["target", "add", WASM_TARGET])
+        .status();
+    if !added.is_ok_and(|s| s.success()) {
+        println!("cargo:warning=could not run `rustup target add {WASM_TARGET}`");
+    }
 }
 
 fn rerun_if_sources_change(dep_info: &Path) {

@@ -105,15 +105,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(config: Config, role: Role, migrate: bool) -> anyhow::Result<()> {
     if role == Role::Dispatcher {
-        anyhow::bail!("the dispatcher role is not available in this build yet; run --role api or all");
+        let plugins = crate::plugin::Plugins::load(&config).context("loading the configured plugins")?;
+        let clock = std::sync::Arc::new(crate::clock::SystemClock);
+        return crate::server::run_dispatcher(config, plugins, clock, shutdown_signal()).await;
     }
-    let herald = Herald::open(config, migrate).await?;
+    if role == Role::Api && config.bus.nats_url.as_deref().is_none_or(str::is_empty) {
+        anyhow::bail!(
+            "--role api hands jobs to dispatchers over NATS: set bus.nats_url (HERALD_BUS__NATS_URL), or use --role all"
+        );
+    }
+    let mut herald = Herald::open(config, migrate).await?;
+    herald.with_dispatcher = role == Role::All;
     let bind = herald.app.config.server.bind;
     let listener = TcpListener::new(bind)
         .try_bind()
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
-    tracing::info!(%bind, database = herald.app.store.backend(), "herald listening");
+    tracing::info!(%bind, database = herald.app.store.backend(), bus = herald.app.bus.transport.kind(), "herald listening");
     herald.serve(listener, shutdown_signal()).await
 }
 

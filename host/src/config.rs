@@ -34,6 +34,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub contacts: ContactsConfig,
     pub bus: BusConfig,
+    pub dispatch: DispatchConfig,
     /// Template plugin: `builtin:<name>` or a path to a `.wasm` component.
     pub template: String,
     /// Settings handed to the template plugin (e.g. `smart_encoding = "true"`).
@@ -49,6 +50,10 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Largest JSON request body accepted; larger ones get 413.
     pub max_body_bytes: u64,
+    /// The URL carriers reach Herald at (e.g. `https://sms.example.com`), for
+    /// webhook signature checks behind a proxy; unset = from the request's
+    /// `Host` and `X-Forwarded-Proto` headers.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +111,45 @@ pub struct BusConfig {
     pub subject_prefix: String,
 }
 
+/// The sending pipeline: scheduler (api role) and dispatcher.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Carrier attempts a message gets before it fails (retryable errors).
+    pub max_attempts: u32,
+    /// Delay before the first retry, in milliseconds; doubles per attempt, with jitter.
+    pub retry_base_ms: u64,
+    /// Upper bound of the retry delay, in milliseconds.
+    pub retry_max_ms: u64,
+    /// Share of failed sends over the last `pause_window` that pauses a campaign.
+    pub pause_error_rate: f64,
+    pub pause_window: u32,
+    /// How often the scheduler looks for due messages, in milliseconds.
+    pub tick_ms: u64,
+    /// Messages handed to dispatchers and not yet answered, at most.
+    pub max_in_flight: u32,
+    /// A hand-off without a result after this long is handed out again, in seconds.
+    pub lease_secs: u64,
+    /// Jobs a dispatcher works on at once (per-carrier `max_concurrency` also applies).
+    pub workers: u32,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            retry_base_ms: 30_000,
+            retry_max_ms: 3_600_000,
+            pause_error_rate: 0.5,
+            pause_window: 100,
+            tick_ms: 200,
+            max_in_flight: 5_000,
+            lease_secs: 120,
+            workers: 256,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CarrierConfig {
@@ -146,6 +190,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             contacts: ContactsConfig::default(),
             bus: BusConfig::default(),
+            dispatch: DispatchConfig::default(),
             template: "builtin:default".into(),
             template_settings: BTreeMap::new(),
             plugins: crate::plugin::PluginLimits::default(),
@@ -168,6 +213,7 @@ impl Default for ServerConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 4 * 1024 * 1024,
+            public_url: None,
         }
     }
 }
@@ -244,6 +290,19 @@ impl Config {
         }
         if self.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes", "must be positive"));
+        }
+        let dispatch = &self.dispatch;
+        if dispatch.max_attempts == 0 {
+            return Err(invalid("dispatch.max_attempts", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&dispatch.pause_error_rate) {
+            return Err(invalid("dispatch.pause_error_rate", "must be between 0.0 and 1.0"));
+        }
+        if dispatch.tick_ms == 0 || dispatch.max_in_flight == 0 || dispatch.workers == 0 || dispatch.lease_secs == 0 {
+            return Err(invalid(
+                "dispatch",
+                "tick_ms, max_in_flight, workers and lease_secs must be positive",
+            ));
         }
         if self.contacts.max_import_bytes == 0 {
             return Err(invalid("contacts.max_import_bytes", "must be positive"));

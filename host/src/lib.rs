@@ -6,11 +6,14 @@
 
 pub mod api;
 pub mod auth;
+pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dispatch;
 pub mod domain;
 pub mod plugin;
+pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod telemetry;

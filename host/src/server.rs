@@ -9,11 +9,17 @@ use anyhow::Context;
 use salvo::conn::Acceptor;
 use salvo::prelude::*;
 
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
 use crate::api::{self, App};
 use crate::auth::{self, Secret, Verifier};
-use crate::clock::SystemClock;
+use crate::bus::{self, Bus};
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::dispatch::Dispatcher;
 use crate::plugin::Plugins;
+use crate::scheduler::Scheduler;
 use crate::store;
 
 /// How long in-flight requests may take to finish after a stop is asked for.
@@ -23,6 +29,8 @@ pub struct Herald {
     pub app: Arc<App>,
     /// The HS256 secret, unless an identity provider's public key is configured.
     pub secret: Option<Secret>,
+    /// Whether this process also runs a dispatcher (`--role all`).
+    pub with_dispatcher: bool,
 }
 
 impl Herald {
@@ -36,6 +44,16 @@ impl Herald {
 
     /// As [`Herald::open`], with plugins already loaded (tests share one set).
     pub async fn open_with_plugins(config: Config, migrate: bool, plugins: Plugins) -> anyhow::Result<Self> {
+        Self::open_with(config, migrate, plugins, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Herald::open_with_plugins`], reading time from `clock` (tests move it).
+    pub async fn open_with(
+        config: Config,
+        migrate: bool,
+        plugins: Plugins,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         prepare_data_dir(&config.data_dir)?;
         let secret = match config.auth.jwt_public_key {
             Some(_) => None,
@@ -49,8 +67,14 @@ impl Herald {
         if migrate && config.database.migrate_on_start {
             store.migrate().await.context("database migration failed")?;
         }
-        let app = Arc::new(App::new(config, store, verifier, Arc::new(SystemClock), plugins));
-        Ok(Self { app, secret })
+        let bus = connect_bus(&config).await?;
+        let scheduler = Scheduler::new(store.clone(), bus.clone(), clock.clone(), config.dispatch.clone());
+        let app = Arc::new(App::new(config, store, verifier, clock, plugins, bus, scheduler));
+        Ok(Self {
+            app,
+            secret,
+            with_dispatcher: true,
+        })
     }
 
     /// With a secret kept in the data directory (no configuration), logs a token
@@ -77,6 +101,14 @@ impl Herald {
         A: Acceptor + Send + 'static,
     {
         self.log_startup_token()?;
+        let (stop_work, work_stopped) = watch::channel(false);
+        let mut work = JoinSet::new();
+        self.app.scheduler.spawn(&mut work, work_stopped.clone());
+        if self.with_dispatcher {
+            let app = &self.app;
+            let dispatcher = Dispatcher::new(&app.config, app.bus.clone(), app.plugins.clone(), app.clock.clone());
+            dispatcher.spawn(&mut work, work_stopped);
+        }
         let server = Server::new(acceptor);
         let handle = server.handle();
         tokio::spawn(async move {
@@ -86,10 +118,49 @@ impl Herald {
         });
         let store = self.app.store.clone();
         server.try_serve(api::service(self.app)).await?;
+        let _ = stop_work.send(true);
+        work.shutdown().await;
         store.close().await;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The transport the configuration names: NATS JetStream when `bus.nats_url`
+/// is set, else in process.
+pub async fn connect_bus(config: &Config) -> anyhow::Result<Bus> {
+    let transport: Arc<dyn bus::Transport> = match config.bus.nats_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => Arc::new(
+            bus::nats::NatsTransport::connect(url, &config.bus.stream_prefix, &config.bus.subject_prefix)
+                .await
+                .with_context(|| format!("cannot set up NATS (bus.nats_url = {url})"))?,
+        ),
+        None => Arc::new(bus::memory::MemoryTransport::new()),
+    };
+    Ok(Bus::new(transport))
+}
+
+/// Runs a dispatcher alone (`--role dispatcher`): no database, no HTTP API;
+/// stops when `shutdown` resolves, after finishing the jobs in hand.
+pub async fn run_dispatcher(
+    config: Config,
+    plugins: Plugins,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    if config.bus.nats_url.as_deref().is_none_or(str::is_empty) {
+        anyhow::bail!("the dispatcher role needs a shared bus: set bus.nats_url (HERALD_BUS__NATS_URL)");
+    }
+    let bus = connect_bus(&config).await?;
+    let (stop, stopped) = watch::channel(false);
+    let mut work = JoinSet::new();
+    Dispatcher::new(&config, bus, plugins, clock).spawn(&mut work, stopped);
+    tracing::info!("dispatcher running");
+    shutdown.await;
+    tracing::info!("dispatcher stopping");
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(GRACE, async { while work.join_next().await.is_some() {} }).await;
+    Ok(())
 }
 
 /// Compiling plugins allocates and frees tens of MiB; hand the freed pages back

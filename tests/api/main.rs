@@ -6,3 +6,4 @@ mod campaigns;
 mod contacts;
 mod import;
 mod operations;
+mod sending;

@@ -2,6 +2,11 @@
 //! on a loopback port, against a fresh SQLite file or this run's PostgreSQL
 //! database, and talks to it over real HTTP.
 //!
+//! Two stacks: the embedded defaults (SQLite, in-process transport) and the
+//! production stack (PostgreSQL + NATS JetStream). `Backend::Postgres` means
+//! the latter: each server gets its own stream and subject prefixes on the
+//! NATS server at `TEST_NATS_URL` (default `nats://127.0.0.1:4222`).
+//!
 //! PostgreSQL: `TEST_POSTGRES_URL` names a database to use as is (CI
 //! creates one per run); otherwise a database `herald_test_<unix time>_<pid>` is
 //! created on `postgres://postgres@127.0.0.1:5432/postgres` for this process, and
@@ -10,7 +15,11 @@
 //! under `CI=true`, where it fails.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use herald::clock::ManualClock;
 
 use herald::config::Config;
 use herald::server::Herald;
@@ -22,6 +31,8 @@ use tokio::sync::{OnceCell, oneshot};
 use uuid::Uuid;
 
 pub use serde_json;
+
+pub mod gateway;
 
 /// Paths of the compiled plugin fixtures in `tests/fixtures/plugins/`.
 pub mod fixtures {
@@ -73,6 +84,10 @@ pub struct TestServer {
     pub base: String,
     pub backend: Backend,
     pub database_url: String,
+    /// The configuration it runs with (bus prefixes, carriers…).
+    pub config: Config,
+    /// Set when the server was started on a manual clock.
+    pub clock: Option<Arc<ManualClock>>,
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     _data_dir: tempfile::TempDir,
@@ -150,6 +165,19 @@ impl TestServer {
     /// Starts on `backend`, or returns `None` (after a notice) when PostgreSQL is
     /// unreachable outside CI.
     pub async fn start_if_available(backend: Backend, configure: impl FnOnce(&mut Config)) -> Option<Self> {
+        Self::launch(backend, None, true, configure).await
+    }
+
+    /// Starts with time read from `clock` (tests move it) and, unless
+    /// `with_dispatcher`, no dispatcher in the process (start some with
+    /// [`TestServer::spawn_dispatcher`]). Carriers other than the default are
+    /// loaded from the configuration. `None` when the stack is unavailable outside CI.
+    pub async fn launch(
+        backend: Backend,
+        clock: Option<Arc<ManualClock>>,
+        with_dispatcher: bool,
+        configure: impl FnOnce(&mut Config),
+    ) -> Option<Self> {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let database_url = match backend {
             Backend::Sqlite => format!("sqlite://{}", data_dir.path().join("herald.db").display()),
@@ -163,10 +191,24 @@ impl TestServer {
         config.database.max_connections = 4;
         config.auth.jwt_secret = Some(SECRET.into());
         config.log.level = "warn".into();
+        if backend == Backend::Postgres
+            && let Some(url) = nats_url().await
+        {
+            let run = unique_prefix();
+            config.bus.nats_url = Some(url);
+            config.bus.stream_prefix = format!("HT_{run}");
+            config.bus.subject_prefix = format!("ht{run}");
+        }
         configure(&mut config);
-        let herald = Herald::open_with_plugins(config, true, shared_plugins().clone())
+        let plugins = plugins_for(&config);
+        let system_clock: Arc<dyn herald::clock::Clock> = Arc::new(herald::clock::SystemClock);
+        let used_clock = clock
+            .clone()
+            .map_or(system_clock, |c| c as Arc<dyn herald::clock::Clock>);
+        let mut herald = Herald::open_with(config.clone(), true, plugins, used_clock)
             .await
             .expect("herald opens");
+        herald.with_dispatcher = with_dispatcher;
         let acceptor = TcpListener::new("127.0.0.1:0").bind().await;
         let port = acceptor.local_addr().expect("bound address").port();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -181,6 +223,8 @@ impl TestServer {
             base: format!("http://127.0.0.1:{port}"),
             backend,
             database_url,
+            config,
+            clock,
             client: http_client().build().expect("HTTP client"),
             stop: Some(stop),
             _data_dir: data_dir,
@@ -245,6 +289,17 @@ impl TestServer {
             .await
     }
 
+    /// POST without a token (webhooks).
+    pub async fn post_anonymous(&self, path: &str, body: Value) -> Reply {
+        self.send(self.request(reqwest::Method::POST, path, None).json(&body))
+            .await
+    }
+
+    pub async fn post_anonymous_raw(&self, path: &str, body: Vec<u8>) -> Reply {
+        self.send(self.request(reqwest::Method::POST, path, None).body(body))
+            .await
+    }
+
     pub async fn put(&self, path: &str, user: &User, body: Value) -> Reply {
         self.send(self.request(reqwest::Method::PUT, path, Some(&user.token)).json(&body))
             .await
@@ -293,10 +348,99 @@ impl TestServer {
         reply.body["id"].as_str().expect("id").to_string()
     }
 
+    /// A campaign's `GET /stats` body.
+    pub async fn stats(&self, user: &User, campaign: &str) -> Value {
+        self.get(&format!("/api/v1/campaigns/{campaign}/stats"), user)
+            .await
+            .expect(200)
+            .body
+    }
+
+    /// Waits until the campaign has no pending message and `sent + failed`
+    /// reaches `expected`; returns the stats.
+    pub async fn wait_settled(&self, user: &User, campaign: &str, expected: u64, timeout: Duration) -> Value {
+        eventually(&format!("{expected} final messages in {campaign}"), timeout, || async {
+            let stats = self.stats(user, campaign).await;
+            let done = stats["messages_sent"].as_u64()? + stats["messages_failed"].as_u64()?;
+            (done >= expected && stats["messages_pending"] == 0).then_some(stats)
+        })
+        .await
+    }
+
+    /// Runs a dispatcher in this process, as `herald serve --role dispatcher`
+    /// would: its own bus connection, no database. It stops with the returned guard.
+    pub fn spawn_dispatcher(&self) -> oneshot::Sender<()> {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let config = self.config.clone();
+        let plugins = plugins_for(&config);
+        let clock: Arc<dyn herald::clock::Clock> = match &self.clock {
+            Some(clock) => clock.clone(),
+            None => Arc::new(herald::clock::SystemClock),
+        };
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            herald::server::run_dispatcher(config, plugins, clock, shutdown)
+                .await
+                .expect("dispatcher runs");
+        });
+        stop
+    }
+
+    /// Starts reading the user's Server-Sent Events; events arrive in the log.
+    pub async fn listen(&self, user: &User) -> EventLog {
+        let log = EventLog::default();
+        let response = self
+            .request(reqwest::Method::GET, "/api/v1/events", Some(&user.token))
+            .send()
+            .await
+            .expect("event stream opens");
+        assert_eq!(response.status().as_u16(), 200);
+        let events = log.events.clone();
+        tokio::spawn(async move {
+            let mut response = response;
+            let mut buffer = String::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let frame: String = buffer.drain(..end + 2).collect();
+                    let data: String = frame
+                        .lines()
+                        .filter_map(|line| line.strip_prefix("data:"))
+                        .map(str::trim_start)
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    if let Ok(event) = serde_json::from_str::<Value>(&data) {
+                        events.lock().unwrap().push(event);
+                    }
+                }
+            }
+        });
+        log
+    }
+
     /// Moves a campaign through PUT status changes.
     pub async fn set_status(&self, user: &User, id: &str, status: &str) -> Reply {
         self.put(&format!("/api/v1/campaigns/{id}"), user, json!({ "status": status }))
             .await
+    }
+}
+
+/// CloudEvents received over SSE.
+#[derive(Clone, Default)]
+pub struct EventLog {
+    events: Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl EventLog {
+    pub fn all(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Events of CloudEvents `type` (e.g. `herald.message.sent`).
+    pub fn of_type(&self, kind: &str) -> Vec<Value> {
+        self.all().into_iter().filter(|e| e["type"] == kind).collect()
     }
 }
 
@@ -305,6 +449,82 @@ impl TestServer {
 pub struct User {
     pub id: Uuid,
     pub token: String,
+}
+
+/// The plugins of `config`: the shared set when its carriers are the defaults.
+fn plugins_for(config: &Config) -> herald::plugin::Plugins {
+    let defaults = Config::default();
+    let same = serde_json::to_value(&config.carriers).ok() == serde_json::to_value(&defaults.carriers).ok()
+        && config.template == defaults.template
+        && config.template_settings == defaults.template_settings
+        && config.plugins == defaults.plugins;
+    if same {
+        shared_plugins().clone()
+    } else {
+        herald::plugin::Plugins::load(config).expect("the test's plugins load")
+    }
+}
+
+/// A prefix unique to this process and server: `<unix time>_<pid>_<n>`.
+fn unique_prefix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    format!("{now}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The NATS server for the production stack, checked once per process; stale
+/// test streams (over two hours old) are deleted on the way.
+pub async fn nats_url() -> Option<String> {
+    static URL: OnceCell<Option<String>> = OnceCell::const_new();
+    URL.get_or_init(|| async {
+        let url = std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        match prepare_nats(&url).await {
+            Ok(()) => Some(url),
+            Err(e) if in_ci() => panic!("NATS is required under CI=true but unusable at {url}: {e:#}"),
+            Err(e) => {
+                eprintln!("note: PostgreSQL tests run without NATS, which is unusable at {url}: {e:#}");
+                None
+            }
+        }
+    })
+    .await
+    .clone()
+}
+
+async fn prepare_nats(url: &str) -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    let client = tokio::time::timeout(Duration::from_secs(5), async_nats::connect(url)).await??;
+    let jetstream = async_nats::jetstream::new(client);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let names: Vec<String> = jetstream.stream_names().try_collect().await?;
+    for name in names {
+        let created = name
+            .strip_prefix("HT_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|t| t.parse::<u64>().ok());
+        if created.is_some_and(|t| now.saturating_sub(t) > STALE_AFTER.as_secs()) {
+            let _ = jetstream.delete_stream(&name).await;
+        }
+    }
+    Ok(())
+}
+
+/// Polls `check` until it returns `Some`, for up to `timeout`; panics naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(done) = check().await {
+            return done;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The shipped plugins, compiled once per test process and shared by every

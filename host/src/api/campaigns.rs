@@ -11,6 +11,7 @@ use super::problem::{ApiError, Problem};
 use super::{App, retry_on_conflict};
 use crate::domain::FieldError;
 use crate::domain::campaign::{self, Campaign, CampaignChanges, CampaignStatus};
+use crate::domain::event::build;
 use crate::domain::stats::tally;
 
 /// Asks the template plugin about every template the request sets.
@@ -90,6 +91,8 @@ pub async fn create(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
     )?;
     check_templates(app, &changes).await?;
     app.store.insert_campaign(&created).await?;
+    app.publish(vec![build::campaign("created", &created, None, created.created_at)])
+        .await;
     res.status_code(StatusCode::CREATED);
     res.render(Json(CampaignBody::from(created)));
     Ok(())
@@ -130,16 +133,25 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> Result<Json<Campaig
     let input: CampaignInput = extract::json(req, app.config.server.max_body_bytes).await?;
     let changes: CampaignChanges = input.into();
     check_templates(app, &changes).await?;
-    let updated = retry_on_conflict(|| async {
+    let (updated, before) = retry_on_conflict(|| async {
         let current = load(app, user_id, id).await?;
         let updated = campaign::update(&current, changes.clone(), &app.rules(), app.clock.now())?;
         if updated == current {
-            return Ok(Some(current));
+            return Ok(Some((current, None)));
         }
         let written = app.store.replace_campaign(&updated, current.updated_at).await?;
-        Ok(written.then_some(updated))
+        Ok(written.then_some((updated, Some(current))))
     })
     .await?;
+    if let Some(before) = before {
+        let mut events = vec![build::campaign("updated", &updated, None, updated.updated_at)];
+        if before.status != updated.status {
+            events.push(build::campaign("status_changed", &updated, None, updated.updated_at));
+            // Resumed: its held messages are due again.
+            app.scheduler.wake();
+        }
+        app.publish(events).await;
+    }
     Ok(Json(updated.into()))
 }
 
@@ -157,13 +169,15 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> Result<Json<Campaig
 pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
     let app = app(depot);
     let (user_id, id) = (user(depot), extract::path_id(req, "id")?);
-    retry_on_conflict(|| async {
+    let deleted = retry_on_conflict(|| async {
         let current = load(app, user_id, id).await?;
         campaign::check_deletable(&current)?;
         let deleted = app.store.delete_campaign(user_id, id, current.updated_at).await?;
-        Ok(deleted.then_some(()))
+        Ok(deleted.then_some(current))
     })
     .await?;
+    app.publish(vec![build::campaign("deleted", &deleted, None, app.clock.now())])
+        .await;
     res.status_code(StatusCode::NO_CONTENT);
     Ok(())
 }

@@ -18,6 +18,7 @@ use super::retry_on_conflict;
 use crate::domain::campaign;
 use crate::domain::contact::{self, ConsentSource, ContactInput, NewContact};
 use crate::domain::csv_import::{CsvContacts, CsvFileError, ImportReport, Row};
+use crate::domain::event::build;
 use crate::store::{ContactBatch, ContactBatches};
 
 /// Contacts handed to the store per message while a file is parsed.
@@ -49,6 +50,7 @@ pub async fn add(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Re
         .expect("receiver is alive");
     tx.send(ContactBatch::End).await.expect("receiver is alive");
     let outcome = link(app, &campaign, rx).await?;
+    announce_import(app, &campaign, &outcome, outcome.already_linked + batch.repeats, 0).await;
     res.status_code(StatusCode::CREATED);
     res.render(Json(AddContactsResult {
         added: outcome.linked,
@@ -68,6 +70,26 @@ async fn link(
         .store
         .link_contacts(campaign.user_id, campaign.id, batches, now)
         .await?)
+}
+
+/// Publishes `contacts.imported` for a landed JSON or CSV import.
+async fn announce_import(
+    app: &super::App,
+    campaign: &crate::domain::campaign::Campaign,
+    outcome: &crate::store::LinkOutcome,
+    duplicates: u64,
+    errors: u64,
+) {
+    let event = build::contacts_imported(
+        campaign.user_id,
+        campaign.id,
+        outcome.linked,
+        duplicates,
+        errors,
+        outcome.total_contacts,
+        app.clock.now(),
+    );
+    app.publish(vec![event]).await;
 }
 
 /// Import contacts from a CSV file; bad rows are skipped and reported.
@@ -141,6 +163,7 @@ pub async fn import(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
     report.imported = outcome.linked;
     report.duplicates += outcome.already_linked;
     report.total_contacts = outcome.total_contacts;
+    announce_import(app, &campaign, &outcome, report.duplicates, report.errors).await;
     res.status_code(StatusCode::CREATED);
     res.render(Json(ImportResult::from(report)));
     Ok(())
@@ -211,8 +234,19 @@ pub async fn patch(req: &mut Request, depot: &mut Depot) -> Result<Json<ContactB
         let (updated, consent_changed) = contact::update(&current, changes.clone(), app.clock.now())?;
         let consent = consent_changed.then_some(ConsentSource::Api);
         let written = app.store.replace_contact(&updated, current.updated_at, consent).await?;
-        Ok(written.then_some(updated))
+        Ok(written.then_some((updated, consent_changed)))
     })
     .await?;
+    let (updated, consent_changed) = updated;
+    if consent_changed {
+        let now = app.clock.now();
+        let mut events = vec![build::consent(&updated, ConsentSource::Api.as_str(), now)];
+        if updated.opted_out {
+            // Messages not yet handed out are cancelled (SPEC §4).
+            let cancelled = app.store.cancel_queued_for(updated.id, now).await?;
+            events.extend(cancelled.iter().filter_map(|m| build::message(m, now)));
+        }
+        app.publish(events).await;
+    }
     Ok(Json(updated.into()))
 }

@@ -8,7 +8,7 @@ use salvo::prelude::*;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{campaigns, contacts, dto, ops, problem};
+use super::{campaigns, contacts, dto, events, ops, problem, sending, webhooks};
 
 struct BearerAuth;
 
@@ -35,6 +35,7 @@ impl utoipa::Modify for BearerAuth {
     paths(
         campaigns::list, campaigns::create, campaigns::show, campaigns::update, campaigns::delete, campaigns::stats,
         contacts::add, contacts::import, contacts::list, contacts::show, contacts::patch,
+        sending::send, sending::task, events::stream, webhooks::status, webhooks::inbound,
         ops::healthz, ops::readyz, ops::metrics,
     ),
     components(schemas(dto::Status, problem::Problem, problem::ProblemField)),
@@ -42,6 +43,9 @@ impl utoipa::Modify for BearerAuth {
     tags(
         (name = "campaigns", description = "Campaigns and their statistics"),
         (name = "contacts", description = "Contacts, JSON and CSV"),
+        (name = "sending", description = "Sending a campaign and following its task"),
+        (name = "events", description = "Your events as Server-Sent Events (embedded mode)"),
+        (name = "webhooks", description = "Carrier delivery receipts and inbound messages (verified by the carrier plugin; also served under /api/v1/webhooks)"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

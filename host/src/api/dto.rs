@@ -408,3 +408,36 @@ pub struct Health {
     #[schema(example = "ok")]
     pub status: &'static str,
 }
+
+/// `202` answer to `POST /campaigns/{id}/send`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SendAccepted {
+    pub task_id: Uuid,
+    /// `Campaign sending initiated`, or `Campaign queued for next business day`
+    /// when the send window is closed now.
+    #[schema(example = "Campaign sending initiated")]
+    pub message: &'static str,
+    /// Messages created by this request.
+    pub queued: u64,
+    /// When the window next opens, if it is closed now.
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+/// A send task and its messages' progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskBody {
+    pub task_id: Uuid,
+    pub campaign_id: Uuid,
+    /// `scheduled` (waiting for the window), `running`, or `completed` (every message final).
+    #[schema(example = "running")]
+    pub status: &'static str,
+    pub queued: u64,
+    /// Accepted by the carrier, delivered ones included.
+    pub sent: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    /// Queued or sending.
+    pub pending: u64,
+    pub created_at: DateTime<Utc>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+}

@@ -5,10 +5,13 @@ mod campaigns;
 mod contacts;
 pub mod docs;
 mod dto;
+mod events;
 mod extract;
 mod json;
 mod ops;
 pub mod problem;
+mod sending;
+mod webhooks;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -25,11 +28,14 @@ use salvo::prelude::*;
 use uuid::Uuid;
 
 use crate::auth::Verifier;
+use crate::bus::Bus;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::campaign::CampaignRules;
+use crate::domain::event::Event;
 use crate::domain::phone::PhonePolicy;
 use crate::plugin::Plugins;
+use crate::scheduler::Scheduler;
 use crate::store::Store;
 use problem::ApiError;
 
@@ -42,6 +48,8 @@ pub struct App {
     pub phone_policy: PhonePolicy,
     /// The template plugin (the authority on template syntax) and the carriers.
     pub plugins: Plugins,
+    pub bus: Bus,
+    pub scheduler: Arc<Scheduler>,
     carrier_names: Vec<String>,
     /// Users known to exist, so provisioning costs one write per user, not per request.
     known_users: RwLock<HashSet<Uuid>>,
@@ -54,6 +62,8 @@ impl App {
         verifier: Verifier,
         clock: Arc<dyn Clock>,
         plugins: Plugins,
+        bus: Bus,
+        scheduler: Arc<Scheduler>,
     ) -> Self {
         // Metrics recorded before the recorder exists are lost: install it first.
         crate::telemetry::prometheus();
@@ -65,7 +75,18 @@ impl App {
             verifier,
             clock,
             plugins,
+            bus,
+            scheduler,
             known_users: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// Publishes events of a change already committed. The change stands even
+    /// if the bus is down: the failure is logged and counted, not returned.
+    pub(crate) async fn publish(&self, events: Vec<Event>) {
+        if let Err(e) = self.bus.publish_events(events).await {
+            metrics::counter!("herald_events_dropped_total").increment(1);
+            tracing::warn!(error = %e, "could not publish events");
         }
     }
 
@@ -223,6 +244,7 @@ pub fn router(app: Arc<App>) -> Router {
                         .put(campaigns::update)
                         .delete(campaigns::delete)
                         .push(Router::with_path("stats").get(campaigns::stats))
+                        .push(Router::with_path("send").post(sending::send))
                         .push(Router::with_path("contacts").get(contacts::list).post(contacts::add)),
                 ),
         )
@@ -230,7 +252,9 @@ pub fn router(app: Arc<App>) -> Router {
             Router::with_path("contacts/{id}")
                 .get(contacts::show)
                 .patch(contacts::patch),
-        );
+        )
+        .push(Router::with_path("tasks/{id}").get(sending::task))
+        .push(Router::with_path("events").get(events::stream));
     let authenticated = Router::new()
         .hoop(authenticate)
         .push(
@@ -239,8 +263,16 @@ pub fn router(app: Arc<App>) -> Router {
                 .post(contacts::import),
         )
         .push(json_routes);
+    // Webhooks authenticate through the carrier's plugin, not a bearer token.
+    let webhooks = || {
+        Router::with_path("webhooks/{carrier}")
+            .hoop(BodyLimit(body_limit))
+            .push(Router::with_path("status").post(webhooks::status))
+            .push(Router::with_path("inbound").post(webhooks::inbound))
+    };
     Router::new()
         .hoop(salvo::affix_state::inject(app))
+        .push(webhooks())
         .push(Router::with_path("healthz").get(ops::healthz))
         .push(Router::with_path("readyz").get(ops::readyz))
         .push(Router::with_path("metrics").get(ops::metrics))
@@ -249,6 +281,7 @@ pub fn router(app: Arc<App>) -> Router {
         .push(
             Router::with_path("api/v1")
                 .push(Router::with_path("openapi.json").get(docs::openapi_json))
+                .push(webhooks())
                 .push(authenticated),
         )
 }

@@ -374,6 +374,17 @@ pub fn check_accepts_contacts(campaign: &Campaign) -> Result<(), DomainError> {
 }
 
 /// Deleting an active campaign would orphan messages in flight.
+/// Only an active campaign can be sent (SPEC §3.8).
+pub fn check_sendable(campaign: &Campaign) -> Result<(), DomainError> {
+    if campaign.status != CampaignStatus::Active {
+        return Err(DomainError::Forbidden(format!(
+            "only an active campaign can be sent; this one is {}",
+            campaign.status
+        )));
+    }
+    Ok(())
+}
+
 pub fn check_deletable(campaign: &Campaign) -> Result<(), DomainError> {
     if campaign.status == CampaignStatus::Active {
         return Err(DomainError::Forbidden(

@@ -5,8 +5,11 @@
 pub mod campaign;
 pub mod contact;
 pub mod csv_import;
+pub mod event;
+pub mod message;
 pub mod page;
 pub mod phone;
+pub mod schedule;
 pub mod stats;
 pub mod template;
 

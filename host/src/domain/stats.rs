@@ -61,9 +61,34 @@ pub fn tally<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str, u64)>) -> (Co
     (overall, variants)
 }
 
+/// A send task's status from its counters: `completed` when nothing is
+/// pending, `scheduled` while nothing has been handed out and the window has
+/// not opened yet, else `running`.
+pub fn task_status(counters: &Counters, handed_out: bool, scheduled_for_passed: bool) -> &'static str {
+    if counters.pending == 0 {
+        "completed"
+    } else if !handed_out && !scheduled_for_passed {
+        "scheduled"
+    } else {
+        "running"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_status_follows_the_messages() {
+        let pending = Counters {
+            pending: 3,
+            ..Counters::default()
+        };
+        assert_eq!(task_status(&pending, false, false), "scheduled");
+        assert_eq!(task_status(&pending, false, true), "running");
+        assert_eq!(task_status(&pending, true, false), "running");
+        assert_eq!(task_status(&Counters::default(), false, false), "completed");
+    }
 
     #[test]
     fn delivered_counts_as_sent_so_rates_stay_within_one() {

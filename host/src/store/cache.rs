@@ -15,14 +15,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use moka::sync::Cache;
 use uuid::Uuid;
 
-use super::{ContactBatches, LinkOutcome, MessageCounts, Store, StoreError};
+use super::{ContactBatches, LinkOutcome, MessageCounts, SendingStore, Store, StoreError};
 use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::contact::{ConsentSource, Contact};
+use crate::domain::message::{ClaimedMessage, MessageChange, MessageRecord, MessageStatus, SendRequest, TaskReport};
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::schedule::Variant;
 
 const CAPACITY: u64 = 100_000;
 /// A safety net: even a missed invalidation heals within this time.
@@ -204,6 +206,115 @@ impl Store for CachedStore {
     }
     async fn messages_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.messages_by_status().await
+    }
+}
+
+#[async_trait]
+impl SendingStore for CachedStore {
+    async fn queue_send(
+        &self,
+        request: &SendRequest,
+        total_limit: Option<i32>,
+        assign: &(dyn Fn(Uuid) -> Variant + Sync),
+    ) -> Result<Option<u64>, StoreError> {
+        self.inner.queue_send(request, total_limit, assign).await
+    }
+    async fn task(&self, user_id: Uuid, task_id: Uuid) -> Result<Option<TaskReport>, StoreError> {
+        self.inner.task(user_id, task_id).await
+    }
+    async fn campaign_by_id(&self, id: Uuid) -> Result<Option<Campaign>, StoreError> {
+        self.inner.campaign_by_id(id).await
+    }
+    async fn due_campaigns(&self, now: DateTime<Utc>) -> Result<Vec<Campaign>, StoreError> {
+        self.inner.due_campaigns(now).await
+    }
+    async fn postpone_due(
+        &self,
+        campaign_id: Uuid,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.inner.postpone_due(campaign_id, now, until).await
+    }
+    async fn claim_due(
+        &self,
+        campaign_id: Uuid,
+        daily_limit: i32,
+        day: NaiveDate,
+        max: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        self.inner.claim_due(campaign_id, daily_limit, day, max, now).await
+    }
+    async fn count_in_flight(&self) -> Result<u64, StoreError> {
+        self.inner.count_in_flight().await
+    }
+    async fn overdue_hand_offs(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        max: u32,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        self.inner.overdue_hand_offs(cutoff, now, max).await
+    }
+    async fn apply_changes(&self, changes: &[MessageChange]) -> Result<Vec<MessageRecord>, StoreError> {
+        self.inner.apply_changes(changes).await
+    }
+    async fn apply_receipt(
+        &self,
+        carrier: &str,
+        carrier_message_id: &str,
+        status: MessageStatus,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        self.inner
+            .apply_receipt(carrier, carrier_message_id, status, error, at)
+            .await
+    }
+    async fn set_consent_by_phone(
+        &self,
+        carrier: &str,
+        phone_number: &str,
+        opted_out: bool,
+        detail: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(Vec<Contact>, Vec<MessageRecord>), StoreError> {
+        self.inner
+            .set_consent_by_phone(carrier, phone_number, opted_out, detail, at)
+            .await
+    }
+    async fn owners_messaged(&self, carrier: &str, phone_number: &str) -> Result<Vec<Uuid>, StoreError> {
+        self.inner.owners_messaged(carrier, phone_number).await
+    }
+    async fn cancel_queued_for(&self, contact_id: Uuid, at: DateTime<Utc>) -> Result<Vec<MessageRecord>, StoreError> {
+        self.inner.cancel_queued_for(contact_id, at).await
+    }
+    async fn complete_if_exhausted(
+        &self,
+        campaign_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Campaign>, StoreError> {
+        let Some(owner) = self.inner.campaign_by_id(campaign_id).await? else {
+            return Ok(None);
+        };
+        let _guard = self.invalidate(owner.user_id);
+        self.inner.complete_if_exhausted(campaign_id, at).await
+    }
+    async fn pause_campaign(
+        &self,
+        campaign_id: Uuid,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Campaign>, StoreError> {
+        let Some(owner) = self.inner.campaign_by_id(campaign_id).await? else {
+            return Ok(None);
+        };
+        let _guard = self.invalidate(owner.user_id);
+        self.inner.pause_campaign(campaign_id, reason, at).await
+    }
+    async fn recent_outcomes(&self, campaign_id: Uuid, n: u32) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        self.inner.recent_outcomes(campaign_id, n).await
     }
 }
 

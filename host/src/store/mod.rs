@@ -4,6 +4,7 @@
 
 mod cache;
 mod rows;
+mod sending;
 mod sql;
 
 pub mod postgres;
@@ -12,14 +13,16 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::config::DatabaseConfig;
 use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::contact::{ConsentSource, Contact, NewContact};
+use crate::domain::message::{ClaimedMessage, MessageChange, MessageRecord, MessageStatus, SendRequest, TaskReport};
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::schedule::Variant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -96,7 +99,7 @@ pub type MessageCounts = Vec<(String, String, u64)>;
 /// Storage operations. Every write to a campaign must go through a method that
 /// names the campaign's user, so the read cache (`cache.rs`) can invalidate it.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: SendingStore + Send + Sync + 'static {
     /// Which backend this is, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
     async fn migrate(&self) -> Result<(), StoreError>;
@@ -150,6 +153,93 @@ pub trait Store: Send + Sync + 'static {
     async fn message_counts(&self, campaign_id: Uuid) -> Result<MessageCounts, StoreError>;
     /// Messages of every campaign by status, for `/metrics`.
     async fn messages_by_status(&self) -> Result<Vec<(String, u64)>, StoreError>;
+}
+
+/// The sending half of storage (SPEC §1 flow, §4): the outbox of messages.
+#[async_trait]
+pub trait SendingStore: Send + Sync + 'static {
+    /// Creates a `queued` message for every eligible contact (linked, not opted
+    /// out, no message in this campaign yet, within `total_limit`) and the task,
+    /// in one transaction. `None` when the campaign is not active (or gone).
+    async fn queue_send(
+        &self,
+        request: &SendRequest,
+        total_limit: Option<i32>,
+        assign: &(dyn Fn(Uuid) -> Variant + Sync),
+    ) -> Result<Option<u64>, StoreError>;
+    async fn task(&self, user_id: Uuid, task_id: Uuid) -> Result<Option<TaskReport>, StoreError>;
+    /// A campaign by id whoever owns it (the scheduler works for every user).
+    async fn campaign_by_id(&self, id: Uuid) -> Result<Option<Campaign>, StoreError>;
+    /// Active campaigns with queued messages due at `now`.
+    async fn due_campaigns(&self, now: DateTime<Utc>) -> Result<Vec<Campaign>, StoreError>;
+    /// Moves the campaign's due queued messages to `until` (window closed, or
+    /// the day's limit used up).
+    async fn postpone_due(
+        &self,
+        campaign_id: Uuid,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    /// Takes up to `max` due messages of the campaign for a hand-off, no more
+    /// than `daily_limit` leaves for local `day`, and counts them for that day.
+    async fn claim_due(
+        &self,
+        campaign_id: Uuid,
+        daily_limit: i32,
+        day: NaiveDate,
+        max: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedMessage>, StoreError>;
+    /// Messages handed out and still without a result.
+    async fn count_in_flight(&self) -> Result<u64, StoreError>;
+    /// Hand-offs last touched before `cutoff` and still without a result,
+    /// re-stamped at `now` so they are handed out again.
+    async fn overdue_hand_offs(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        max: u32,
+    ) -> Result<Vec<ClaimedMessage>, StoreError>;
+    /// Applies dispatcher results; a change whose hand-off is no longer current
+    /// is skipped. Returns the messages that changed.
+    async fn apply_changes(&self, changes: &[MessageChange]) -> Result<Vec<MessageRecord>, StoreError>;
+    /// A carrier's delivery receipt for a `sent` message.
+    async fn apply_receipt(
+        &self,
+        carrier: &str,
+        carrier_message_id: &str,
+        status: MessageStatus,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<MessageRecord>, StoreError>;
+    /// Opts out (or back in) every contact messaged at `phone_number` through
+    /// `carrier`, recording the consent event; opting out cancels their queued
+    /// messages. Returns the contacts that changed and the cancelled messages.
+    async fn set_consent_by_phone(
+        &self,
+        carrier: &str,
+        phone_number: &str,
+        opted_out: bool,
+        detail: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(Vec<Contact>, Vec<MessageRecord>), StoreError>;
+    /// Users who messaged `phone_number` through `carrier` (inbound routing).
+    async fn owners_messaged(&self, carrier: &str, phone_number: &str) -> Result<Vec<Uuid>, StoreError>;
+    /// Cancels the contact's queued messages (it opted out).
+    async fn cancel_queued_for(&self, contact_id: Uuid, at: DateTime<Utc>) -> Result<Vec<MessageRecord>, StoreError>;
+    /// Moves the campaign to `completed` once `total_limit` messages are final.
+    async fn complete_if_exhausted(&self, campaign_id: Uuid, at: DateTime<Utc>)
+    -> Result<Option<Campaign>, StoreError>;
+    /// Pauses an active campaign for `reason` (auto-pause).
+    async fn pause_campaign(
+        &self,
+        campaign_id: Uuid,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Campaign>, StoreError>;
+    /// Final statuses (`sent`/`delivered`/`failed`) and errors of the campaign's
+    /// last `n` carrier outcomes, newest first (auto-pause).
+    async fn recent_outcomes(&self, campaign_id: Uuid, n: u32) -> Result<Vec<(String, Option<String>)>, StoreError>;
 }
 
 /// Opens the store named by the configuration URL. The embedded SQLite store

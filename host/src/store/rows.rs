@@ -7,6 +7,8 @@ use uuid::Uuid;
 use super::StoreError;
 use crate::domain::campaign::{Campaign, SendDays, parse_time_of_day};
 use crate::domain::contact::{Attributes, Contact};
+use crate::domain::message::{ClaimedMessage, MessageRecord, MessageStatus};
+use crate::domain::schedule::Variant;
 
 #[derive(sqlx::FromRow)]
 pub(super) struct CampaignRow {
@@ -87,5 +89,75 @@ impl From<ContactRow> for Contact {
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
+    }
+}
+
+/// A message with what a hand-off needs of its contact.
+#[derive(sqlx::FromRow)]
+pub(super) struct ClaimedRow {
+    id: Uuid,
+    campaign_id: Uuid,
+    contact_id: Uuid,
+    variant: String,
+    dispatches: i32,
+    attempts: i32,
+    carrier: String,
+    phone_number: String,
+    name: String,
+    attributes: Json<Attributes>,
+}
+
+impl From<ClaimedRow> for ClaimedMessage {
+    fn from(r: ClaimedRow) -> Self {
+        ClaimedMessage {
+            id: r.id,
+            campaign_id: r.campaign_id,
+            contact_id: r.contact_id,
+            variant: if r.variant == "b" { Variant::B } else { Variant::A },
+            dispatch: r.dispatches,
+            attempts: r.attempts,
+            carrier: r.carrier,
+            phone_number: r.phone_number,
+            name: r.name,
+            attributes: r.attributes.0,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct MessageRow {
+    id: Uuid,
+    user_id: Uuid,
+    campaign_id: Uuid,
+    contact_id: Uuid,
+    variant: String,
+    status: String,
+    carrier: String,
+    carrier_message_id: Option<String>,
+    segments: Option<i32>,
+    attempts: i32,
+    last_error: Option<String>,
+    not_before: DateTime<Utc>,
+}
+
+impl TryFrom<MessageRow> for MessageRecord {
+    type Error = StoreError;
+
+    fn try_from(r: MessageRow) -> Result<Self, StoreError> {
+        Ok(MessageRecord {
+            status: MessageStatus::parse(&r.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("message {}: bad status", r.id)))?,
+            id: r.id,
+            user_id: r.user_id,
+            campaign_id: r.campaign_id,
+            contact_id: r.contact_id,
+            variant: r.variant,
+            carrier: r.carrier,
+            carrier_message_id: r.carrier_message_id,
+            segments: r.segments,
+            attempts: r.attempts,
+            error: r.last_error,
+            not_before: r.not_before,
+        })
     }
 }

@@ -318,6 +318,9 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
             }
         }
+
+        impl_sending_store!($store, $db);
+        sending_helpers!($store, $db);
     };
 }
 

@@ -1,0 +1,146 @@
+//! The in-process transport (embedded default): queues inside one process.
+//! Nothing survives a restart, which is fine: the database is the source of
+//! truth and the api role hands unfinished work out again at start.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use super::{BusError, Delivery, DeliveryHandle, Inbox, SendJob, SendResult, Transport};
+use crate::domain::event::Event;
+
+/// A multi-consumer queue: every consumer takes from the same items.
+struct Queue<T> {
+    items: Mutex<VecDeque<T>>,
+    ready: Notify,
+}
+
+impl<T: Clone + Send + 'static> Queue<T> {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            items: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+        })
+    }
+
+    fn push_all(&self, items: impl IntoIterator<Item = T>) {
+        self.items.lock().expect("queue lock").extend(items);
+        self.ready.notify_waiters();
+        self.ready.notify_one();
+    }
+
+    fn take(&self, max: usize) -> Vec<T> {
+        let mut items = self.items.lock().expect("queue lock");
+        let n = max.min(items.len());
+        items.drain(..n).collect()
+    }
+}
+
+struct QueueInbox<T>(Arc<Queue<T>>);
+
+#[async_trait]
+impl<T: Clone + Send + Sync + 'static> Inbox<T> for QueueInbox<T> {
+    async fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery<T>>, BusError> {
+        let queue = &self.0;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = queue.ready.notified();
+            let batch = queue.take(max);
+            if !batch.is_empty() {
+                return Ok(batch
+                    .into_iter()
+                    .map(|item| {
+                        let handle = Requeue {
+                            queue: queue.clone(),
+                            item: item.clone(),
+                        };
+                        Delivery::new(item, Box::new(handle))
+                    })
+                    .collect());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+}
+
+/// In process, acknowledging is forgetting; "later" puts the item back after a delay.
+struct Requeue<T> {
+    queue: Arc<Queue<T>>,
+    item: T,
+}
+
+#[async_trait]
+impl<T: Clone + Send + Sync + 'static> DeliveryHandle for Requeue<T> {
+    async fn ack(&self) {}
+
+    async fn retry_later(&self, delay: Duration) {
+        let queue = self.queue.clone();
+        let item = self.item.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            queue.push_all([item]);
+        });
+    }
+
+    async fn working(&self) {}
+}
+
+/// Jobs and results queued in memory; events go only to this process's
+/// listeners (see [`super::Bus`]).
+pub struct MemoryTransport {
+    jobs: Arc<Queue<SendJob>>,
+    results: Arc<Queue<SendResult>>,
+}
+
+impl MemoryTransport {
+    pub fn new() -> Self {
+        Self {
+            jobs: Queue::new(),
+            results: Queue::new(),
+        }
+    }
+}
+
+impl Default for MemoryTransport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Transport for MemoryTransport {
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    async fn publish_jobs(&self, jobs: &[SendJob]) -> Result<(), BusError> {
+        self.jobs.push_all(jobs.iter().cloned());
+        Ok(())
+    }
+
+    async fn publish_results(&self, results: &[SendResult]) -> Result<(), BusError> {
+        self.results.push_all(results.iter().cloned());
+        Ok(())
+    }
+
+    async fn publish_events(&self, _events: &[Event]) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    async fn jobs(&self) -> Result<Box<dyn Inbox<SendJob>>, BusError> {
+        Ok(Box::new(QueueInbox(self.jobs.clone())))
+    }
+
+    async fn results(&self) -> Result<Box<dyn Inbox<SendResult>>, BusError> {
+        Ok(Box::new(QueueInbox(self.results.clone())))
+    }
+}

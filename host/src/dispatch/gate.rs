@@ -1,0 +1,63 @@
+//! Per-carrier admission: `max_per_second` counted in SMS segments (as carriers
+//! count them), `max_concurrency` calls at once, and a pause when the carrier
+//! says it is rate-limiting us.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+pub struct CarrierGate {
+    rate: DefaultDirectRateLimiter,
+    burst: NonZeroU32,
+    concurrency: Semaphore,
+    paused_until: Mutex<Option<Instant>>,
+    tripped: AtomicBool,
+}
+
+impl CarrierGate {
+    pub fn new(max_per_second: u32, max_concurrency: u32) -> Self {
+        let per_second = NonZeroU32::new(max_per_second.max(1)).expect("at least 1");
+        Self {
+            rate: RateLimiter::direct(Quota::per_second(per_second)),
+            burst: per_second,
+            concurrency: Semaphore::new(max_concurrency.max(1) as usize),
+            paused_until: Mutex::new(None),
+            tripped: AtomicBool::new(false),
+        }
+    }
+
+    /// Waits for a call slot and for `segments` of rate budget.
+    pub async fn acquire(&self, segments: u32) -> SemaphorePermit<'_> {
+        let permit = self.concurrency.acquire().await.expect("the semaphore is never closed");
+        loop {
+            let until = *self.paused_until.lock().expect("gate lock");
+            match until {
+                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
+                _ => break,
+            }
+        }
+        // A message longer than a second's budget still goes, using the whole budget.
+        let cost = NonZeroU32::new(segments.max(1)).expect("at least 1").min(self.burst);
+        let _ = self.rate.until_n_ready(cost).await;
+        permit
+    }
+
+    /// Holds every call to this carrier for `pause`.
+    pub fn pause_for(&self, pause: Duration) {
+        let until = Instant::now() + pause;
+        let mut paused = self.paused_until.lock().expect("gate lock");
+        if paused.is_none_or(|current| current < until) {
+            *paused = Some(until);
+        }
+    }
+
+    /// Records whether the carrier's plugin is tripped; true when that changed.
+    pub fn mark_tripped(&self, tripped: bool) -> bool {
+        self.tripped.swap(tripped, Ordering::AcqRel) != tripped
+    }
+}

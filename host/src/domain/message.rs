@@ -1,0 +1,115 @@
+//! Messages: one per (campaign, contact), from `queued` to a final state.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::contact::Attributes;
+use super::schedule::Variant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageStatus {
+    Queued,
+    Sending,
+    Sent,
+    Delivered,
+    Failed,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Queued, Self::Sending, Self::Sent, Self::Delivered, Self::Failed]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Sent | Self::Delivered | Self::Failed)
+    }
+}
+
+/// Why a message failed without a carrier saying so.
+pub const OPTED_OUT: &str = "opted_out";
+
+/// A send request, as the store needs it to create message rows.
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub task_id: Uuid,
+    pub user_id: Uuid,
+    pub campaign_id: Uuid,
+    pub b_percentage: Option<i32>,
+    pub carrier: String,
+    pub not_before: DateTime<Utc>,
+    /// `scheduled_for` of the task: when the window next opens, if closed now.
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+}
+
+/// A message taken by the scheduler for a hand-off to a dispatcher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedMessage {
+    pub id: Uuid,
+    pub campaign_id: Uuid,
+    pub contact_id: Uuid,
+    pub variant: Variant,
+    pub dispatch: i32,
+    pub attempts: i32,
+    pub carrier: String,
+    pub phone_number: String,
+    pub name: String,
+    pub attributes: Attributes,
+}
+
+/// A write that moves a message on, guarded by its hand-off number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageChange {
+    pub id: Uuid,
+    /// Applies only while the message is `sending` on this hand-off.
+    pub dispatch: i32,
+    pub status: MessageStatus,
+    pub attempts: i32,
+    pub carrier_message_id: Option<String>,
+    pub segments: Option<i32>,
+    /// For `queued`: when to hand it out again.
+    pub not_before: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// A message as it is after a change: what events and follow-ups need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub campaign_id: Uuid,
+    pub contact_id: Uuid,
+    pub variant: String,
+    pub status: MessageStatus,
+    pub carrier: String,
+    pub carrier_message_id: Option<String>,
+    pub segments: Option<i32>,
+    pub attempts: i32,
+    pub error: Option<String>,
+    pub not_before: DateTime<Utc>,
+}
+
+/// A send task and its message counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskReport {
+    pub id: Uuid,
+    pub campaign_id: Uuid,
+    pub queued: u64,
+    pub created_at: DateTime<Utc>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// `(status, count)` of the task's messages now.
+    pub counts: Vec<(String, u64)>,
+}

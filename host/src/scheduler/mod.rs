@@ -1,0 +1,249 @@
+//! The api role's half of sending (SPEC §1 steps 2 and 4): hands due messages
+//! to dispatchers within each campaign's window and daily limit, applies the
+//! results that come back, and hands out again whatever a crash left without
+//! a result. The database is the source of truth: every step here starts from
+//! committed rows, so any of it can be cut off and run again.
+
+mod results;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::bus::{Bus, SendJob, WindowSpec};
+use crate::clock::Clock;
+use crate::config::DispatchConfig;
+use crate::domain::campaign::{Campaign, format_time_of_day};
+use crate::domain::message::ClaimedMessage;
+use crate::domain::schedule::{RetryPolicy, SendWindow, Variant};
+use crate::store::{Store, StoreError};
+
+pub use results::plan_change;
+
+/// How long to wait before trying again after the database or the bus failed.
+const BACKOFF: Duration = Duration::from_secs(1);
+/// Results applied per transaction.
+const RESULT_BATCH: usize = 500;
+
+/// Shared by the scheduler's loops.
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    bus: Bus,
+    clock: Arc<dyn Clock>,
+    config: DispatchConfig,
+    /// Woken when work may be due now (a send was queued, results freed room).
+    wake: Notify,
+}
+
+impl Scheduler {
+    pub fn new(store: Arc<dyn Store>, bus: Bus, clock: Arc<dyn Clock>, config: DispatchConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            bus,
+            clock,
+            config,
+            wake: Notify::new(),
+        })
+    }
+
+    /// Look for due work now rather than at the next tick.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.config.max_attempts,
+            base_delay: Duration::from_millis(self.config.retry_base_ms),
+            max_delay: Duration::from_millis(self.config.retry_max_ms),
+        }
+    }
+
+    /// Runs the hand-out loop, the result loop and the recovery sweep until
+    /// `stop` turns true.
+    pub fn spawn(self: &Arc<Self>, tasks: &mut JoinSet<()>, stop: watch::Receiver<bool>) {
+        let this = self.clone();
+        let until = stop.clone();
+        tasks.spawn(async move { this.hand_out_loop(until).await });
+        let this = self.clone();
+        let until = stop.clone();
+        tasks.spawn(async move { this.result_loop(until).await });
+        let this = self.clone();
+        tasks.spawn(async move { this.recovery_loop(stop).await });
+    }
+
+    async fn hand_out_loop(&self, mut stop: watch::Receiver<bool>) {
+        let tick = Duration::from_millis(self.config.tick_ms);
+        while !*stop.borrow() {
+            let more = match self.hand_out().await {
+                Ok(more) => more,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduler: handing out due messages failed; retrying");
+                    false
+                }
+            };
+            if more {
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// One pass over the campaigns with due messages; true when there may be
+    /// more to hand out right away.
+    pub async fn hand_out(&self) -> Result<bool, SchedulerError> {
+        let in_flight = self.store.count_in_flight().await?;
+        let mut room = u64::from(self.config.max_in_flight).saturating_sub(in_flight);
+        let now = self.clock.now();
+        let mut more = false;
+        for campaign in self.store.due_campaigns(now).await? {
+            if room == 0 {
+                return Ok(false);
+            }
+            let window = SendWindow::of(&campaign);
+            if !window.is_open(now) {
+                self.store.postpone_due(campaign.id, now, window.next_open(now)).await?;
+                continue;
+            }
+            let max = room.min(u64::from(u32::MAX)) as u32;
+            let claimed = self
+                .store
+                .claim_due(campaign.id, campaign.daily_limit, window.local_day(now), max, now)
+                .await?;
+            if claimed.is_empty() {
+                // Today's limit is used up: the rest waits for the next day's window.
+                self.store
+                    .postpone_due(campaign.id, now, window.next_day_open(now))
+                    .await?;
+                continue;
+            }
+            room -= claimed.len() as u64;
+            more |= claimed.len() as u32 == max;
+            let jobs = self.jobs(&campaign, claimed, now);
+            self.publish(&jobs).await?;
+        }
+        Ok(more && room > 0)
+    }
+
+    fn jobs(&self, campaign: &Campaign, claimed: Vec<ClaimedMessage>, now: DateTime<Utc>) -> Vec<SendJob> {
+        let window = WindowSpec {
+            timezone: campaign.timezone.name().to_string(),
+            start: format_time_of_day(campaign.send_window_start),
+            end: format_time_of_day(campaign.send_window_end),
+            days: campaign.send_days.names().into_iter().map(str::to_string).collect(),
+        };
+        let deadline = now + chrono::Duration::seconds(self.config.lease_secs as i64);
+        claimed
+            .into_iter()
+            .map(|m| {
+                let template = match m.variant {
+                    Variant::B => campaign
+                        .message_template_b
+                        .as_ref()
+                        .unwrap_or(&campaign.message_template),
+                    Variant::A => &campaign.message_template,
+                };
+                // Attributes first: the contact's own fields win over same-named attributes.
+                let mut variables: Vec<(String, String)> = m.attributes.into_iter().collect();
+                variables.push(("name".into(), m.name));
+                variables.push(("phone_number".into(), m.phone_number.clone()));
+                SendJob {
+                    message_id: m.id,
+                    campaign_id: m.campaign_id,
+                    user_id: campaign.user_id,
+                    dispatch: m.dispatch,
+                    attempts: m.attempts,
+                    carrier: m.carrier,
+                    to: m.phone_number,
+                    from: String::new(),
+                    template: template.clone(),
+                    variables,
+                    window: window.clone(),
+                    deadline,
+                }
+            })
+            .collect()
+    }
+
+    /// Publishes jobs whose messages are committed as `sending`. If the bus is
+    /// down they stay `sending` and the recovery sweep hands them out again.
+    async fn publish(&self, jobs: &[SendJob]) -> Result<(), SchedulerError> {
+        for attempt in 0..3 {
+            match self.bus.transport.publish_jobs(jobs).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt == 2 => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, jobs = jobs.len(), "publishing jobs failed; retrying");
+                    tokio::time::sleep(BACKOFF).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn recovery_loop(&self, mut stop: watch::Receiver<bool>) {
+        // At start, every `sending` message from before may have lost its job (the
+        // in-process transport keeps nothing; on NATS a republish within the
+        // duplicate window is dropped). Afterwards, only overdue ones.
+        let mut cutoff = self.clock.now();
+        let lease = chrono::Duration::seconds(self.config.lease_secs as i64);
+        let every = Duration::from_secs(self.config.lease_secs.div_ceil(4).max(1));
+        while !*stop.borrow() {
+            match self.recover(cutoff).await {
+                Ok(0) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.changed() => {}
+                    }
+                    cutoff = self.clock.now() - lease;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "recovery sweep failed; retrying");
+                    tokio::time::sleep(BACKOFF).await;
+                }
+            }
+        }
+    }
+
+    /// Hands out again up to a batch of `sending` messages last touched before
+    /// `cutoff`; returns how many.
+    pub async fn recover(&self, cutoff: DateTime<Utc>) -> Result<usize, SchedulerError> {
+        let now = self.clock.now();
+        let overdue = self.store.overdue_hand_offs(cutoff, now, 1_000).await?;
+        let count = overdue.len();
+        if count == 0 {
+            return Ok(0);
+        }
+        tracing::info!(messages = count, "handing out again messages whose result never came");
+        let mut by_campaign: HashMap<Uuid, Vec<ClaimedMessage>> = HashMap::new();
+        for message in overdue {
+            by_campaign.entry(message.campaign_id).or_default().push(message);
+        }
+        for (campaign_id, messages) in by_campaign {
+            let Some(campaign) = self.store.campaign_by_id(campaign_id).await? else {
+                continue;
+            };
+            let jobs = self.jobs(&campaign, messages, now);
+            self.publish(&jobs).await?;
+        }
+        Ok(count)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
+}

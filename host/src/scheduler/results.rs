@@ -1,0 +1,243 @@
+//! Applying dispatcher results (SPEC §1 step 4): idempotently, in batches,
+//! then publishing what changed and the campaign-level consequences (total
+//! limit reached → completed; too many failures → paused).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::{BACKOFF, RESULT_BATCH, Scheduler, SchedulerError};
+use crate::bus::{Delivery, SendOutcome, SendResult};
+use crate::domain::event::{Event, build};
+use crate::domain::message::{MessageChange, MessageRecord, MessageStatus, OPTED_OUT};
+use crate::domain::schedule::RetryPolicy;
+
+/// The write a dispatcher's result asks for. Pure: `jitter` in `[0, 1)` comes from the caller.
+pub fn plan_change(result: &SendResult, policy: &RetryPolicy, now: DateTime<Utc>, jitter: f64) -> MessageChange {
+    let mut change = MessageChange {
+        id: result.message_id,
+        dispatch: result.dispatch,
+        status: MessageStatus::Failed,
+        attempts: result.attempts + 1,
+        carrier_message_id: None,
+        segments: None,
+        not_before: None,
+        error: None,
+        at: now,
+    };
+    match &result.outcome {
+        SendOutcome::Sent {
+            carrier_message_id,
+            segments,
+            delivered,
+        } => {
+            change.status = if *delivered {
+                MessageStatus::Delivered
+            } else {
+                MessageStatus::Sent
+            };
+            change.carrier_message_id = Some(carrier_message_id.clone());
+            change.segments = Some(*segments as i32);
+        }
+        SendOutcome::Failed { reason } => change.error = Some(reason.clone()),
+        SendOutcome::Retry { reason, retry_after_ms } => {
+            if change.attempts as u32 >= policy.max_attempts {
+                change.error = Some(format!("{reason} (gave up after {} attempts)", change.attempts));
+            } else {
+                let retry_after = retry_after_ms.map(Duration::from_millis);
+                let delay = policy.delay(change.attempts as u32, retry_after, jitter);
+                change.status = MessageStatus::Queued;
+                change.not_before = Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX));
+                change.error = Some(reason.clone());
+            }
+        }
+        SendOutcome::Postponed { until, reason } => {
+            change.status = MessageStatus::Queued;
+            change.attempts = result.attempts;
+            change.not_before = Some((*until).max(now));
+            change.error = Some(reason.clone());
+        }
+    }
+    change
+}
+
+impl Scheduler {
+    pub(super) async fn result_loop(&self, mut stop: watch::Receiver<bool>) {
+        let mut inbox = None;
+        while !*stop.borrow() {
+            let inbox_ref = match &mut inbox {
+                Some(inbox) => inbox,
+                None => match self.bus.transport.results().await {
+                    Ok(opened) => inbox.insert(opened),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot consume results; retrying");
+                        tokio::time::sleep(BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            let batch = tokio::select! {
+                batch = inbox_ref.next(RESULT_BATCH, Duration::from_secs(1)) => batch,
+                _ = stop.changed() => break,
+            };
+            match batch {
+                Ok(batch) if batch.is_empty() => {}
+                Ok(batch) => {
+                    while let Err(e) = self.apply(&batch).await {
+                        tracing::warn!(error = %e, "applying results failed; retrying");
+                        tokio::time::sleep(BACKOFF).await;
+                        if *stop.borrow() {
+                            return;
+                        }
+                    }
+                    for delivery in batch {
+                        delivery.ack().await;
+                    }
+                    self.wake();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading results failed; retrying");
+                    inbox = None;
+                    tokio::time::sleep(BACKOFF).await;
+                }
+            }
+        }
+    }
+
+    /// Persists a batch of results, then publishes their events and follow-ups.
+    pub(super) async fn apply(&self, batch: &[Delivery<SendResult>]) -> Result<(), SchedulerError> {
+        let now = self.clock.now();
+        let policy = self.policy();
+        let changes: Vec<MessageChange> = batch
+            .iter()
+            .map(|d| plan_change(&d.payload, &policy, now, rand::random::<f64>()))
+            .collect();
+        let applied = self.store.apply_changes(&changes).await?;
+        metrics::counter!("herald_results_applied_total").increment(applied.len() as u64);
+        self.after_changes(&applied, now).await
+    }
+
+    /// Events for changed messages, then campaign consequences.
+    pub(crate) async fn after_changes(
+        &self,
+        changed: &[MessageRecord],
+        now: DateTime<Utc>,
+    ) -> Result<(), SchedulerError> {
+        let events: Vec<Event> = changed.iter().filter_map(|m| build::message(m, now)).collect();
+        self.bus.publish_events(events).await?;
+        let campaigns: BTreeSet<Uuid> = changed
+            .iter()
+            .filter(|m| m.status.is_final())
+            .map(|m| m.campaign_id)
+            .collect();
+        for campaign_id in campaigns {
+            self.check_campaign(campaign_id, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Completes a campaign whose `total_limit` is spent; pauses one failing too often.
+    async fn check_campaign(&self, campaign_id: Uuid, now: DateTime<Utc>) -> Result<(), SchedulerError> {
+        if let Some(done) = self.store.complete_if_exhausted(campaign_id, now).await? {
+            let event = build::campaign("status_changed", &done, Some("total_limit reached"), now);
+            self.bus.publish_events(vec![event]).await?;
+            return Ok(());
+        }
+        let window = self.config.pause_window;
+        let outcomes = self.store.recent_outcomes(campaign_id, window).await?;
+        // Opt-outs are the contact's choice, not a sign of a failing carrier.
+        let carrier_outcomes: Vec<_> = outcomes
+            .iter()
+            .filter(|(_, error)| error.as_deref() != Some(OPTED_OUT))
+            .collect();
+        if (carrier_outcomes.len() as u32) < window {
+            return Ok(());
+        }
+        let failed = carrier_outcomes.iter().filter(|(status, _)| status == "failed").count();
+        let rate = failed as f64 / carrier_outcomes.len() as f64;
+        if rate > self.config.pause_error_rate {
+            let reason = format!(
+                "auto-paused: {failed} of the last {} sends failed (limit {:.0}%)",
+                carrier_outcomes.len(),
+                self.config.pause_error_rate * 100.0
+            );
+            if let Some(paused) = self.store.pause_campaign(campaign_id, &reason, now).await? {
+                tracing::warn!(campaign = %campaign_id, %reason, "campaign paused");
+                let event = build::campaign("status_changed", &paused, Some(&reason), now);
+                self.bus.publish_events(vec![event]).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(outcome: SendOutcome, attempts: i32) -> SendResult {
+        SendResult {
+            message_id: Uuid::now_v7(),
+            dispatch: 3,
+            attempts,
+            outcome,
+            at: Utc::now(),
+        }
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(600),
+        }
+    }
+
+    #[test]
+    fn sent_counts_an_attempt_and_keeps_the_carrier_id() {
+        let now = Utc::now();
+        let sent = SendOutcome::Sent {
+            carrier_message_id: "SM1".into(),
+            segments: 2,
+            delivered: false,
+        };
+        let change = plan_change(&result(sent, 0), &policy(), now, 0.5);
+        assert_eq!(change.status, MessageStatus::Sent);
+        assert_eq!((change.attempts, change.dispatch), (1, 3));
+        assert_eq!(change.carrier_message_id.as_deref(), Some("SM1"));
+        assert_eq!(change.segments, Some(2));
+    }
+
+    #[test]
+    fn retries_back_off_until_attempts_run_out() {
+        let now = Utc::now();
+        let retry = || SendOutcome::Retry {
+            reason: "503".into(),
+            retry_after_ms: Some(60_000),
+        };
+        let first = plan_change(&result(retry(), 0), &policy(), now, 0.0);
+        assert_eq!(first.status, MessageStatus::Queued);
+        // The carrier's retry-after (60 s) beats the first backoff (10 s).
+        assert!(first.not_before.unwrap() >= now + chrono::Duration::seconds(60));
+        let last = plan_change(&result(retry(), 2), &policy(), now, 0.0);
+        assert_eq!(last.status, MessageStatus::Failed);
+        assert_eq!(last.attempts, 3);
+        assert!(last.error.unwrap().contains("after 3 attempts"));
+    }
+
+    #[test]
+    fn postponed_does_not_spend_an_attempt() {
+        let now = Utc::now();
+        let until = now + chrono::Duration::hours(3);
+        let postponed = SendOutcome::Postponed {
+            until,
+            reason: "window closed".into(),
+        };
+        let change = plan_change(&result(postponed, 2), &policy(), now, 0.0);
+        assert_eq!((change.status, change.attempts), (MessageStatus::Queued, 2));
+        assert_eq!(change.not_before, Some(until));
+    }
+}
