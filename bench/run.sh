@@ -4,9 +4,13 @@
 #   bench/run.sh list     GET /api/v1/campaigns?per_page=10, 200 campaigns, 64 clients (wrk), SQLite
 #   bench/run.sh import   CSV import of 1,000,000 rows, on SQLite and on PostgreSQL
 #   bench/run.sh rss      idle RSS of `herald serve`
+#   bench/run.sh dispatch end-to-end sending (queued -> rendered -> carrier-log -> sent persisted),
+#                         embedded (SQLite, in-process) and PostgreSQL + NATS JetStream
 #   bench/run.sh all      all of the above
 #
 # Environment: BENCH_ROWS (default 1000000), BENCH_DURATION (wrk seconds, default 20),
+# BENCH_CAMPAIGNS (dispatch: campaigns of 1,000 messages each, default 30),
+# BENCH_NATS_URL (default nats://127.0.0.1:4222),
 # BENCH_PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,13 +38,14 @@ need jq jq
 cargo build --release -p herald >&2
 BIN="${CARGO_TARGET_DIR:-target}/release/herald"
 
-# start_server DATA_DIR [DATABASE_URL]
+# start_server DATA_DIR [DATABASE_URL] [herald args...]
 start_server() {
     local data="$1" url="${2:-}"
+    shift 2 2>/dev/null || shift $#
     mkdir -p "$data"
     env HERALD_DATA_DIR="$data" HERALD_SERVER__BIND="127.0.0.1:$PORT" HERALD_LOG__LEVEL=warn \
         HERALD_CONTACTS__MAX_IMPORT_BYTES=268435456 ${url:+HERALD_DATABASE__URL="$url"} \
-        "$BIN" serve >"$data/server.log" 2>&1 &
+        "$BIN" "$@" serve >"$data/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do curl -sf "localhost:$PORT/healthz" >/dev/null && break; sleep 0.1; done
     TOKEN="$(HERALD_DATA_DIR="$data" "$BIN" token --sub "$(cat "$data/first_user")")"
@@ -104,10 +109,81 @@ bench_rss() {
     stop_server
 }
 
+# A send window open now whatever the time: a fixed-offset zone where it is about noon.
+open_window() {
+    local hour ahead zone
+    hour=$((10#$(date -u +%H)))
+    ahead=$((12 - hour))
+    if [ "$ahead" -gt 0 ]; then zone="Etc/GMT-$ahead"; elif [ "$ahead" -lt 0 ]; then zone="Etc/GMT+$((-ahead))"; else zone="Etc/GMT"; fi
+    echo "\"timezone\":\"$zone\",\"send_window_start\":\"06:00\",\"send_window_end\":\"23:00\",\"send_days\":[\"mon\",\"tue\",\"wed\",\"thu\",\"fri\",\"sat\",\"sun\"]"
+}
+
+sent_total() {
+    curl -sf "localhost:$PORT/metrics" | awk '/^herald_messages\{status="(sent|delivered|failed)"\}/ {n += $2} END {print n + 0}'
+}
+
+# dispatch_once LABEL DATA_DIR [DATABASE_URL] [NATS_URL]
+dispatch_once() {
+    local label="$1" data="$2" url="${3:-}" nats="${4:-}" campaigns="${BENCH_CAMPAIGNS:-30}"
+    mkdir -p "$data"
+    # The log carrier unthrottled (its defaults are a real carrier's 100 segments/s).
+    cat >"$data/herald.toml" <<TOML
+[dispatch]
+max_in_flight = 5000
+[[carriers]]
+name = "log"
+plugin = "builtin:log"
+default = true
+max_per_second = 1000000
+max_concurrency = 256
+TOML
+    if [ -n "$nats" ]; then
+        export HERALD_BUS__NATS_URL="$nats" HERALD_BUS__STREAM_PREFIX="HERALD_BENCH_$$" HERALD_BUS__SUBJECT_PREFIX="bench$$"
+    fi
+    start_server "$data" "$url" --config "$data/herald.toml"
+    unset HERALD_BUS__NATS_URL HERALD_BUS__STREAM_PREFIX HERALD_BUS__SUBJECT_PREFIX
+    local window ids=() i
+    window="$(open_window)"
+    for i in $(seq "$campaigns"); do
+        local id
+        id="$(api -X POST "localhost:$PORT/api/v1/campaigns" \
+            -d "{\"name\":\"Bench $i\",\"message_template\":\"Hi {{name | first_word}}, your code is {{code}}\",\"daily_limit\":1000,$window}" | jq -r .id)"
+        awk -v c="$i" 'BEGIN { printf "{\"contacts\":["; for (j = 0; j < 1000; j++) printf "%s{\"phone_number\":\"+1%03d%07d\",\"name\":\"Contact %d\",\"attributes\":{\"code\":\"%06d\"}}", (j ? "," : ""), 200 + c, j, j, j; printf "]}" }' \
+            | api -X POST "localhost:$PORT/api/v1/campaigns/$id/contacts" -d @- >/dev/null
+        api -X PUT "localhost:$PORT/api/v1/campaigns/$id" -d '{"status":"active"}' >/dev/null
+        ids+=("$id")
+    done
+    local total=$((campaigns * 1000)) start now done=0 t10="" t90="" n10=0 n90=0
+    echo "== dispatch end to end, $total messages ($campaigns campaigns), carrier-log, $label"
+    start=$(date +%s.%N)
+    for id in "${ids[@]}"; do api -X POST "localhost:$PORT/api/v1/campaigns/$id/send" >/dev/null; done
+    echo "queued in: $(echo "$(date +%s.%N) - $start" | bc) s"
+    while [ "$done" -lt "$total" ]; do
+        sleep 0.2
+        done=$(sent_total); now=$(date +%s.%N)
+        if [ -z "$t10" ] && [ "$done" -ge $((total / 10)) ]; then t10=$now; n10=$done; fi
+        if [ -z "$t90" ] && [ "$done" -ge $((total * 9 / 10)) ]; then t90=$now; n90=$done; fi
+    done
+    local elapsed
+    elapsed=$(echo "$now - $start" | bc)
+    echo "all $total final in: $elapsed s -> $(echo "$total / $elapsed" | bc) messages/s (send calls included)"
+    echo "steady state (10% -> 90%): $(echo "($n90 - $n10) / ($t90 - $t10)" | bc) messages/s"
+    api "localhost:$PORT/api/v1/campaigns/${ids[0]}/stats" | jq -c .
+    stop_server
+}
+
+bench_dispatch() {
+    dispatch_once "embedded (SQLite, in-process transport)" "$WORK/dispatch-embedded"
+    psql "$PG_ADMIN_URL" -qc "CREATE DATABASE \"$PG_BENCH_DB\""
+    dispatch_once "PostgreSQL + NATS JetStream" "$WORK/dispatch-pg" "${PG_ADMIN_URL%/*}/$PG_BENCH_DB" \
+        "${BENCH_NATS_URL:-nats://127.0.0.1:4222}"
+}
+
 case "${1:-all}" in
     list) bench_list ;;
     import) bench_import ;;
     rss) bench_rss ;;
-    all) bench_rss; bench_list; bench_import ;;
-    *) echo "usage: $0 list|import|rss|all" >&2; exit 2 ;;
+    dispatch) bench_dispatch ;;
+    all) bench_rss; bench_list; bench_import; bench_dispatch ;;
+    *) echo "usage: $0 list|import|rss|dispatch|all" >&2; exit 2 ;;
 esac

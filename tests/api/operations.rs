@@ -51,6 +51,9 @@ on_both_backends! {
             ("POST", format!("/api/v1/campaigns/{id}/contacts/import")),
             ("GET", format!("/api/v1/contacts/{id}")),
             ("PATCH", format!("/api/v1/contacts/{id}")),
+            ("POST", format!("/api/v1/campaigns/{id}/send")),
+            ("GET", format!("/api/v1/tasks/{id}")),
+            ("GET", "/api/v1/events".to_string()),
         ];
         let client = http_client().build().unwrap();
         for (method, path) in routes {
@@ -77,6 +80,11 @@ on_both_backends! {
             ("/api/v1/campaigns/{id}/contacts", &["get", "post"]),
             ("/api/v1/campaigns/{id}/contacts/import", &["post"]),
             ("/api/v1/contacts/{id}", &["get", "patch"]),
+            ("/api/v1/campaigns/{id}/send", &["post"]),
+            ("/api/v1/tasks/{id}", &["get"]),
+            ("/api/v1/events", &["get"]),
+            ("/webhooks/{carrier}/status", &["post"]),
+            ("/webhooks/{carrier}/inbound", &["post"]),
             ("/healthz", &["get"]),
             ("/readyz", &["get"]),
             ("/metrics", &["get"]),

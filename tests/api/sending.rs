@@ -356,6 +356,23 @@ on_both_backends! {
         assert_eq!(stats["delivery_rate"], 1.0);
     }
 
+    async fn only_an_active_campaign_of_your_own_can_be_sent(server) {
+        let Some((server, _clock)) = start_at(server.backend, TUESDAY_10AM).await else { return };
+        let (owner, other) = (server.new_user(), server.new_user());
+        let draft = server.create_campaign(&owner, json!({})).await;
+        let path = format!("/api/v1/campaigns/{draft}/send");
+        server.post(&path, &owner, json!({})).await.expect_problem(400);
+        let active = active_campaign(&server, &owner, json!({}), &phones(1, 0)).await;
+        let path = format!("/api/v1/campaigns/{active}/send");
+        server.post(&path, &other, json!({})).await.expect_problem(404);
+        server.post("/api/v1/campaigns/not-a-uuid/send", &owner, json!({})).await.expect_problem(400);
+        let accepted = send(&server, &owner, &active).await;
+        let task_path = format!("/api/v1/tasks/{}", accepted["task_id"].as_str().unwrap());
+        server.get(&task_path, &other).await.expect_problem(404);
+        server.get("/api/v1/tasks/not-a-uuid", &owner).await.expect_problem(400);
+        server.get(&format!("/api/v1/tasks/{}", uuid::Uuid::now_v7()), &owner).await.expect_problem(404);
+    }
+
     async fn events_stream_only_to_their_owner(server) {
         let Some((server, _clock)) = start_at(server.backend, TUESDAY_10AM).await else { return };
         let (owner, other) = (server.new_user(), server.new_user());

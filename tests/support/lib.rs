@@ -181,7 +181,7 @@ impl TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let database_url = match backend {
             Backend::Sqlite => format!("sqlite://{}", data_dir.path().join("herald.db").display()),
-            Backend::Postgres => postgres_url().await?,
+            Backend::Postgres => own_schema(&postgres_url().await?).await,
         };
         let mut config = Config {
             data_dir: data_dir.path().to_path_buf(),
@@ -200,6 +200,10 @@ impl TestServer {
             config.bus.subject_prefix = format!("ht{run}");
         }
         configure(&mut config);
+        // RUST_LOG=herald=debug shows the server's log in a test's output.
+        if std::env::var_os("RUST_LOG").is_some() {
+            herald::telemetry::init_logging(&config.log);
+        }
         let plugins = plugins_for(&config);
         let system_clock: Arc<dyn herald::clock::Clock> = Arc::new(herald::clock::SystemClock);
         let used_clock = clock
@@ -463,6 +467,24 @@ fn plugins_for(config: &Config) -> herald::plugin::Plugins {
     } else {
         herald::plugin::Plugins::load(config).expect("the test's plugins load")
     }
+}
+
+/// A schema of its own in this run's database, so each server's scheduler sees
+/// only its own campaigns (tests run in parallel on one database, and some on a
+/// manual clock).
+async fn own_schema(database_url: &str) -> String {
+    let schema = format!("s_{}", unique_prefix());
+    let mut admin = sqlx::PgConnection::connect(database_url)
+        .await
+        .expect("PostgreSQL connects");
+    let create = format!("CREATE SCHEMA \"{schema}\"");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        .execute(&mut admin)
+        .await
+        .expect("schema created");
+    let _ = admin.close().await;
+    let separator = if database_url.contains('?') { '&' } else { '?' };
+    format!("{database_url}{separator}options=-c%20search_path%3D{schema}")
 }
 
 /// A prefix unique to this process and server: `<unix time>_<pid>_<n>`.

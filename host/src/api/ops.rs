@@ -23,14 +23,20 @@ pub async fn healthz() -> Json<Health> {
 ))]
 #[handler]
 pub async fn readyz(depot: &mut Depot) -> Result<Json<Health>, ApiError> {
-    if let Err(e) = app(depot).store.ping().await {
+    let app = app(depot);
+    if let Err(e) = app.store.ping().await {
         tracing::warn!(error = %e, "readiness check failed");
         return Err(ApiError::Unavailable("the database is unreachable".into()));
+    }
+    if let Err(e) = app.bus.transport.ping().await {
+        tracing::warn!(error = %e, "readiness check failed");
+        return Err(ApiError::Unavailable("the message bus is unreachable".into()));
     }
     Ok(Json(Health { status: "ready" }))
 }
 
-/// Every status a message can have, so a status that empties reads 0, not its last count.
+/// Every status a message can have, so a status that empties reads 0, not its last
+/// count. `queued` is the queue depth; `sending` is what dispatchers hold.
 const MESSAGE_STATUSES: &[&str] = &["queued", "sending", "sent", "delivered", "failed"];
 
 /// Prometheus metrics in text format.

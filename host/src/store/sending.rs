@@ -5,8 +5,9 @@
 /// Columns of `MessageRow`, for `RETURNING` and `SELECT` on `messages`.
 macro_rules! message_columns {
     () => {
-        "id, (SELECT user_id FROM campaigns WHERE campaigns.id = messages.campaign_id) AS user_id, campaign_id, \
-         contact_id, variant, status, carrier, carrier_message_id, segments, attempts, last_error, not_before"
+        "messages.id, (SELECT user_id FROM campaigns WHERE campaigns.id = messages.campaign_id) AS user_id, \
+         messages.campaign_id, messages.contact_id, messages.variant, messages.status, messages.carrier, \
+         messages.carrier_message_id, messages.segments, messages.attempts, messages.last_error, messages.not_before"
     };
 }
 
@@ -127,7 +128,7 @@ macro_rules! impl_sending_store {
         ) -> Result<Option<$crate::domain::message::TaskReport>, $crate::store::StoreError> {
             let row: Option<(uuid::Uuid, uuid::Uuid, i64, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)> =
                 sqlx::query_as(
-                    "SELECT t.id, t.campaign_id, t.queued, t.created_at, t.scheduled_for FROM send_tasks t \
+                    "SELECT t.id, t.campaign_id, CAST(t.queued AS BIGINT), t.created_at, t.scheduled_for FROM send_tasks t \
                      JOIN campaigns c ON c.id = t.campaign_id WHERE t.id = $1 AND c.user_id = $2",
                 )
                 .bind(task_id)
