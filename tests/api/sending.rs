@@ -405,3 +405,65 @@ fn open_all_day() -> Value {
         "send_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
     })
 }
+
+/// Form body and `X-Twilio-Signature` for a Twilio webhook to `url` (HMAC-SHA1
+/// of the URL and the sorted parameters, base64).
+fn twilio_signed(url: &str, params: &[(&str, &str)], token: &str) -> (String, String) {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let data: String = std::iter::once(url.to_string())
+        .chain(sorted.iter().map(|(k, v)| format!("{k}{v}")))
+        .collect();
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(token.as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    (body, signature)
+}
+
+on_both_backends! {
+    async fn a_twilio_status_callback_marks_the_message_delivered(server) {
+        let backend = server.backend;
+        drop(server);
+        const TOKEN: &str = "twilio-auth-token";
+        let gateway = FakeGateway::start().await;
+        let twilio = herald::config::CarrierConfig {
+            name: "twilio".into(),
+            plugin: "builtin:twilio".into(),
+            settings: [("account_sid", "AC0123"), ("auth_token", TOKEN), ("from", "+12125550100"), ("base_url", gateway.base().as_str())]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..gateway.carrier("twilio")
+        };
+        let Some(server) = TestServer::launch(backend, None, true, |config| config.carriers = vec![twilio]).await else { return };
+        let user = server.new_user();
+        let events = server.listen(&user).await;
+        let campaign = active_campaign(&server, &user, open_all_day(), &phones(1, 0)).await;
+        send(&server, &user, &campaign).await;
+        server.wait_settled(&user, &campaign, 1, SETTLE).await;
+        let sid = eventually("message.sent", SETTLE, || async {
+            events.of_type("herald.message.sent").first().map(|e| e["data"]["carrier_message_id"].as_str().unwrap().to_string())
+        }).await;
+        assert!(sid.starts_with("SM"), "{sid}");
+
+        let url = server.url("/webhooks/twilio/status");
+        let params = [("MessageSid", sid.as_str()), ("MessageStatus", "delivered")];
+        let (body, signature) = twilio_signed(&url, &params, "not-the-token");
+        let forged = server.post_form("/webhooks/twilio/status", body, &signature).await;
+        forged.expect_problem(401);
+        assert_eq!(server.stats(&user, &campaign).await["messages_delivered"], 0, "a forged receipt changes nothing");
+
+        let (body, signature) = twilio_signed(&url, &params, TOKEN);
+        server.post_form("/webhooks/twilio/status", body, &signature).await.expect(204);
+        let stats = server.stats(&user, &campaign).await;
+        assert_eq!((stats["messages_sent"].as_u64(), stats["messages_delivered"].as_u64()), (Some(1), Some(1)));
+        eventually("message.delivered", SETTLE, || async {
+            (events.of_type("herald.message.delivered").len() == 1).then_some(())
+        }).await;
+    }
+}

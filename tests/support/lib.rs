@@ -299,6 +299,16 @@ impl TestServer {
             .await
     }
 
+    /// A signed form POST, as Twilio's webhooks send it.
+    pub async fn post_form(&self, path: &str, body: String, signature: &str) -> Reply {
+        let request = self
+            .request(reqwest::Method::POST, path, None)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(body);
+        self.send(request).await
+    }
+
     pub async fn post_anonymous_raw(&self, path: &str, body: Vec<u8>) -> Reply {
         self.send(self.request(reqwest::Method::POST, path, None).body(body))
             .await
