@@ -283,6 +283,31 @@ on_both_backends! {
         assert!(gateway.calls().values().all(|&n| n == 3), "{:?}", gateway.calls());
     }
 
+    async fn a_campaign_failing_too_often_is_paused(server) {
+        let backend = server.backend;
+        drop(server);
+        // A gateway refusing every message permanently.
+        let gateway = FakeGateway::start_scripted(Arc::new(|_| (400, None)), Duration::from_millis(20)).await;
+        let carrier = herald::config::CarrierConfig { max_concurrency: 1, ..gateway.carrier("gateway") };
+        let Some(server) = TestServer::launch(backend, None, true, |config| {
+            config.carriers = vec![carrier];
+            config.dispatch.pause_window = 10;
+            config.dispatch.max_in_flight = 2;
+        }).await else { return };
+        let user = server.new_user();
+        let events = server.listen(&user).await;
+        let campaign = active_campaign(&server, &user, open_all_day(), &phones(60, 0)).await;
+        send(&server, &user, &campaign).await;
+        let changed = eventually("an auto-pause event", SETTLE, || async {
+            events.of_type("herald.campaign.status_changed").into_iter().find(|e| e["data"]["status"] == "paused")
+        }).await;
+        assert!(changed["data"]["reason"].as_str().unwrap().contains("auto-paused"), "{changed}");
+        let body = server.get(&format!("/api/v1/campaigns/{campaign}"), &user).await.body;
+        assert_eq!(body["status"], "paused");
+        let stats = stats_after_a_while(&server, &user, &campaign).await;
+        assert!(stats["messages_pending"].as_u64().unwrap() > 30, "most of the audience was spared: {stats}");
+    }
+
     async fn a_rate_limited_carrier_slows_down_without_spending_attempts(server) {
         let backend = server.backend;
         drop(server);

@@ -38,6 +38,7 @@ pub struct Scheduler {
     config: DispatchConfig,
     /// Woken when work may be due now (a send was queued, results freed room).
     wake: Notify,
+    outcomes: results::RecentOutcomes,
 }
 
 impl Scheduler {
@@ -46,6 +47,7 @@ impl Scheduler {
             store,
             bus,
             clock,
+            outcomes: results::RecentOutcomes::new(config.pause_window),
             config,
             wake: Notify::new(),
         })

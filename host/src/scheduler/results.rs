@@ -2,7 +2,8 @@
 //! then publishing what changed and the campaign-level consequences (total
 //! limit reached → completed; too many failures → paused).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -128,11 +129,15 @@ impl Scheduler {
     ) -> Result<(), SchedulerError> {
         let events: Vec<Event> = changed.iter().filter_map(|m| build::message(m, now)).collect();
         self.bus.publish_events(events).await?;
-        let campaigns: BTreeSet<Uuid> = changed
-            .iter()
-            .filter(|m| m.status.is_final())
-            .map(|m| m.campaign_id)
-            .collect();
+        let mut campaigns = BTreeSet::new();
+        for message in changed.iter().filter(|m| m.status.is_final()) {
+            campaigns.insert(message.campaign_id);
+            // Opt-outs are the contact's choice, not a sign of a failing carrier.
+            if message.error.as_deref() != Some(OPTED_OUT) {
+                self.outcomes
+                    .record(message.campaign_id, message.status == MessageStatus::Failed);
+            }
+        }
         for campaign_id in campaigns {
             self.check_campaign(campaign_id, now).await?;
         }
@@ -141,36 +146,70 @@ impl Scheduler {
 
     /// Completes a campaign whose `total_limit` is spent; pauses one failing too often.
     async fn check_campaign(&self, campaign_id: Uuid, now: DateTime<Utc>) -> Result<(), SchedulerError> {
-        if let Some(done) = self.store.complete_if_exhausted(campaign_id, now).await? {
+        let Some(campaign) = self.store.campaign_by_id(campaign_id).await? else {
+            self.outcomes.forget(campaign_id);
+            return Ok(());
+        };
+        if campaign.total_limit.is_some()
+            && let Some(done) = self.store.complete_if_exhausted(campaign_id, now).await?
+        {
+            self.outcomes.forget(campaign_id);
             let event = build::campaign("status_changed", &done, Some("total_limit reached"), now);
             self.bus.publish_events(vec![event]).await?;
             return Ok(());
         }
-        let window = self.config.pause_window;
-        let outcomes = self.store.recent_outcomes(campaign_id, window).await?;
-        // Opt-outs are the contact's choice, not a sign of a failing carrier.
-        let carrier_outcomes: Vec<_> = outcomes
-            .iter()
-            .filter(|(_, error)| error.as_deref() != Some(OPTED_OUT))
-            .collect();
-        if (carrier_outcomes.len() as u32) < window {
+        let Some((failed, of)) = self.outcomes.failing(campaign_id, self.config.pause_error_rate) else {
             return Ok(());
+        };
+        let reason = format!(
+            "auto-paused: {failed} of the last {of} sends failed (limit {:.0}%)",
+            self.config.pause_error_rate * 100.0
+        );
+        if let Some(paused) = self.store.pause_campaign(campaign_id, &reason, now).await? {
+            tracing::warn!(campaign = %campaign_id, %reason, "campaign paused");
+            let event = build::campaign("status_changed", &paused, Some(&reason), now);
+            self.bus.publish_events(vec![event]).await?;
         }
-        let failed = carrier_outcomes.iter().filter(|(status, _)| status == "failed").count();
-        let rate = failed as f64 / carrier_outcomes.len() as f64;
-        if rate > self.config.pause_error_rate {
-            let reason = format!(
-                "auto-paused: {failed} of the last {} sends failed (limit {:.0}%)",
-                carrier_outcomes.len(),
-                self.config.pause_error_rate * 100.0
-            );
-            if let Some(paused) = self.store.pause_campaign(campaign_id, &reason, now).await? {
-                tracing::warn!(campaign = %campaign_id, %reason, "campaign paused");
-                let event = build::campaign("status_changed", &paused, Some(&reason), now);
-                self.bus.publish_events(vec![event]).await?;
-            }
-        }
+        // Judge a resumed campaign on fresh outcomes only.
+        self.outcomes.forget(campaign_id);
         Ok(())
+    }
+}
+
+/// The last outcomes of each campaign's sends (failed or not), for auto-pause.
+/// Kept in memory: each api host judges the results it applies.
+pub(crate) struct RecentOutcomes {
+    window: usize,
+    by_campaign: Mutex<HashMap<Uuid, VecDeque<bool>>>,
+}
+
+impl RecentOutcomes {
+    pub(crate) fn new(window: u32) -> Self {
+        Self {
+            window: window.max(1) as usize,
+            by_campaign: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record(&self, campaign: Uuid, failed: bool) {
+        let mut all = self.by_campaign.lock().expect("outcomes lock");
+        let outcomes = all.entry(campaign).or_default();
+        if outcomes.len() == self.window {
+            outcomes.pop_front();
+        }
+        outcomes.push_back(failed);
+    }
+
+    /// `(failed, window)` when a full window's failed share is over `limit`.
+    fn failing(&self, campaign: Uuid, limit: f64) -> Option<(usize, usize)> {
+        let all = self.by_campaign.lock().expect("outcomes lock");
+        let outcomes = all.get(&campaign).filter(|o| o.len() == self.window)?;
+        let failed = outcomes.iter().filter(|&&f| f).count();
+        (failed as f64 / self.window as f64 > limit).then_some((failed, self.window))
+    }
+
+    fn forget(&self, campaign: Uuid) {
+        self.by_campaign.lock().expect("outcomes lock").remove(&campaign);
     }
 }
 
@@ -226,6 +265,26 @@ mod tests {
         assert_eq!(last.status, MessageStatus::Failed);
         assert_eq!(last.attempts, 3);
         assert!(last.error.unwrap().contains("after 3 attempts"));
+    }
+
+    #[test]
+    fn a_full_window_over_the_limit_is_failing() {
+        let outcomes = RecentOutcomes::new(4);
+        let campaign = Uuid::now_v7();
+        for failed in [true, true, true] {
+            outcomes.record(campaign, failed);
+        }
+        assert_eq!(
+            outcomes.failing(campaign, 0.5),
+            None,
+            "not judged before the window is full"
+        );
+        outcomes.record(campaign, false);
+        assert_eq!(outcomes.failing(campaign, 0.5), Some((3, 4)));
+        outcomes.record(campaign, false);
+        assert_eq!(outcomes.failing(campaign, 0.5), None, "2 of the last 4 is not over 50%");
+        outcomes.forget(campaign);
+        assert_eq!(outcomes.failing(campaign, 0.0), None);
     }
 
     #[test]

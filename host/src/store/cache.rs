@@ -313,9 +313,6 @@ impl SendingStore for CachedStore {
         let _guard = self.invalidate(owner.user_id);
         self.inner.pause_campaign(campaign_id, reason, at).await
     }
-    async fn recent_outcomes(&self, campaign_id: Uuid, n: u32) -> Result<Vec<(String, Option<String>)>, StoreError> {
-        self.inner.recent_outcomes(campaign_id, n).await
-    }
 }
 
 #[cfg(test)]

@@ -237,9 +237,6 @@ pub trait SendingStore: Send + Sync + 'static {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<Campaign>, StoreError>;
-    /// Final statuses (`sent`/`delivered`/`failed`) and errors of the campaign's
-    /// last `n` carrier outcomes, newest first (auto-pause).
-    async fn recent_outcomes(&self, campaign_id: Uuid, n: u32) -> Result<Vec<(String, Option<String>)>, StoreError>;
 }
 
 /// Opens the store named by the configuration URL. The embedded SQLite store

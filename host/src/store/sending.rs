@@ -454,21 +454,6 @@ macro_rules! impl_sending_store {
             .await?;
             row.map(TryInto::try_into).transpose()
         }
-
-        async fn recent_outcomes(
-            &self,
-            campaign_id: uuid::Uuid,
-            n: u32,
-        ) -> Result<Vec<(String, Option<String>)>, $crate::store::StoreError> {
-            Ok(sqlx::query_as(
-                "SELECT status, last_error FROM messages WHERE campaign_id = $1 \
-                 AND status IN ('sent', 'delivered', 'failed') ORDER BY updated_at DESC LIMIT $2",
-            )
-            .bind(campaign_id)
-            .bind(i64::from(n))
-            .fetch_all(&self.pool)
-            .await?)
-        }
         }
     };
 }
