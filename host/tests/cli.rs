@@ -326,6 +326,15 @@ fn short_jwt_secret_stops_start_up_naming_the_key() {
 }
 
 #[test]
+fn split_roles_without_nats_say_what_is_missing() {
+    let sandbox = Sandbox::new();
+    for role in ["api", "dispatcher"] {
+        let stderr = sandbox.run(&["serve", "--role", role], &[]).fails();
+        assert!(stderr.contains("bus.nats_url"), "--role {role}: {stderr}");
+    }
+}
+
+#[test]
 fn missing_config_file_is_named() {
     let sandbox = Sandbox::new();
     let stderr = sandbox.run(&["--config", "missing.toml", "migrate"], &[]).fails();
