@@ -1,5 +1,7 @@
 //! Black-box tests of the HTTP API: real server, real HTTP, real databases.
-//! Every test runs on SQLite and on PostgreSQL (`on_both_backends!`).
+//! Every test runs on the embedded stack (SQLite, in-process transport) and on
+//! PostgreSQL + NATS JetStream (`on_both_backends!`); `subscriber` checks the
+//! events with a third-party NATS client, so it needs the NATS stack.
 
 mod auth;
 mod campaigns;
@@ -7,3 +9,4 @@ mod contacts;
 mod import;
 mod operations;
 mod sending;
+mod subscriber;

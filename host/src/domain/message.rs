@@ -100,6 +100,8 @@ pub struct MessageRecord {
     pub attempts: i32,
     pub error: Option<String>,
     pub not_before: DateTime<Utc>,
+    /// The hand-off it is on (or was last on).
+    pub dispatch: i32,
 }
 
 /// A send task and its message counters.

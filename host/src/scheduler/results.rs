@@ -2,7 +2,7 @@
 //! then publishing what changed and the campaign-level consequences (total
 //! limit reached → completed; too many failures → paused).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -118,7 +118,45 @@ impl Scheduler {
             .collect();
         let applied = self.store.apply_changes(&changes).await?;
         metrics::counter!("herald_results_applied_total").increment(applied.len() as u64);
+        self.replay_events(&changes, &applied, now).await?;
         self.after_changes(&applied, now).await
+    }
+
+    /// Publishes again the events of results already applied by an earlier try
+    /// (the process died, or the bus failed, between commit and publish). Their
+    /// event ids are stable, so the bus and subscribers drop what they already have.
+    async fn replay_events(
+        &self,
+        changes: &[MessageChange],
+        applied: &[MessageRecord],
+        now: DateTime<Utc>,
+    ) -> Result<(), SchedulerError> {
+        let applied: HashSet<Uuid> = applied.iter().map(|m| m.id).collect();
+        let pending: HashMap<Uuid, &MessageChange> = changes
+            .iter()
+            .filter(|c| !applied.contains(&c.id))
+            .map(|c| (c.id, c))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = pending.keys().copied().collect();
+        let events: Vec<Event> = self
+            .store
+            .messages(&ids)
+            .await?
+            .iter()
+            .filter(|m| {
+                pending
+                    .get(&m.id)
+                    .is_some_and(|c| c.dispatch == m.dispatch && c.status == m.status)
+            })
+            .filter_map(|m| build::message(m, now))
+            .collect();
+        if !events.is_empty() {
+            tracing::debug!(events = events.len(), "replaying events of results applied before");
+        }
+        Ok(self.bus.publish_events(events).await?)
     }
 
     /// Events for changed messages, then campaign consequences.

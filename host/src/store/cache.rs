@@ -246,6 +246,9 @@ impl SendingStore for CachedStore {
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
         self.inner.claim_due(campaign_id, daily_limit, day, max, now).await
     }
+    async fn messages(&self, ids: &[Uuid]) -> Result<Vec<MessageRecord>, StoreError> {
+        self.inner.messages(ids).await
+    }
     async fn count_in_flight(&self) -> Result<u64, StoreError> {
         self.inner.count_in_flight().await
     }

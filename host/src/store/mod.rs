@@ -190,6 +190,8 @@ pub trait SendingStore: Send + Sync + 'static {
         max: u32,
         now: DateTime<Utc>,
     ) -> Result<Vec<ClaimedMessage>, StoreError>;
+    /// The messages with these ids (those that still exist).
+    async fn messages(&self, ids: &[Uuid]) -> Result<Vec<MessageRecord>, StoreError>;
     /// Messages handed out and still without a result.
     async fn count_in_flight(&self) -> Result<u64, StoreError>;
     /// Hand-offs last touched before `cutoff` and still without a result,

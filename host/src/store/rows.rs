@@ -138,6 +138,7 @@ pub(super) struct MessageRow {
     attempts: i32,
     last_error: Option<String>,
     not_before: DateTime<Utc>,
+    dispatches: i32,
 }
 
 impl TryFrom<MessageRow> for MessageRecord {
@@ -158,6 +159,7 @@ impl TryFrom<MessageRow> for MessageRecord {
             attempts: r.attempts,
             error: r.last_error,
             not_before: r.not_before,
+            dispatch: r.dispatches,
         })
     }
 }

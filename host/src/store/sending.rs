@@ -7,7 +7,8 @@ macro_rules! message_columns {
     () => {
         "messages.id, (SELECT user_id FROM campaigns WHERE campaigns.id = messages.campaign_id) AS user_id, \
          messages.campaign_id, messages.contact_id, messages.variant, messages.status, messages.carrier, \
-         messages.carrier_message_id, messages.segments, messages.attempts, messages.last_error, messages.not_before"
+         messages.carrier_message_id, messages.segments, messages.attempts, messages.last_error, messages.not_before, \
+         messages.dispatches"
     };
 }
 
@@ -250,6 +251,22 @@ macro_rules! impl_sending_store {
             let messages = Self::claimed_messages(&mut *tx, &claimed).await?;
             tx.commit().await?;
             Ok(messages)
+        }
+
+        async fn messages(
+            &self,
+            ids: &[uuid::Uuid],
+        ) -> Result<Vec<$crate::domain::message::MessageRecord>, $crate::store::StoreError> {
+            let mut records = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks($crate::store::sending::ROWS_PER_STATEMENT) {
+                let mut select = sqlx::QueryBuilder::<$db>::new(concat!("SELECT ", message_columns!(), " FROM messages WHERE id IN "));
+                push_id_list!(select, chunk);
+                let rows: Vec<$crate::store::rows::MessageRow> = select.build_query_as().fetch_all(&self.pool).await?;
+                for row in rows {
+                    records.push(row.try_into()?);
+                }
+            }
+            Ok(records)
         }
 
         async fn count_in_flight(&self) -> Result<u64, $crate::store::StoreError> {
