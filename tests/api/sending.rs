@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use herald_tests::gateway::FakeGateway;
 use herald_tests::serde_json::{Value, json};
-use herald_tests::{Backend, ManualClock, TestServer, User, eventually, on_both_backends};
+use herald_tests::{Backend, ManualClock, TestServer, User, eventually, on_both_backends, window_open_now};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -251,7 +251,7 @@ on_both_backends! {
         }).await else { return };
         let user = server.new_user();
         let events = server.listen(&user).await;
-        let campaign = active_campaign(&server, &user, open_all_day(), &phones(5, 0)).await;
+        let campaign = active_campaign(&server, &user, window_open_now(), &phones(5, 0)).await;
         send(&server, &user, &campaign).await;
         let stats = server.wait_settled(&user, &campaign, 5, SETTLE).await;
         assert_eq!((stats["messages_sent"].as_u64(), stats["messages_failed"].as_u64()), (Some(5), Some(0)));
@@ -276,7 +276,7 @@ on_both_backends! {
             config.dispatch.max_attempts = 3;
         }).await else { return };
         let user = server.new_user();
-        let campaign = active_campaign(&server, &user, open_all_day(), &phones(2, 0)).await;
+        let campaign = active_campaign(&server, &user, window_open_now(), &phones(2, 0)).await;
         send(&server, &user, &campaign).await;
         let stats = server.wait_settled(&user, &campaign, 2, SETTLE).await;
         assert_eq!(stats["messages_failed"], 2);
@@ -296,7 +296,7 @@ on_both_backends! {
         }).await else { return };
         let user = server.new_user();
         let events = server.listen(&user).await;
-        let campaign = active_campaign(&server, &user, open_all_day(), &phones(60, 0)).await;
+        let campaign = active_campaign(&server, &user, window_open_now(), &phones(60, 0)).await;
         send(&server, &user, &campaign).await;
         let changed = eventually("an auto-pause event", SETTLE, || async {
             events.of_type("herald.campaign.status_changed").into_iter().find(|e| e["data"]["status"] == "paused")
@@ -320,7 +320,7 @@ on_both_backends! {
         }).await else { return };
         let user = server.new_user();
         let events = server.listen(&user).await;
-        let campaign = active_campaign(&server, &user, open_all_day(), &phones(3, 0)).await;
+        let campaign = active_campaign(&server, &user, window_open_now(), &phones(3, 0)).await;
         let started = std::time::Instant::now();
         send(&server, &user, &campaign).await;
         let stats = server.wait_settled(&user, &campaign, 3, SETTLE).await;
@@ -412,25 +412,6 @@ on_both_backends! {
     }
 }
 
-/// A window open every day for hours around now (tests on the system clock):
-/// a fixed-offset zone where it is about noon.
-fn open_all_day() -> Value {
-    use chrono::Timelike;
-    let ahead = 12 - Utc::now().hour() as i32;
-    // Etc/GMT-N is N hours ahead of UTC (the POSIX sign convention).
-    let zone = match ahead {
-        0 => "Etc/GMT".to_string(),
-        n if n > 0 => format!("Etc/GMT-{n}"),
-        n => format!("Etc/GMT+{}", -n),
-    };
-    json!({
-        "timezone": zone,
-        "send_window_start": "06:00",
-        "send_window_end": "23:00",
-        "send_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-    })
-}
-
 /// Form body and `X-Twilio-Signature` for a Twilio webhook to `url` (HMAC-SHA1
 /// of the URL and the sorted parameters, base64).
 fn twilio_signed(url: &str, params: &[(&str, &str)], token: &str) -> (String, String) {
@@ -468,7 +449,7 @@ on_both_backends! {
         let Some(server) = TestServer::launch(backend, None, true, |config| config.carriers = vec![twilio]).await else { return };
         let user = server.new_user();
         let events = server.listen(&user).await;
-        let campaign = active_campaign(&server, &user, open_all_day(), &phones(1, 0)).await;
+        let campaign = active_campaign(&server, &user, window_open_now(), &phones(1, 0)).await;
         send(&server, &user, &campaign).await;
         server.wait_settled(&user, &campaign, 1, SETTLE).await;
         let sid = eventually("message.sent", SETTLE, || async {

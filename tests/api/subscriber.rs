@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use herald_tests::serde_json::{Value, json};
-use herald_tests::{Backend, TestServer, User};
+use herald_tests::{Backend, TestServer, User, window_open_now};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -52,7 +52,7 @@ async fn an_outside_nats_subscriber_receives_the_documented_events() {
     let stranger = server.new_user();
     server.create_campaign(&stranger, json!({})).await;
 
-    let mut extra = open_all_day();
+    let mut extra = window_open_now();
     extra["name"] = json!("Subscriber test");
     let campaign = server.create_campaign(&user, extra).await;
     let contacts: Vec<Value> = (0..CONTACTS)
@@ -398,32 +398,9 @@ fn python_with_nats_py() -> Option<String> {
          /var/tmp/herald-ci-venv/bin/pip install -r tests/subscriber/requirements.txt\nthen run with \
          HERALD_TEST_PYTHON=/var/tmp/herald-ci-venv/bin/python (.ci/run does both)"
     );
-    if in_ci() {
+    if herald_tests::in_ci() {
         panic!("{help}");
     }
     eprintln!("note: skipping: {help}");
     None
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// A window open every day for hours around now (as in `sending.rs`): a
-/// fixed-offset zone where it is about noon.
-fn open_all_day() -> Value {
-    use chrono::Timelike;
-    let ahead = 12 - Utc::now().hour() as i32;
-    // Etc/GMT-N is N hours ahead of UTC (the POSIX sign convention).
-    let zone = match ahead {
-        0 => "Etc/GMT".to_string(),
-        n if n > 0 => format!("Etc/GMT-{n}"),
-        n => format!("Etc/GMT+{}", -n),
-    };
-    json!({
-        "timezone": zone,
-        "send_window_start": "06:00",
-        "send_window_end": "23:00",
-        "send_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-    })
 }

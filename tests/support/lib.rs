@@ -15,6 +15,8 @@
 //! under `CI=true`, where it fails.
 
 use std::path::PathBuf;
+
+use chrono::Utc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -441,6 +443,24 @@ impl TestServer {
     }
 }
 
+/// Campaign fields for a send window open every day for hours around now (tests
+/// on the system clock): a fixed-offset zone where it is about noon.
+pub fn window_open_now() -> Value {
+    use chrono::Timelike;
+    let ahead = 12 - Utc::now().hour() as i32;
+    // Etc/GMT-N is N hours ahead of UTC (the POSIX sign convention).
+    let zone = match ahead {
+        0 => "Etc/GMT".to_string(),
+        n if n > 0 => format!("Etc/GMT-{n}"),
+        n => format!("Etc/GMT+{}", -n),
+    };
+    json!({
+        "timezone": zone,
+        "send_window_start": "06:00",
+        "send_window_end": "23:00",
+        "send_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+    })
+}
 /// CloudEvents received over SSE.
 #[derive(Clone, Default)]
 pub struct EventLog {
@@ -596,7 +616,8 @@ pub fn signed_token(algorithm: Algorithm, private_pem: &str, claims: Value) -> S
     jsonwebtoken::encode(&Header::new(algorithm), &claims, &key).expect("sign")
 }
 
-fn in_ci() -> bool {
+/// Whether this is a CI run (`CI=true`), where unavailable services fail tests.
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 

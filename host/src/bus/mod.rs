@@ -158,6 +158,70 @@ pub trait Transport: Send + Sync + 'static {
     async fn results(&self) -> Result<Box<dyn Inbox<SendResult>>, BusError>;
 }
 
+/// A queue's message type, and how to open a consumer of it.
+#[async_trait]
+pub trait Queued: Sized + Send + 'static {
+    /// The queue's name, for logs.
+    const QUEUE: &'static str;
+    async fn open(transport: &dyn Transport) -> Result<Box<dyn Inbox<Self>>, BusError>;
+}
+
+#[async_trait]
+impl Queued for SendJob {
+    const QUEUE: &'static str = "jobs";
+    async fn open(transport: &dyn Transport) -> Result<Box<dyn Inbox<Self>>, BusError> {
+        transport.jobs().await
+    }
+}
+
+#[async_trait]
+impl Queued for SendResult {
+    const QUEUE: &'static str = "results";
+    async fn open(transport: &dyn Transport) -> Result<Box<dyn Inbox<Self>>, BusError> {
+        transport.results().await
+    }
+}
+
+/// How long a consumer waits before trying again after the bus failed.
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
+
+/// A consumer that opens its inbox when needed and opens it again after an
+/// error: a bus outage becomes a pause (logged), not a failure of its loop.
+pub struct Consumer<T: Queued> {
+    transport: Arc<dyn Transport>,
+    inbox: Option<Box<dyn Inbox<T>>>,
+}
+
+impl<T: Queued> Consumer<T> {
+    pub fn new(transport: Arc<dyn Transport>) -> Self {
+        Self { transport, inbox: None }
+    }
+
+    /// Up to `max` deliveries available within `wait`; none while the bus is down.
+    pub async fn next(&mut self, max: usize, wait: Duration) -> Vec<Delivery<T>> {
+        let inbox = match &mut self.inbox {
+            Some(inbox) => inbox,
+            None => match T::open(&*self.transport).await {
+                Ok(opened) => self.inbox.insert(opened),
+                Err(e) => {
+                    tracing::warn!(error = %e, queue = T::QUEUE, "cannot consume; retrying");
+                    tokio::time::sleep(REOPEN_AFTER).await;
+                    return Vec::new();
+                }
+            },
+        };
+        match inbox.next(max, wait).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(error = %e, queue = T::QUEUE, "reading failed; reopening");
+                self.inbox = None;
+                tokio::time::sleep(REOPEN_AFTER).await;
+                Vec::new()
+            }
+        }
+    }
+}
+
 /// The transport plus this process's own fan-out of the events it publishes,
 /// which `GET /api/v1/events` streams to their owners.
 #[derive(Clone)]

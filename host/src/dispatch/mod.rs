@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::bus::{Bus, Delivery, SendJob, SendOutcome, SendResult, WindowSpec};
+use crate::bus::{Bus, Consumer, Delivery, SendJob, SendOutcome, SendResult, WindowSpec};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::campaign::{SendDays, parse_time_of_day};
@@ -72,32 +72,12 @@ impl Dispatcher {
     }
 
     async fn consume(self: Arc<Self>, done: mpsc::Sender<Finished>, mut stop: watch::Receiver<bool>) {
-        let mut inbox = None;
+        let mut jobs = Consumer::<SendJob>::new(self.bus.transport.clone());
         while !*stop.borrow() {
-            let inbox_ref = match &mut inbox {
-                Some(inbox) => inbox,
-                None => match self.bus.transport.jobs().await {
-                    Ok(opened) => inbox.insert(opened),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot consume jobs; retrying");
-                        tokio::time::sleep(BACKOFF).await;
-                        continue;
-                    }
-                },
-            };
             let room = self.workers.available_permits().clamp(1, FETCH);
             let batch = tokio::select! {
-                batch = inbox_ref.next(room, Duration::from_secs(1)) => batch,
+                batch = jobs.next(room, Duration::from_secs(1)) => batch,
                 _ = stop.changed() => break,
-            };
-            let batch = match batch {
-                Ok(batch) => batch,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading jobs failed; retrying");
-                    inbox = None;
-                    tokio::time::sleep(BACKOFF).await;
-                    continue;
-                }
             };
             for delivery in batch {
                 let Ok(permit) = self.workers.clone().acquire_owned().await else {

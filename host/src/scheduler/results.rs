@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{BACKOFF, RESULT_BATCH, Scheduler, SchedulerError};
-use crate::bus::{Delivery, SendOutcome, SendResult};
+use crate::bus::{Consumer, Delivery, SendOutcome, SendResult};
 use crate::domain::event::{Event, build};
 use crate::domain::message::{MessageChange, MessageRecord, MessageStatus, OPTED_OUT};
 use crate::domain::schedule::RetryPolicy;
@@ -67,44 +67,26 @@ pub fn plan_change(result: &SendResult, policy: &RetryPolicy, now: DateTime<Utc>
 
 impl Scheduler {
     pub(super) async fn result_loop(&self, mut stop: watch::Receiver<bool>) {
-        let mut inbox = None;
+        let mut results = Consumer::<SendResult>::new(self.bus.transport.clone());
         while !*stop.borrow() {
-            let inbox_ref = match &mut inbox {
-                Some(inbox) => inbox,
-                None => match self.bus.transport.results().await {
-                    Ok(opened) => inbox.insert(opened),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot consume results; retrying");
-                        tokio::time::sleep(BACKOFF).await;
-                        continue;
-                    }
-                },
-            };
             let batch = tokio::select! {
-                batch = inbox_ref.next(RESULT_BATCH, Duration::from_secs(1)) => batch,
+                batch = results.next(RESULT_BATCH, Duration::from_secs(1)) => batch,
                 _ = stop.changed() => break,
             };
-            match batch {
-                Ok(batch) if batch.is_empty() => {}
-                Ok(batch) => {
-                    while let Err(e) = self.apply(&batch).await {
-                        tracing::warn!(error = %e, "applying results failed; retrying");
-                        tokio::time::sleep(BACKOFF).await;
-                        if *stop.borrow() {
-                            return;
-                        }
-                    }
-                    for delivery in batch {
-                        delivery.ack().await;
-                    }
-                    self.wake();
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading results failed; retrying");
-                    inbox = None;
-                    tokio::time::sleep(BACKOFF).await;
+            if batch.is_empty() {
+                continue;
+            }
+            while let Err(e) = self.apply(&batch).await {
+                tracing::warn!(error = %e, "applying results failed; retrying");
+                tokio::time::sleep(BACKOFF).await;
+                if *stop.borrow() {
+                    return;
                 }
             }
+            for delivery in batch {
+                delivery.ack().await;
+            }
+            self.wake();
         }
     }
 
