@@ -144,3 +144,62 @@ impl Transport for MemoryTransport {
         Ok(Box::new(QueueInbox(self.results.clone())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{SendOutcome, SendResult};
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    fn result(dispatch: i32) -> SendResult {
+        SendResult {
+            message_id: Uuid::now_v7(),
+            dispatch,
+            attempts: 0,
+            outcome: SendOutcome::Failed { reason: "x".into() },
+            at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn consumers_share_one_queue_and_a_late_item_comes_back() {
+        let transport = MemoryTransport::new();
+        let (mut first, mut second) = (transport.results().await.unwrap(), transport.results().await.unwrap());
+        transport
+            .publish_results(&[result(1), result(2), result(3)])
+            .await
+            .unwrap();
+        let taken = first.next(2, Duration::from_millis(10)).await.unwrap();
+        let rest = second.next(10, Duration::from_millis(10)).await.unwrap();
+        assert_eq!((taken.len(), rest.len()), (2, 1), "each item goes to one consumer");
+
+        let item = rest.into_iter().next().unwrap();
+        let dispatch = item.payload.dispatch;
+        item.retry_later(Duration::from_millis(20)).await;
+        assert!(
+            first.next(10, Duration::from_millis(5)).await.unwrap().is_empty(),
+            "not before the delay"
+        );
+        let again = first.next(10, Duration::from_millis(500)).await.unwrap();
+        assert_eq!(
+            again.iter().map(|d| d.payload.dispatch).collect::<Vec<_>>(),
+            vec![dispatch]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_consumer_wakes_when_items_arrive() {
+        let transport = Arc::new(MemoryTransport::new());
+        let mut inbox = transport.results().await.unwrap();
+        let publisher = transport.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            publisher.publish_results(&[result(7)]).await.unwrap();
+        });
+        let started = std::time::Instant::now();
+        let batch = inbox.next(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(batch.len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(2), "woken, not timed out");
+    }
+}

@@ -61,3 +61,40 @@ impl CarrierGate {
         self.tripped.swap(tripped, Ordering::AcqRel) != tripped
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_calls_and_a_longer_one_wins() {
+        let gate = CarrierGate::new(1_000, 4);
+        gate.pause_for(Duration::from_secs(2));
+        gate.pause_for(Duration::from_secs(1));
+        let started = Instant::now();
+        drop(gate.acquire(1).await);
+        assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_capped() {
+        let gate = CarrierGate::new(1_000, 1);
+        let held = gate.acquire(1).await;
+        let second = tokio::time::timeout(Duration::from_millis(50), gate.acquire(1)).await;
+        assert!(second.is_err(), "a second call waits for the first");
+        drop(held);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), gate.acquire(1))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn trips_are_reported_once_per_change() {
+        let gate = CarrierGate::new(1, 1);
+        assert!(gate.mark_tripped(true));
+        assert!(!gate.mark_tripped(true));
+        assert!(gate.mark_tripped(false));
+    }
+}
