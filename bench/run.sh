@@ -6,11 +6,13 @@
 #   bench/run.sh rss      idle RSS of `herald serve`
 #   bench/run.sh dispatch end-to-end sending (queued -> rendered -> carrier-log -> sent persisted),
 #                         embedded (SQLite, in-process) and PostgreSQL + NATS JetStream
+#                         (dispatch-embedded, dispatch-nats: one of them)
 #   bench/run.sh all      all of the above
 #
 # Environment: BENCH_ROWS (default 1000000), BENCH_DURATION (wrk seconds, default 20),
 # BENCH_CAMPAIGNS (dispatch: campaigns of 1,000 messages each, default 30),
-# BENCH_NATS_URL (default nats://127.0.0.1:4222),
+# BENCH_NATS_URL (default nats://127.0.0.1:4222), BENCH_LOG_LEVEL (server log filter, default warn),
+# BENCH_KEEP_LOGS (a directory to copy the server's log into),
 # BENCH_PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +37,7 @@ need wrk wrk
 need curl curl
 need jq jq
 
-cargo build --release -p herald >&2
+[ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release -p herald >&2
 BIN="${CARGO_TARGET_DIR:-target}/release/herald"
 
 # start_server DATA_DIR [DATABASE_URL] [herald args...]
@@ -43,7 +45,7 @@ start_server() {
     local data="$1" url="${2:-}"
     shift 2 2>/dev/null || shift $#
     mkdir -p "$data"
-    env HERALD_DATA_DIR="$data" HERALD_SERVER__BIND="127.0.0.1:$PORT" HERALD_LOG__LEVEL=warn \
+    env HERALD_DATA_DIR="$data" HERALD_SERVER__BIND="127.0.0.1:$PORT" HERALD_LOG__LEVEL="${BENCH_LOG_LEVEL:-warn}" \
         HERALD_CONTACTS__MAX_IMPORT_BYTES=268435456 ${url:+HERALD_DATABASE__URL="$url"} \
         "$BIN" "$@" serve >"$data/server.log" 2>&1 &
     SERVER_PID=$!
@@ -53,6 +55,7 @@ start_server() {
 
 stop_server() {
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+    if [ -n "${BENCH_KEEP_LOGS:-}" ]; then cp "$WORK"/*/server.log "$BENCH_KEEP_LOGS"/ 2>/dev/null || true; fi
 }
 
 api() { curl -sf -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
@@ -172,8 +175,11 @@ TOML
     stop_server
 }
 
-bench_dispatch() {
+bench_dispatch_embedded() {
     dispatch_once "embedded (SQLite, in-process transport)" "$WORK/dispatch-embedded"
+}
+
+bench_dispatch_nats() {
     psql "$PG_ADMIN_URL" -qc "CREATE DATABASE \"$PG_BENCH_DB\""
     dispatch_once "PostgreSQL + NATS JetStream" "$WORK/dispatch-pg" "${PG_ADMIN_URL%/*}/$PG_BENCH_DB" \
         "${BENCH_NATS_URL:-nats://127.0.0.1:4222}"
@@ -183,7 +189,9 @@ case "${1:-all}" in
     list) bench_list ;;
     import) bench_import ;;
     rss) bench_rss ;;
-    dispatch) bench_dispatch ;;
-    all) bench_rss; bench_list; bench_import; bench_dispatch ;;
-    *) echo "usage: $0 list|import|rss|dispatch|all" >&2; exit 2 ;;
+    dispatch) bench_dispatch_embedded; bench_dispatch_nats ;;
+    dispatch-embedded) bench_dispatch_embedded ;;
+    dispatch-nats) bench_dispatch_nats ;;
+    all) bench_rss; bench_list; bench_import; bench_dispatch_embedded; bench_dispatch_nats ;;
+    *) echo "usage: $0 list|import|rss|dispatch|dispatch-embedded|dispatch-nats|all" >&2; exit 2 ;;
 esac

@@ -29,6 +29,10 @@ pub use results::plan_change;
 const BACKOFF: Duration = Duration::from_secs(1);
 /// Results applied per transaction.
 const RESULT_BATCH: usize = 500;
+/// Messages claimed per campaign and statement.
+const MAX_CLAIM: u32 = 2_000;
+/// Job batches published at once while the scheduler claims the next.
+const PUBLISHING: usize = 4;
 
 /// Shared by the scheduler's loops.
 pub struct Scheduler {
@@ -101,22 +105,25 @@ impl Scheduler {
     }
 
     /// One pass over the campaigns with due messages; true when there may be
-    /// more to hand out right away.
+    /// more to hand out right away. Jobs of one campaign are published while the
+    /// next campaign's messages are claimed.
     pub async fn hand_out(&self) -> Result<bool, SchedulerError> {
         let in_flight = self.store.count_in_flight().await?;
         let mut room = u64::from(self.config.max_in_flight).saturating_sub(in_flight);
         let now = self.clock.now();
         let mut more = false;
+        let mut publishing = JoinSet::new();
         for campaign in self.store.due_campaigns(now).await? {
             if room == 0 {
-                return Ok(false);
+                break;
             }
             let window = SendWindow::of(&campaign);
             if !window.is_open(now) {
                 self.store.postpone_due(campaign.id, now, window.next_open(now)).await?;
                 continue;
             }
-            let max = room.min(u64::from(u32::MAX)) as u32;
+            let started = std::time::Instant::now();
+            let max = room.min(u64::from(MAX_CLAIM)) as u32;
             let claimed = self
                 .store
                 .claim_due(campaign.id, campaign.daily_limit, window.local_day(now), max, now)
@@ -130,9 +137,14 @@ impl Scheduler {
             }
             room -= claimed.len() as u64;
             more |= claimed.len() as u32 == max;
+            tracing::debug!(campaign = %campaign.id, claimed = claimed.len(), took = ?started.elapsed(), "claimed");
             let jobs = self.jobs(&campaign, claimed, now);
-            self.publish(&jobs).await?;
+            if publishing.len() >= PUBLISHING {
+                publishing.join_next().await;
+            }
+            publishing.spawn(publish(self.bus.clone(), jobs));
         }
+        while publishing.join_next().await.is_some() {}
         Ok(more && room > 0)
     }
 
@@ -174,22 +186,6 @@ impl Scheduler {
                 }
             })
             .collect()
-    }
-
-    /// Publishes jobs whose messages are committed as `sending`. If the bus is
-    /// down they stay `sending` and the recovery sweep hands them out again.
-    async fn publish(&self, jobs: &[SendJob]) -> Result<(), SchedulerError> {
-        for attempt in 0..3 {
-            match self.bus.transport.publish_jobs(jobs).await {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt == 2 => return Err(e.into()),
-                Err(e) => {
-                    tracing::warn!(error = %e, jobs = jobs.len(), "publishing jobs failed; retrying");
-                    tokio::time::sleep(BACKOFF).await;
-                }
-            }
-        }
-        Ok(())
     }
 
     async fn recovery_loop(&self, mut stop: watch::Receiver<bool>) {
@@ -235,10 +231,23 @@ impl Scheduler {
             let Some(campaign) = self.store.campaign_by_id(campaign_id).await? else {
                 continue;
             };
-            let jobs = self.jobs(&campaign, messages, now);
-            self.publish(&jobs).await?;
+            publish(self.bus.clone(), self.jobs(&campaign, messages, now)).await;
         }
         Ok(count)
+    }
+}
+
+/// Publishes jobs whose messages are committed as `sending`. If the bus stays
+/// down they stay `sending`, and the recovery sweep hands them out again.
+async fn publish(bus: Bus, jobs: Vec<SendJob>) {
+    for attempt in 1..=3 {
+        match bus.transport.publish_jobs(&jobs).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = jobs.len(), attempt, "publishing jobs failed");
+                tokio::time::sleep(BACKOFF).await;
+            }
+        }
     }
 }
 

@@ -76,6 +76,7 @@ impl Scheduler {
             if batch.is_empty() {
                 continue;
             }
+            let started = std::time::Instant::now();
             while let Err(e) = self.apply(&batch).await {
                 tracing::warn!(error = %e, "applying results failed; retrying");
                 tokio::time::sleep(BACKOFF).await;
@@ -83,9 +84,12 @@ impl Scheduler {
                     return;
                 }
             }
+            let applied_in = started.elapsed();
+            let results = batch.len();
             for delivery in batch {
                 delivery.ack().await;
             }
+            tracing::debug!(results, ?applied_in, acked_in = ?started.elapsed() - applied_in, "results applied");
             self.wake();
         }
     }

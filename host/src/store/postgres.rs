@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
-use super::sending::{claimed_columns, impl_sending_store, message_columns, push_id_list, sending_helpers};
+use super::sending::{claimed_returning, impl_sending_store, message_columns, push_id_list, sending_helpers};
 use super::sql::COUNT_CAMPAIGN_CONTACTS;
 use super::sql::{campaign_columns, contact_columns, impl_store, list_campaigns_sql};
 use super::{ContactBatches, LinkOutcome, StoreError, next_rows};

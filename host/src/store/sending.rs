@@ -12,11 +12,14 @@ macro_rules! message_columns {
     };
 }
 
-/// Columns of `ClaimedRow`: a message joined with its contact.
-macro_rules! claimed_columns {
+/// `RETURNING` columns of `ClaimedRow`: a message with its contact's name and
+/// attributes (scalar subqueries: SQLite's `RETURNING` cannot join).
+macro_rules! claimed_returning {
     () => {
-        "m.id, m.campaign_id, m.contact_id, m.variant, m.dispatches, m.attempts, m.carrier, m.phone_number, \
-         k.name, k.attributes"
+        "messages.id, messages.campaign_id, messages.contact_id, messages.variant, messages.dispatches, \
+         messages.attempts, messages.carrier, messages.phone_number, \
+         (SELECT name FROM contacts WHERE contacts.id = messages.contact_id) AS name, \
+         (SELECT attributes FROM contacts WHERE contacts.id = messages.contact_id) AS attributes"
     };
 }
 
@@ -221,36 +224,27 @@ macro_rules! impl_sending_store {
                 tx.commit().await?;
                 return Ok(Vec::new());
             }
-            let candidates: Vec<uuid::Uuid> = sqlx::query_scalar(
-                "SELECT m.id FROM messages m JOIN contacts k ON k.id = m.contact_id \
+            // One statement takes the oldest due messages and returns what their jobs need.
+            let rows: Vec<$crate::store::rows::ClaimedRow> = sqlx::query_as(concat!(
+                "UPDATE messages SET status = 'sending', dispatches = dispatches + 1, updated_at = $2 \
+                 WHERE status = 'queued' AND id IN (SELECT m.id FROM messages m JOIN contacts k ON k.id = m.contact_id \
                  WHERE m.campaign_id = $1 AND m.status = 'queued' AND m.not_before <= $2 AND NOT k.opted_out \
-                 ORDER BY m.not_before, m.id LIMIT $3",
-            )
+                 ORDER BY m.not_before, m.id LIMIT $3) RETURNING ",
+                claimed_returning!()
+            ))
             .bind(campaign_id)
             .bind(now)
             .bind(room)
             .fetch_all(&mut *tx)
             .await?;
-            let mut claimed = Vec::with_capacity(candidates.len());
-            for chunk in candidates.chunks($crate::store::sending::ROWS_PER_STATEMENT) {
-                let mut update = sqlx::QueryBuilder::<$db>::new(
-                    "UPDATE messages SET status = 'sending', dispatches = dispatches + 1, updated_at = ",
-                );
-                update.push_bind(now).push(" WHERE status = 'queued' AND id IN ");
-                push_id_list!(update, chunk);
-                update.push(" RETURNING id");
-                let ids: Vec<uuid::Uuid> = update.build_query_scalar().fetch_all(&mut *tx).await?;
-                claimed.extend(ids);
-            }
             sqlx::query("UPDATE campaign_days SET handed = handed + $3 WHERE campaign_id = $1 AND day = $2")
                 .bind(campaign_id)
                 .bind(day)
-                .bind(claimed.len() as i32)
+                .bind(rows.len() as i32)
                 .execute(&mut *tx)
                 .await?;
-            let messages = Self::claimed_messages(&mut *tx, &claimed).await?;
             tx.commit().await?;
-            Ok(messages)
+            Ok(rows.into_iter().map(Into::into).collect())
         }
 
         async fn messages(
@@ -282,20 +276,18 @@ macro_rules! impl_sending_store {
             now: chrono::DateTime<chrono::Utc>,
             max: u32,
         ) -> Result<Vec<$crate::domain::message::ClaimedMessage>, $crate::store::StoreError> {
-            let mut tx = self.pool.begin().await?;
-            let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            let rows: Vec<$crate::store::rows::ClaimedRow> = sqlx::query_as(concat!(
                 "UPDATE messages SET updated_at = $2 WHERE id IN \
                  (SELECT id FROM messages WHERE status = 'sending' AND updated_at < $1 ORDER BY updated_at LIMIT $3) \
-                 AND status = 'sending' RETURNING id",
-            )
+                 AND status = 'sending' RETURNING ",
+                claimed_returning!()
+            ))
             .bind(cutoff)
             .bind(now)
             .bind(i64::from(max))
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.pool)
             .await?;
-            let messages = Self::claimed_messages(&mut *tx, &ids).await?;
-            tx.commit().await?;
-            Ok(messages)
+            Ok(rows.into_iter().map(Into::into).collect())
         }
 
         async fn apply_changes(
@@ -479,27 +471,6 @@ macro_rules! impl_sending_store {
 macro_rules! sending_helpers {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// The hand-off data of messages `ids`, in id order.
-            async fn claimed_messages(
-                conn: &mut <$db as sqlx::Database>::Connection,
-                ids: &[uuid::Uuid],
-            ) -> Result<Vec<$crate::domain::message::ClaimedMessage>, $crate::store::StoreError> {
-                let mut messages = Vec::with_capacity(ids.len());
-                for chunk in ids.chunks($crate::store::sending::ROWS_PER_STATEMENT) {
-                    let mut select = sqlx::QueryBuilder::<$db>::new(concat!(
-                        "SELECT ",
-                        claimed_columns!(),
-                        " FROM messages m JOIN contacts k ON k.id = m.contact_id WHERE m.id IN "
-                    ));
-                    push_id_list!(select, chunk);
-                    select.push(" ORDER BY m.id");
-                    let rows: Vec<$crate::store::rows::ClaimedRow> =
-                        select.build_query_as().fetch_all(&mut *conn).await?;
-                    messages.extend(rows.into_iter().map(Into::into));
-                }
-                Ok(messages)
-            }
-
             async fn cancel_queued(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 contact_id: uuid::Uuid,
@@ -520,4 +491,4 @@ macro_rules! sending_helpers {
     };
 }
 
-pub(super) use {claimed_columns, impl_sending_store, message_columns, push_id_list, sending_helpers};
+pub(super) use {claimed_returning, impl_sending_store, message_columns, push_id_list, sending_helpers};
