@@ -190,19 +190,23 @@ impl Scheduler {
 
     async fn recovery_loop(&self, mut stop: watch::Receiver<bool>) {
         // At start, every `sending` message from before may have lost its job (the
-        // in-process transport keeps nothing; on NATS a republish within the
-        // duplicate window is dropped). Afterwards, only overdue ones.
+        // in-process transport keeps nothing). They keep their hand-off number, so
+        // on NATS a job still queued is recognised as a duplicate, not sent twice.
+        // Afterwards, overdue ones get a new number: the job key must change for
+        // JetStream to accept the copy within its duplicate window.
         let mut cutoff = self.clock.now();
+        let mut new_hand_off = false;
         let lease = chrono::Duration::seconds(self.config.lease_secs as i64);
         let every = Duration::from_secs(self.config.lease_secs.div_ceil(4).max(1));
         while !*stop.borrow() {
-            match self.recover(cutoff).await {
+            match self.recover(cutoff, new_hand_off).await {
                 Ok(0) => {
                     tokio::select! {
                         _ = tokio::time::sleep(every) => {}
                         _ = stop.changed() => {}
                     }
                     cutoff = self.clock.now() - lease;
+                    new_hand_off = true;
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -214,10 +218,10 @@ impl Scheduler {
     }
 
     /// Hands out again up to a batch of `sending` messages last touched before
-    /// `cutoff`; returns how many.
-    pub async fn recover(&self, cutoff: DateTime<Utc>) -> Result<usize, SchedulerError> {
+    /// `cutoff` (as new hand-offs, or as the same ones); returns how many.
+    pub async fn recover(&self, cutoff: DateTime<Utc>, new_hand_off: bool) -> Result<usize, SchedulerError> {
         let now = self.clock.now();
-        let overdue = self.store.overdue_hand_offs(cutoff, now, 1_000).await?;
+        let overdue = self.store.overdue_hand_offs(cutoff, now, 1_000, new_hand_off).await?;
         let count = overdue.len();
         if count == 0 {
             return Ok(0);

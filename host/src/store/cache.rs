@@ -257,8 +257,9 @@ impl SendingStore for CachedStore {
         cutoff: DateTime<Utc>,
         now: DateTime<Utc>,
         max: u32,
+        new_hand_off: bool,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
-        self.inner.overdue_hand_offs(cutoff, now, max).await
+        self.inner.overdue_hand_offs(cutoff, now, max, new_hand_off).await
     }
     async fn apply_changes(&self, changes: &[MessageChange]) -> Result<Vec<MessageRecord>, StoreError> {
         self.inner.apply_changes(changes).await

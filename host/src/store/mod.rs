@@ -195,12 +195,16 @@ pub trait SendingStore: Send + Sync + 'static {
     /// Messages handed out and still without a result.
     async fn count_in_flight(&self) -> Result<u64, StoreError>;
     /// Hand-offs last touched before `cutoff` and still without a result,
-    /// re-stamped at `now` so they are handed out again.
+    /// re-stamped at `now` so they are handed out again. With `new_hand_off`
+    /// they get a new hand-off number (a fresh job key, and a late result of
+    /// the old job is ignored); without it they keep theirs (a job still on the
+    /// bus is then recognised as the same one).
     async fn overdue_hand_offs(
         &self,
         cutoff: DateTime<Utc>,
         now: DateTime<Utc>,
         max: u32,
+        new_hand_off: bool,
     ) -> Result<Vec<ClaimedMessage>, StoreError>;
     /// Applies dispatcher results; a change whose hand-off is no longer current
     /// is skipped. Returns the messages that changed.

@@ -275,9 +275,10 @@ macro_rules! impl_sending_store {
             cutoff: chrono::DateTime<chrono::Utc>,
             now: chrono::DateTime<chrono::Utc>,
             max: u32,
+            new_hand_off: bool,
         ) -> Result<Vec<$crate::domain::message::ClaimedMessage>, $crate::store::StoreError> {
             let rows: Vec<$crate::store::rows::ClaimedRow> = sqlx::query_as(concat!(
-                "UPDATE messages SET updated_at = $2 WHERE id IN \
+                "UPDATE messages SET updated_at = $2, dispatches = dispatches + $4 WHERE id IN \
                  (SELECT id FROM messages WHERE status = 'sending' AND updated_at < $1 ORDER BY updated_at LIMIT $3) \
                  AND status = 'sending' RETURNING ",
                 claimed_returning!()
@@ -285,6 +286,7 @@ macro_rules! impl_sending_store {
             .bind(cutoff)
             .bind(now)
             .bind(i64::from(max))
+            .bind(i32::from(new_hand_off))
             .fetch_all(&self.pool)
             .await?;
             Ok(rows.into_iter().map(Into::into).collect())
