@@ -29,6 +29,8 @@ pub use results::plan_change;
 const BACKOFF: Duration = Duration::from_secs(1);
 /// Results applied per transaction.
 const RESULT_BATCH: usize = 500;
+/// Result loops applying batches concurrently (on disjoint messages).
+const RESULT_APPLIERS: usize = 2;
 /// Messages claimed per campaign and statement.
 const MAX_CLAIM: u32 = 2_000;
 /// Job batches published at once while the scheduler claims the next.
@@ -76,9 +78,12 @@ impl Scheduler {
         let this = self.clone();
         let until = stop.clone();
         tasks.spawn(async move { this.hand_out_loop(until).await });
-        let this = self.clone();
-        let until = stop.clone();
-        tasks.spawn(async move { this.result_loop(until).await });
+        // Two appliers: one commits a batch while the other reads the next.
+        for _ in 0..RESULT_APPLIERS {
+            let this = self.clone();
+            let until = stop.clone();
+            tasks.spawn(async move { this.result_loop(until).await });
+        }
         let this = self.clone();
         tasks.spawn(async move { this.recovery_loop(stop).await });
     }
