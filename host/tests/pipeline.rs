@@ -556,8 +556,17 @@ url = "{url}/send/{name}"
         );
         if let Some(bus) = &self.bus {
             // SPEC §6: one `message.sent` event per message on the events stream,
-            // however the results reached the database.
-            let events = bus.count_events("message.sent").await;
+            // however the results reached the database. Events of results a killed
+            // api process had committed but not announced come when JetStream
+            // redelivers those results (its 30 s ack wait), so wait past that.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let events = loop {
+                let events = bus.count_events("message.sent").await;
+                if events == Some(expected) || Instant::now() > deadline {
+                    break events;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
             self.note(&format!("message.sent events on the events stream: {events:?}"));
             assert_eq!(events, Some(expected), "message.sent events on the events stream");
         }
