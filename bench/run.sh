@@ -141,7 +141,8 @@ max_per_second = 1000000
 max_concurrency = 256
 TOML
     if [ -n "$nats" ]; then
-        export HERALD_BUS__NATS_URL="$nats" HERALD_BUS__STREAM_PREFIX="HERALD_BENCH_$$" HERALD_BUS__SUBJECT_PREFIX="bench$$"
+        # Fixed names: every run reuses the same three streams instead of adding some.
+        export HERALD_BUS__NATS_URL="$nats" HERALD_BUS__STREAM_PREFIX="HERALD_BENCH" HERALD_BUS__SUBJECT_PREFIX="bench"
     fi
     start_server "$data" "$url" --config "$data/herald.toml"
     unset HERALD_BUS__NATS_URL HERALD_BUS__STREAM_PREFIX HERALD_BUS__SUBJECT_PREFIX
