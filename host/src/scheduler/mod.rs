@@ -113,11 +113,19 @@ impl Scheduler {
     /// more to hand out right away. Jobs of one campaign are published while the
     /// next campaign's messages are claimed.
     pub async fn hand_out(&self) -> Result<bool, SchedulerError> {
+        let mut publishing = JoinSet::new();
+        let outcome = self.claim_and_publish(&mut publishing).await;
+        // Claimed messages are committed as `sending`: let every publish finish,
+        // even when a later claim failed (dropping the set would abort them).
+        while publishing.join_next().await.is_some() {}
+        outcome
+    }
+
+    async fn claim_and_publish(&self, publishing: &mut JoinSet<()>) -> Result<bool, SchedulerError> {
         let in_flight = self.store.count_in_flight().await?;
         let mut room = u64::from(self.config.max_in_flight).saturating_sub(in_flight);
         let now = self.clock.now();
         let mut more = false;
-        let mut publishing = JoinSet::new();
         for campaign in self.store.due_campaigns(now).await? {
             if room == 0 {
                 break;
@@ -149,7 +157,6 @@ impl Scheduler {
             }
             publishing.spawn(publish(self.bus.clone(), jobs));
         }
-        while publishing.join_next().await.is_some() {}
         Ok(more && room > 0)
     }
 
