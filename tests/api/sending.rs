@@ -337,6 +337,39 @@ on_both_backends! {
         }).await.iter().for_each(|e| assert_eq!(e["data"]["attempts"], 1));
     }
 
+    async fn a_carrier_that_keeps_trapping_is_tripped_and_an_event_says_so(server) {
+        let backend = server.backend;
+        drop(server);
+        let broken = herald::config::CarrierConfig {
+            name: "broken".into(),
+            plugin: herald_tests::fixtures::HOSTILE_CARRIER.into(),
+            default: true,
+            allowed_hosts: Vec::new(),
+            allow_insecure_http: false,
+            max_per_second: 100,
+            max_concurrency: 1,
+            settings: Default::default(),
+        };
+        let Some(server) = TestServer::launch(backend, None, true, |config| {
+            config.carriers = vec![broken];
+            config.plugins.trip_after_traps = 2;
+            config.dispatch.retry_base_ms = 10;
+            config.dispatch.retry_max_ms = 50;
+            config.dispatch.max_attempts = 10;
+        }).await else { return };
+        let user = server.new_user();
+        let events = server.listen(&user).await;
+        let campaign = active_campaign(&server, &user, window_open_now(), &phones(3, 0)).await;
+        send(&server, &user, &campaign).await;
+        let tripped = eventually("carrier.tripped", SETTLE, || async {
+            events.of_type("herald.carrier.tripped").into_iter().next()
+        }).await;
+        assert_eq!(tripped["data"]["carrier"], "broken");
+        // Its messages wait for the breaker instead of failing.
+        let stats = server.stats(&user, &campaign).await;
+        assert_eq!((stats["messages_failed"].as_u64(), stats["messages_pending"].as_u64()), (Some(0), Some(3)), "{stats}");
+    }
+
     async fn inbound_stop_opts_out_and_start_opts_back_in(server) {
         let Some((server, _clock)) = start_at(server.backend, TUESDAY_10AM).await else { return };
         let user = server.new_user();

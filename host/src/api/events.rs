@@ -13,7 +13,8 @@ use super::problem::Problem;
 
 /// Stream your events as they happen (`text/event-stream`).
 ///
-/// Each SSE event is named by the CloudEvents `type` (e.g. `herald.message.sent`),
+/// Your events and the system's (`carrier.tripped|recovered`). Each SSE event
+/// is named by the CloudEvents `type` (e.g. `herald.message.sent`),
 /// carries the event id as its `id`, and the CloudEvents JSON document as its data.
 /// Events published before the connection opened are not replayed.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
@@ -29,7 +30,8 @@ pub async fn stream(depot: &mut Depot, res: &mut Response) {
     let frames = futures::stream::unfold(events, move |mut events| async move {
         loop {
             match events.recv().await {
-                Ok(event) if event.owner == Some(owner) => {
+                // A tenant's own events, and system events (carriers), which hold no tenant data.
+                Ok(event) if event.owner.is_none_or(|o| o == owner) => {
                     let sse = SseEvent::default()
                         .name(event.kind())
                         .id(event.id.to_string())
