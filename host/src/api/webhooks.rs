@@ -11,7 +11,8 @@ use super::problem::{ApiError, Problem};
 use crate::domain::event::{Event, build};
 use crate::domain::message::MessageStatus;
 use crate::domain::schedule::{Keyword, classify_inbound};
-use crate::plugin::carrier::{DeliveryStatus, Header, WebhookError, WebhookEvent, WebhookKind, WebhookRequest};
+use crate::plugin::carrier::{DeliveryStatus, WebhookError, WebhookEvent, WebhookKind, WebhookRequest};
+use crate::plugin::http::plugin_headers;
 
 /// Delivery receipts from a carrier.
 #[utoipa::path(post, path = "/webhooks/{carrier}/status", tag = "webhooks",
@@ -82,14 +83,7 @@ async fn webhook_request(app: &App, req: &mut Request) -> Result<WebhookRequest,
             format!("{scheme}://{host}{path}")
         }
     };
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(name, value)| Header {
-            name: name.as_str().to_string(),
-            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-        })
-        .collect();
+    let headers = plugin_headers(req.headers());
     let body = req
         .take_body()
         .collect()

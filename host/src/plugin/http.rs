@@ -76,14 +76,7 @@ impl PluginHttp {
         }
         let response = builder.send().await.map_err(transport_error)?;
         let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(name, value)| Header {
-                name: name.as_str().to_string(),
-                value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            })
-            .collect();
+        let headers = plugin_headers(response.headers());
         if response.content_length().is_some_and(|n| n > self.max_response_bytes) {
             return Err(Error::TooLarge(self.max_response_bytes));
         }
@@ -121,6 +114,17 @@ fn host_matches(allowed: &str, host: &str) -> bool {
         }
         None => allowed == host,
     }
+}
+
+/// HTTP headers as plugins receive them (values not valid UTF-8 are converted lossily).
+pub fn plugin_headers(headers: &reqwest::header::HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(name, value)| Header {
+            name: name.as_str().to_string(),
+            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

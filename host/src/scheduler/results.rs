@@ -175,7 +175,7 @@ impl Scheduler {
             return Ok(());
         };
         if campaign.total_limit.is_some()
-            && let Some(done) = self.store.complete_if_exhausted(campaign_id, now).await?
+            && let Some(done) = self.store.complete_if_exhausted(&campaign, now).await?
         {
             self.outcomes.forget(campaign_id);
             let event = build::campaign("status_changed", &done, Some("total_limit reached"), now);
@@ -189,7 +189,7 @@ impl Scheduler {
             "auto-paused: {failed} of the last {of} sends failed (limit {:.0}%)",
             self.config.pause_error_rate * 100.0
         );
-        if let Some(paused) = self.store.pause_campaign(campaign_id, &reason, now).await? {
+        if let Some(paused) = self.store.pause_campaign(&campaign, &reason, now).await? {
             tracing::warn!(campaign = %campaign_id, %reason, "campaign paused");
             let event = build::campaign("status_changed", &paused, Some(&reason), now);
             self.bus.publish_events(vec![event]).await?;

@@ -296,26 +296,20 @@ impl SendingStore for CachedStore {
     }
     async fn complete_if_exhausted(
         &self,
-        campaign_id: Uuid,
+        campaign: &Campaign,
         at: DateTime<Utc>,
     ) -> Result<Option<Campaign>, StoreError> {
-        let Some(owner) = self.inner.campaign_by_id(campaign_id).await? else {
-            return Ok(None);
-        };
-        let _guard = self.invalidate(owner.user_id);
-        self.inner.complete_if_exhausted(campaign_id, at).await
+        let _guard = self.invalidate(campaign.user_id);
+        self.inner.complete_if_exhausted(campaign, at).await
     }
     async fn pause_campaign(
         &self,
-        campaign_id: Uuid,
+        campaign: &Campaign,
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<Campaign>, StoreError> {
-        let Some(owner) = self.inner.campaign_by_id(campaign_id).await? else {
-            return Ok(None);
-        };
-        let _guard = self.invalidate(owner.user_id);
-        self.inner.pause_campaign(campaign_id, reason, at).await
+        let _guard = self.invalidate(campaign.user_id);
+        self.inner.pause_campaign(campaign, reason, at).await
     }
 }
 

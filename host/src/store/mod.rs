@@ -234,12 +234,15 @@ pub trait SendingStore: Send + Sync + 'static {
     /// Cancels the contact's queued messages (it opted out).
     async fn cancel_queued_for(&self, contact_id: Uuid, at: DateTime<Utc>) -> Result<Vec<MessageRecord>, StoreError>;
     /// Moves the campaign to `completed` once `total_limit` messages are final.
-    async fn complete_if_exhausted(&self, campaign_id: Uuid, at: DateTime<Utc>)
-    -> Result<Option<Campaign>, StoreError>;
+    async fn complete_if_exhausted(
+        &self,
+        campaign: &Campaign,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Campaign>, StoreError>;
     /// Pauses an active campaign for `reason` (auto-pause).
     async fn pause_campaign(
         &self,
-        campaign_id: Uuid,
+        campaign: &Campaign,
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<Campaign>, StoreError>;

@@ -430,7 +430,7 @@ macro_rules! impl_sending_store {
 
         async fn complete_if_exhausted(
             &self,
-            campaign_id: uuid::Uuid,
+            campaign: &$crate::domain::campaign::Campaign,
             at: chrono::DateTime<chrono::Utc>,
         ) -> Result<Option<$crate::domain::campaign::Campaign>, $crate::store::StoreError> {
             let row: Option<$crate::store::rows::CampaignRow> = sqlx::query_as(concat!(
@@ -440,7 +440,7 @@ macro_rules! impl_sending_store {
                  >= total_limit RETURNING ",
                 campaign_columns!()
             ))
-            .bind(campaign_id)
+            .bind(campaign.id)
             .bind(at)
             .fetch_optional(&self.pool)
             .await?;
@@ -449,7 +449,7 @@ macro_rules! impl_sending_store {
 
         async fn pause_campaign(
             &self,
-            campaign_id: uuid::Uuid,
+            campaign: &$crate::domain::campaign::Campaign,
             reason: &str,
             at: chrono::DateTime<chrono::Utc>,
         ) -> Result<Option<$crate::domain::campaign::Campaign>, $crate::store::StoreError> {
@@ -458,7 +458,7 @@ macro_rules! impl_sending_store {
                  WHERE id = $1 AND status = 'active' RETURNING ",
                 campaign_columns!()
             ))
-            .bind(campaign_id)
+            .bind(campaign.id)
             .bind(reason)
             .bind(at)
             .fetch_optional(&self.pool)
