@@ -54,6 +54,11 @@ pub struct ServerConfig {
     /// webhook signature checks behind a proxy; unset = from the request's
     /// `Host` and `X-Forwarded-Proto` headers.
     pub public_url: Option<String>,
+    /// Largest carrier webhook body accepted, counted as it streams (chunked
+    /// bodies included); larger ones get 413.
+    pub max_webhook_bytes: u64,
+    /// Carrier webhook requests handled at once per carrier; more wait.
+    pub webhook_concurrency: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +137,10 @@ pub struct DispatchConfig {
     pub lease_secs: u64,
     /// Jobs a dispatcher works on at once (per-carrier `max_concurrency` also applies).
     pub workers: u32,
+    /// A message whose send outcome is unknown (the request may have reached a
+    /// carrier that does not deduplicate, no answer came) and that no receipt
+    /// reconciles within this time fails with reason `unknown_outcome`, in seconds.
+    pub unknown_outcome_secs: u64,
 }
 
 impl Default for DispatchConfig {
@@ -146,6 +155,7 @@ impl Default for DispatchConfig {
             max_in_flight: 5_000,
             lease_secs: 120,
             workers: 256,
+            unknown_outcome_secs: 86_400,
         }
     }
 }
@@ -166,6 +176,10 @@ pub struct CarrierConfig {
     pub max_per_second: u32,
     #[serde(default = "CarrierConfig::default_max_concurrency")]
     pub max_concurrency: u32,
+    /// The carrier deduplicates sends on Herald's message id: a send whose
+    /// outcome is unknown is retried instead of held for reconciliation.
+    #[serde(default)]
+    pub idempotent: bool,
     /// Handed to the plugin through `config-get`.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
@@ -202,6 +216,7 @@ impl Default for Config {
                 allow_insecure_http: false,
                 max_per_second: CarrierConfig::default_max_per_second(),
                 max_concurrency: CarrierConfig::default_max_concurrency(),
+                idempotent: false,
                 settings: BTreeMap::new(),
             }],
         }
@@ -214,6 +229,8 @@ impl Default for ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 4 * 1024 * 1024,
             public_url: None,
+            max_webhook_bytes: 1024 * 1024,
+            webhook_concurrency: 4,
         }
     }
 }

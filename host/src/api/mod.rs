@@ -13,12 +13,13 @@ pub mod problem;
 mod sending;
 mod webhooks;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use salvo::catcher::Catcher;
@@ -51,6 +52,8 @@ pub struct App {
     pub bus: Bus,
     pub scheduler: Arc<Scheduler>,
     carrier_names: Vec<String>,
+    /// Webhook calls per carrier at once (`server.webhook_concurrency`).
+    webhook_slots: HashMap<String, Arc<Semaphore>>,
     /// Users known to exist, so provisioning costs one write per user, not per request.
     known_users: RwLock<HashSet<Uuid>>,
 }
@@ -70,6 +73,14 @@ impl App {
         Self {
             phone_policy: PhonePolicy::new(&config.contacts.country_codes),
             carrier_names: config.carriers.iter().map(|c| c.name.clone()).collect(),
+            webhook_slots: config
+                .carriers
+                .iter()
+                .map(|c| {
+                    let slots = config.server.webhook_concurrency.max(1) as usize;
+                    (c.name.clone(), Arc::new(Semaphore::new(slots)))
+                })
+                .collect(),
             config,
             store,
             verifier,
@@ -88,6 +99,12 @@ impl App {
             metrics::counter!("herald_events_dropped_total").increment(1);
             tracing::warn!(error = %e, "could not publish events");
         }
+    }
+
+    /// Waits for a turn to run `carrier`'s webhook plugin.
+    pub(crate) async fn webhook_slot(&self, carrier: &str) -> Option<OwnedSemaphorePermit> {
+        let slots = self.webhook_slots.get(carrier)?.clone();
+        slots.acquire_owned().await.ok()
     }
 
     pub(crate) fn rules(&self) -> CampaignRules<'_> {
@@ -232,6 +249,7 @@ impl Handler for BodyLimit {
 pub fn router(app: Arc<App>) -> Router {
     let body_limit = app.config.server.max_body_bytes;
     let import_limit = app.config.contacts.max_import_bytes + MULTIPART_SLACK;
+    let webhook_limit = app.config.server.max_webhook_bytes;
     let json_routes = Router::new()
         .hoop(BodyLimit(body_limit))
         .push(
@@ -266,7 +284,7 @@ pub fn router(app: Arc<App>) -> Router {
     // Webhooks authenticate through the carrier's plugin, not a bearer token.
     let webhooks = || {
         Router::with_path("webhooks/{carrier}")
-            .hoop(BodyLimit(body_limit))
+            .hoop(BodyLimit(webhook_limit))
             .push(Router::with_path("status").post(webhooks::status))
             .push(Router::with_path("inbound").post(webhooks::inbound))
     };

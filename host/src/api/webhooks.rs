@@ -2,17 +2,20 @@
 //! bearer token: the carrier's plugin verifies each request (e.g. Twilio's
 //! signature) and turns it into events.
 
-use http_body_util::BodyExt;
 use salvo::prelude::*;
+use uuid::Uuid;
 
 use super::App;
 use super::extract::app;
 use super::problem::{ApiError, Problem};
+use crate::config::CarrierConfig;
+use crate::domain::contact::ConsentSource;
 use crate::domain::event::{Event, build};
-use crate::domain::message::MessageStatus;
+use crate::domain::message::{MessageStatus, Receipt, ReceiptOutcome};
 use crate::domain::schedule::{Keyword, classify_inbound};
 use crate::plugin::carrier::{DeliveryStatus, WebhookError, WebhookEvent, WebhookKind, WebhookRequest};
 use crate::plugin::http::plugin_headers;
+use crate::store::ConsentTarget;
 
 /// Delivery receipts from a carrier.
 #[utoipa::path(post, path = "/webhooks/{carrier}/status", tag = "webhooks",
@@ -21,7 +24,8 @@ use crate::plugin::http::plugin_headers;
         (status = 204, description = "Accepted and applied"),
         (status = 400, description = "The carrier plugin could not parse it", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Signature rejected by the carrier plugin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such carrier", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such carrier, or its webhooks are not enabled", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over `server.max_webhook_bytes`", body = Problem, content_type = "application/problem+json"),
     ))]
 #[handler]
 pub async fn status(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
@@ -35,7 +39,8 @@ pub async fn status(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
         (status = 204, description = "Accepted and applied"),
         (status = 400, description = "The carrier plugin could not parse it", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Signature rejected by the carrier plugin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such carrier", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such carrier, or its webhooks are not enabled", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over `server.max_webhook_bytes`", body = Problem, content_type = "application/problem+json"),
     ))]
 #[handler]
 pub async fn inbound(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
@@ -45,14 +50,20 @@ pub async fn inbound(req: &mut Request, depot: &mut Depot, res: &mut Response) -
 async fn receive(req: &mut Request, depot: &Depot, res: &mut Response, kind: WebhookKind) -> Result<(), ApiError> {
     let app = app(depot);
     let name = req.param::<String>("carrier").unwrap_or_default();
-    let carrier = app
+    let config = app
         .config
         .carriers
         .iter()
         .find(|c| c.name == name)
-        .and_then(|c| app.plugins.carrier(Some(&c.name)))
+        .filter(|c| webhooks_enabled(c))
+        .ok_or(ApiError::NotFound("carrier"))?;
+    let carrier = app
+        .plugins
+        .carrier(Some(&config.name))
         .ok_or(ApiError::NotFound("carrier"))?;
     let request = webhook_request(app, req).await?;
+    // Anonymous input: a flood waits its turn instead of taking every core.
+    let _slot = app.webhook_slot(&name).await;
     let events = match carrier.handle_webhook(kind, &request).await {
         Ok(Ok(events)) => events,
         Ok(Err(WebhookError::Unauthorized(reason))) => {
@@ -60,18 +71,53 @@ async fn receive(req: &mut Request, depot: &Depot, res: &mut Response, kind: Web
             return Err(ApiError::Unauthorized);
         }
         Ok(Err(WebhookError::Malformed(reason))) => return Err(ApiError::BadRequest(reason)),
-        Err(e) => return Err(ApiError::Unavailable(format!("the carrier plugin failed: {e}"))),
+        // The plugin trapped on this input (too big, too deep, a bug): the
+        // request is what is wrong as far as the carrier is concerned.
+        Err(e) => {
+            return Err(ApiError::BadRequest(format!(
+                "the carrier plugin could not handle it: {e}"
+            )));
+        }
+    };
+    // Herald's own message id, when the plugin put it in the callback URL it
+    // gave the carrier; only meaningful for a single receipt.
+    let message_id = match events.as_slice() {
+        [WebhookEvent::Delivery(_)] => query_message_id(&request.query),
+        _ => None,
     };
     let mut published = Vec::new();
     for event in events {
-        published.extend(apply(app, &name, event).await?);
+        published.extend(apply(app, &name, event, message_id).await?);
     }
     app.publish(published).await;
     res.status_code(StatusCode::NO_CONTENT);
     Ok(())
 }
 
-/// The request as the plugin sees it: the public URL the carrier called.
+/// The log carrier authenticates webhooks with a shared secret; without one
+/// configured its webhooks do not exist (anyone could post STOP for anyone).
+fn webhooks_enabled(carrier: &CarrierConfig) -> bool {
+    carrier.plugin != "builtin:log"
+        || carrier
+            .settings
+            .get(LOG_WEBHOOK_SECRET)
+            .is_some_and(|secret| !secret.trim().is_empty())
+}
+
+/// The setting holding the log carrier's webhook secret.
+const LOG_WEBHOOK_SECRET: &str = "webhook_secret";
+
+/// The query parameter naming Herald's message id in a status callback URL.
+pub const MESSAGE_ID_PARAM: &str = "herald_message_id";
+
+fn query_message_id(query: &str) -> Option<Uuid> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == MESSAGE_ID_PARAM)
+        .and_then(|(_, value)| value.parse().ok())
+}
+
+/// The request as the plugin sees it: the public URL the carrier called. The
+/// body is read up to `server.max_webhook_bytes`, counted as it streams.
 async fn webhook_request(app: &App, req: &mut Request) -> Result<WebhookRequest, ApiError> {
     let path = req.uri().path().to_string();
     let url = match app.config.server.public_url.as_deref() {
@@ -84,12 +130,11 @@ async fn webhook_request(app: &App, req: &mut Request) -> Result<WebhookRequest,
         }
     };
     let headers = plugin_headers(req.headers());
+    let limit = app.config.server.max_webhook_bytes;
     let body = req
-        .take_body()
-        .collect()
+        .payload_with_max_size(limit as usize)
         .await
-        .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?
-        .to_bytes()
+        .map_err(|e| ApiError::from_body(e, limit))?
         .to_vec();
     Ok(WebhookRequest {
         method: req.method().as_str().to_string(),
@@ -101,48 +146,61 @@ async fn webhook_request(app: &App, req: &mut Request) -> Result<WebhookRequest,
 }
 
 /// Applies one webhook event; returns the events to publish.
-async fn apply(app: &App, carrier: &str, event: WebhookEvent) -> Result<Vec<Event>, ApiError> {
+async fn apply(
+    app: &App,
+    carrier: &str,
+    event: WebhookEvent,
+    message_id: Option<Uuid>,
+) -> Result<Vec<Event>, ApiError> {
     let now = app.clock.now();
     match event {
         WebhookEvent::Delivery(update) => {
-            let new_status = match update.status {
-                DeliveryStatus::Delivered => MessageStatus::Delivered,
-                DeliveryStatus::Failed => MessageStatus::Failed,
-                // Accepted is what the send result already recorded.
-                DeliveryStatus::Sent => return Ok(Vec::new()),
+            let receipt = Receipt {
+                carrier: carrier.to_string(),
+                carrier_message_id: update.carrier_message_id,
+                status: match update.status {
+                    DeliveryStatus::Delivered => MessageStatus::Delivered,
+                    DeliveryStatus::Failed => MessageStatus::Failed,
+                    DeliveryStatus::Sent => MessageStatus::Sent,
+                },
+                error: update.error,
+                message_id,
+                at: now,
             };
-            let changed = app
-                .store
-                .apply_receipt(
-                    carrier,
-                    &update.carrier_message_id,
-                    new_status,
-                    update.error.as_deref(),
-                    now,
-                )
-                .await?;
-            if changed.is_none() {
-                tracing::debug!(carrier, id = %update.carrier_message_id, "receipt for no sent message; ignored");
+            match app.store.apply_receipt(&receipt).await? {
+                ReceiptOutcome::Applied(message) => Ok(build::message(&message, now).into_iter().collect()),
+                ReceiptOutcome::Kept => {
+                    tracing::debug!(carrier, id = %receipt.carrier_message_id, "receipt before its send result; kept");
+                    Ok(Vec::new())
+                }
+                ReceiptOutcome::Ignored => Ok(Vec::new()),
             }
-            Ok(changed.iter().filter_map(|m| build::message(m, now)).collect())
         }
         WebhookEvent::Inbound(message) => {
-            let from = message.from.trim();
+            // Numbered like contacts, so "+1 (202) 555-0177" finds "+12025550177".
+            let from = app
+                .phone_policy
+                .normalize(&message.from)
+                .unwrap_or_else(|_| message.from.trim().to_string());
             let opted_out = match classify_inbound(&message.body) {
                 Keyword::OptOut => true,
                 Keyword::OptIn => false,
                 Keyword::Other => {
-                    let owners = app.store.owners_messaged(carrier, from).await?;
+                    let owners = app.store.owners_messaged(carrier, &from).await?;
                     return Ok(owners
                         .into_iter()
-                        .map(|owner| build::inbound(owner, carrier, from, &message.to, &message.body, now))
+                        .map(|owner| build::inbound(owner, carrier, &from, &message.to, &message.body, now))
                         .collect());
                 }
             };
             let detail = format!("{} via {carrier}", message.body.trim().to_uppercase());
+            let target = ConsentTarget::Phone {
+                carrier,
+                phone_number: &from,
+            };
             let (contacts, cancelled) = app
                 .store
-                .set_consent_by_phone(carrier, from, opted_out, &detail, now)
+                .set_consent(target, opted_out, ConsentSource::Keyword, &detail, now)
                 .await?;
             let mut events: Vec<Event> = contacts.iter().map(|c| build::consent(c, "keyword", now)).collect();
             events.extend(cancelled.iter().filter_map(|m| build::message(m, now)));

@@ -93,9 +93,16 @@ pub enum SendOutcome {
         reason: String,
         retry_after_ms: Option<u64>,
     },
-    /// Not handed to the carrier (window closed, carrier tripped or rate-limited
-    /// for too long): queue again from `until`, without counting an attempt.
+    /// Not handed to the carrier (window closed, carrier tripped, paused or
+    /// rate-limited for too long): queue again from `until`, without counting
+    /// an attempt or a slot of the daily limit.
     Postponed { until: DateTime<Utc>, reason: String },
+    /// The request may have reached a carrier that does not deduplicate, and no
+    /// answer came back: held for reconciliation, never sent again blindly.
+    Unknown { reason: String },
+    /// The carrier refused because the recipient opted out with it: the
+    /// message fails and the contact is opted out.
+    OptedOut { reason: String },
 }
 
 /// One message taken from the bus. Acknowledge it once handled; until then a

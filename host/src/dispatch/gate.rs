@@ -16,6 +16,9 @@ pub struct CarrierGate {
     burst: NonZeroU32,
     concurrency: Semaphore,
     paused_until: Mutex<Option<Instant>>,
+    /// Set when the carrier reported itself misconfigured: calls are not even
+    /// tried until then (unlike a rate-limit pause, which jobs wait out).
+    suspended_until: Mutex<Option<Instant>>,
     tripped: AtomicBool,
 }
 
@@ -27,6 +30,7 @@ impl CarrierGate {
             burst: per_second,
             concurrency: Semaphore::new(max_concurrency.max(1) as usize),
             paused_until: Mutex::new(None),
+            suspended_until: Mutex::new(None),
             tripped: AtomicBool::new(false),
         }
     }
@@ -56,7 +60,22 @@ impl CarrierGate {
         }
     }
 
-    /// Records whether the carrier's plugin is tripped; true when that changed.
+    /// Refuses calls for `pause` (jobs go back to the scheduler instead of waiting).
+    pub fn suspend_for(&self, pause: Duration) {
+        let until = Instant::now() + pause;
+        let mut suspended = self.suspended_until.lock().expect("gate lock");
+        if suspended.is_none_or(|current| current < until) {
+            *suspended = Some(until);
+        }
+    }
+
+    /// How much longer calls are refused, if they are.
+    pub fn suspended(&self) -> Option<Duration> {
+        let suspended = *self.suspended_until.lock().expect("gate lock");
+        suspended.and_then(|until| until.checked_duration_since(Instant::now()))
+    }
+
+    /// Records whether the carrier is tripped or paused; true when that changed.
     pub fn mark_tripped(&self, tripped: bool) -> bool {
         self.tripped.swap(tripped, Ordering::AcqRel) != tripped
     }
@@ -88,6 +107,16 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_suspension_refuses_until_it_ends() {
+        let gate = CarrierGate::new(1_000, 4);
+        assert_eq!(gate.suspended(), None);
+        gate.suspend_for(Duration::from_secs(30));
+        assert!(gate.suspended().is_some_and(|left| left > Duration::from_secs(29)));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(gate.suspended(), None);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 
 mod gate;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,8 +18,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::campaign::{SendDays, parse_time_of_day};
 use crate::domain::event::build;
+use crate::domain::refusal::{Refusal, classify};
 use crate::domain::schedule::SendWindow;
-use crate::plugin::carrier::{Message, SendError};
+use crate::plugin::carrier::{Message, Reach, SendError};
 use crate::plugin::{PluginError, Plugins};
 use gate::CarrierGate;
 
@@ -31,13 +32,28 @@ const RESULT_BATCH: usize = 500;
 /// to the scheduler (without spending an attempt).
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 const BACKOFF: Duration = Duration::from_secs(1);
+/// How often a job waiting for its carrier tells the bus it is still being
+/// worked on (well within JetStream's ack wait), so it is not delivered twice.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Slack between the last instant a carrier call may start and the job's
+/// deadline, on top of the call's own bounds (CPU deadline and HTTP timeout).
+const START_MARGIN: Duration = Duration::from_secs(5);
 
 pub struct Dispatcher {
     bus: Bus,
     plugins: Plugins,
     clock: Arc<dyn Clock>,
     gates: HashMap<String, Arc<CarrierGate>>,
+    /// Carriers that deduplicate on the message id: an unknown outcome is retried.
+    idempotent: HashSet<String>,
     workers: Arc<Semaphore>,
+    /// Jobs being worked on here, by message and hand-off: a redelivery of one
+    /// of them (the bus's ack wait passed) is not sent a second time.
+    working: Mutex<HashSet<(uuid::Uuid, i32)>>,
+    /// The latest a carrier call may start before a job's deadline.
+    start_by: chrono::Duration,
+    /// How long a carrier reporting itself misconfigured is paused.
+    misconfigured_pause: Duration,
 }
 
 impl Dispatcher {
@@ -52,12 +68,22 @@ impl Dispatcher {
                 )
             })
             .collect();
+        let call_bound = Duration::from_millis(config.plugins.call_timeout_ms + config.plugins.http_timeout_ms);
         Arc::new(Self {
             bus,
             plugins,
             clock,
             gates,
+            idempotent: config
+                .carriers
+                .iter()
+                .filter(|c| c.idempotent)
+                .map(|c| c.name.clone())
+                .collect(),
             workers: Arc::new(Semaphore::new(config.dispatch.workers as usize)),
+            working: Mutex::new(HashSet::new()),
+            start_by: chrono::Duration::from_std(call_bound + START_MARGIN).unwrap_or_default(),
+            misconfigured_pause: Duration::from_millis(config.plugins.trip_cooldown_ms.max(1)),
         })
     }
 
@@ -104,7 +130,31 @@ impl Dispatcher {
             delivery.ack().await;
             return None;
         }
-        let outcome = self.deliver(job, &delivery, now).await;
+        let key = (job.message_id, job.dispatch);
+        if !self.working.lock().expect("working lock").insert(key) {
+            // The bus redelivered a job this dispatcher is still on; the first
+            // copy answers and acknowledges it.
+            tracing::debug!(message = %job.message_id, "ignoring a redelivery of a job in progress");
+            return None;
+        }
+        let outcome = {
+            let heartbeat = async {
+                loop {
+                    tokio::time::sleep(HEARTBEAT).await;
+                    delivery.working().await;
+                }
+            };
+            tokio::select! {
+                outcome = self.deliver(job, &delivery, now) => outcome,
+                () = heartbeat => unreachable!("the heartbeat never ends"),
+            }
+        };
+        self.working.lock().expect("working lock").remove(&key);
+        let Some(outcome) = outcome else {
+            tracing::debug!(message = %job.message_id, "dropping a job that waited past its deadline");
+            delivery.ack().await;
+            return None;
+        };
         metrics::counter!("herald_dispatch_outcomes_total", "outcome" => outcome_label(&outcome)).increment(1);
         let result = SendResult {
             message_id: job.message_id,
@@ -116,35 +166,37 @@ impl Dispatcher {
         Some(Finished { result, delivery })
     }
 
-    async fn deliver(&self, job: &SendJob, delivery: &Delivery<SendJob>, now: DateTime<Utc>) -> SendOutcome {
+    /// The job's outcome; `None` when it waited so long that it may already be
+    /// handed out again (the job is dropped unsent).
+    async fn deliver(&self, job: &SendJob, delivery: &Delivery<SendJob>, now: DateTime<Utc>) -> Option<SendOutcome> {
         let window = match parse_window(&job.window) {
             Ok(window) => window,
-            Err(reason) => return SendOutcome::Failed { reason },
+            Err(reason) => return Some(SendOutcome::Failed { reason }),
         };
         if !window.is_open(now) {
-            return SendOutcome::Postponed {
+            return Some(SendOutcome::Postponed {
                 until: window.next_open(now),
                 reason: "outside the send window".into(),
-            };
+            });
         }
         let (Some(carrier), Some(gate)) = (self.plugins.carrier(Some(&job.carrier)), self.gates.get(&job.carrier))
         else {
-            return SendOutcome::Failed {
+            return Some(SendOutcome::Failed {
                 reason: format!("carrier {:?} is not configured on this dispatcher", job.carrier),
-            };
+            });
         };
         let rendered = match self.plugins.template.render(&job.template, &job.variables).await {
             Ok(Ok(rendered)) => rendered,
             Ok(Err(refused)) => {
-                return SendOutcome::Failed {
+                return Some(SendOutcome::Failed {
                     reason: format!("template: {}", refused.message),
-                };
+                });
             }
             Err(e) => {
-                return SendOutcome::Retry {
+                return Some(SendOutcome::Retry {
                     reason: format!("template plugin: {e}"),
                     retry_after_ms: None,
-                };
+                });
             }
         };
         let message = Message {
@@ -161,57 +213,87 @@ impl Dispatcher {
         };
         let waiting_since = tokio::time::Instant::now();
         loop {
+            if let Some(left) = gate.suspended() {
+                return Some(self.postpone(left, "carrier paused: it reported itself misconfigured"));
+            }
             let _slot = gate.acquire(rendered.segments).await;
-            match carrier.send(&message).await {
+            // A call started later could still be running when the api role
+            // hands the message out again.
+            if self.clock.now() > job.deadline - self.start_by {
+                return None;
+            }
+            let (result, reach) = carrier.send(&message).await;
+            // Whether the carrier may hold the message though the call did not
+            // say it accepted it: then a second call could be a second SMS.
+            let unknown = |reason: String| {
+                if self.idempotent.contains(&job.carrier) {
+                    SendOutcome::Retry {
+                        reason,
+                        retry_after_ms: None,
+                    }
+                } else {
+                    SendOutcome::Unknown { reason }
+                }
+            };
+            return Some(match result {
                 Ok(Ok(accepted)) => {
                     self.carrier_healthy(&job.carrier, gate).await;
-                    return SendOutcome::Sent {
+                    SendOutcome::Sent {
                         carrier_message_id: accepted.carrier_message_id,
                         segments: rendered.segments,
                         delivered: matches!(accepted.status, Some(crate::plugin::carrier::DeliveryStatus::Delivered)),
-                    };
+                    }
                 }
-                Ok(Err(SendError::Permanent(reason))) => return SendOutcome::Failed { reason },
-                Ok(Err(SendError::Retryable(reason))) => {
-                    return SendOutcome::Retry {
-                        reason,
-                        retry_after_ms: None,
-                    };
-                }
+                Ok(Err(SendError::Permanent(reason))) => match classify(&reason) {
+                    Refusal::Message => SendOutcome::Failed { reason },
+                    Refusal::RecipientOptedOut => SendOutcome::OptedOut { reason },
+                    Refusal::CarrierMisconfigured => {
+                        gate.suspend_for(self.misconfigured_pause);
+                        self.carrier_tripped(&job.carrier, gate, &reason).await;
+                        self.postpone(self.misconfigured_pause, &reason)
+                    }
+                },
+                Ok(Err(SendError::Retryable(reason))) if reach == Reach::Unanswered => unknown(reason),
+                Ok(Err(SendError::Retryable(reason))) => SendOutcome::Retry {
+                    reason,
+                    retry_after_ms: None,
+                },
                 Ok(Err(SendError::RateLimited(retry_after_ms))) => {
                     let pause = Duration::from_millis(retry_after_ms.max(1));
                     gate.pause_for(pause);
                     metrics::counter!("herald_carrier_rate_limited_total", "carrier" => job.carrier.clone())
                         .increment(1);
                     if waiting_since.elapsed() + pause > MAX_RATE_LIMIT_WAIT {
-                        return SendOutcome::Postponed {
-                            until: self.clock.now() + chrono::Duration::from_std(pause).unwrap_or_default(),
-                            reason: "carrier rate-limited".into(),
-                        };
+                        return Some(self.postpone(pause, "carrier rate-limited"));
                     }
                     // Slow down instead of spending an attempt: wait, then try again.
                     delivery.working().await;
+                    continue;
                 }
                 Err(PluginError::Tripped { retry_in, .. }) => {
-                    self.carrier_tripped(&job.carrier, gate).await;
-                    return SendOutcome::Postponed {
-                        until: self.clock.now() + chrono::Duration::from_std(retry_in).unwrap_or_default(),
-                        reason: "carrier plugin tripped".into(),
-                    };
+                    self.carrier_tripped(&job.carrier, gate, "repeated plugin traps").await;
+                    self.postpone(retry_in, "carrier plugin tripped")
                 }
-                Err(e) => {
-                    return SendOutcome::Retry {
-                        reason: e.to_string(),
-                        retry_after_ms: None,
-                    };
-                }
-            }
+                // A trap after a request went out: the carrier may have taken it.
+                Err(e) if reach != Reach::NotSent => unknown(e.to_string()),
+                Err(e) => SendOutcome::Retry {
+                    reason: e.to_string(),
+                    retry_after_ms: None,
+                },
+            });
         }
     }
 
-    async fn carrier_tripped(&self, carrier: &str, gate: &CarrierGate) {
+    fn postpone(&self, wait: Duration, reason: &str) -> SendOutcome {
+        SendOutcome::Postponed {
+            until: self.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+            reason: reason.into(),
+        }
+    }
+
+    async fn carrier_tripped(&self, carrier: &str, gate: &CarrierGate, reason: &str) {
         if gate.mark_tripped(true) {
-            let event = build::carrier("tripped", carrier, "repeated plugin traps", self.clock.now());
+            let event = build::carrier("tripped", carrier, reason, self.clock.now());
             if let Err(e) = self.bus.publish_events(vec![event]).await {
                 tracing::warn!(error = %e, "cannot publish carrier.tripped");
             }
@@ -262,6 +344,8 @@ fn outcome_label(outcome: &SendOutcome) -> &'static str {
         SendOutcome::Failed { .. } => "failed",
         SendOutcome::Retry { .. } => "retry",
         SendOutcome::Postponed { .. } => "postponed",
+        SendOutcome::Unknown { .. } => "unknown",
+        SendOutcome::OptedOut { .. } => "opted_out",
     }
 }
 

@@ -50,6 +50,8 @@ pub enum ConsentSource {
     Api,
     Keyword,
     Import,
+    /// The carrier refused a message because the recipient opted out with it.
+    Carrier,
 }
 
 impl ConsentSource {
@@ -58,6 +60,7 @@ impl ConsentSource {
             Self::Api => "api",
             Self::Keyword => "keyword",
             Self::Import => "import",
+            Self::Carrier => "carrier",
         }
     }
 }

@@ -37,8 +37,12 @@ impl MessageStatus {
     }
 }
 
-/// Why a message failed without a carrier saying so.
+/// Why a message failed: its contact opted out (before it went, or as the
+/// carrier refused it).
 pub const OPTED_OUT: &str = "opted_out";
+/// Why a message failed: its send outcome stayed unknown and no receipt
+/// reconciled it in time.
+pub const UNKNOWN_OUTCOME: &str = "unknown_outcome";
 
 /// A send request, as the store needs it to create message rows.
 #[derive(Debug, Clone)]
@@ -83,6 +87,15 @@ pub struct MessageChange {
     pub not_before: Option<DateTime<Utc>>,
     pub error: Option<String>,
     pub at: DateTime<Utc>,
+    /// Gives the hand-off's daily-limit slot back: the message was not handed
+    /// to the carrier, or will be handed again (and counted) later.
+    pub release_slot: bool,
+    /// The send outcome is unknown: the message stays `sending`, held for a
+    /// receipt to reconcile it, and is not handed out again.
+    pub outcome_unknown: bool,
+    /// The carrier said the recipient opted out: opt the contact out, with
+    /// the carrier's words as the consent record's detail.
+    pub carrier_opt_out: Option<String>,
 }
 
 /// A message as it is after a change: what events and follow-ups need.
@@ -114,4 +127,31 @@ pub struct TaskReport {
     pub scheduled_for: Option<DateTime<Utc>>,
     /// `(status, count)` of the task's messages now.
     pub counts: Vec<(String, u64)>,
+}
+
+/// A carrier's verified delivery receipt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receipt {
+    pub carrier: String,
+    pub carrier_message_id: String,
+    /// `Delivered` or `Failed`; `Sent` only reconciles an unknown outcome.
+    pub status: MessageStatus,
+    pub error: Option<String>,
+    /// Herald's message id, when the carrier's callback named it (its URL's
+    /// `herald_message_id`): matches a receipt to a message whose send result
+    /// never came.
+    pub message_id: Option<Uuid>,
+    pub at: DateTime<Utc>,
+}
+
+/// What became of a receipt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReceiptOutcome {
+    /// It moved this message on.
+    Applied(MessageRecord),
+    /// No message carries its carrier id yet: kept, and applied once the send
+    /// result naming that id lands.
+    Kept,
+    /// Already applied, or about a message already final: nothing to do.
+    Ignored,
 }

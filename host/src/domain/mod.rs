@@ -9,6 +9,7 @@ pub mod event;
 pub mod message;
 pub mod page;
 pub mod phone;
+pub mod refusal;
 pub mod schedule;
 pub mod stats;
 pub mod template;

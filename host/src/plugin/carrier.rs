@@ -5,7 +5,7 @@ use tracing::Instrument;
 use super::bindings::v0_1::carrier_world::{CarrierPlugin as Bindings, CarrierPluginPre};
 use super::host::PluginIdentity;
 use super::http::PluginHttp;
-use super::world::{Plugin, impl_world};
+use super::world::{Guard, Plugin, impl_world};
 use super::{PluginError, PluginRuntime};
 
 pub use super::bindings::v0_1::carrier_world::exports::herald::plugin::carrier::{
@@ -13,6 +13,7 @@ pub use super::bindings::v0_1::carrier_world::exports::herald::plugin::carrier::
     WebhookKind, WebhookRequest,
 };
 pub use super::bindings::v0_1::types::{Encoding, Header};
+pub use super::http::Reach;
 
 impl_world!(Bindings, CarrierPluginPre, "carrier");
 
@@ -35,11 +36,14 @@ impl CarrierPlugin {
     }
 
     /// Sends `message`; everything the call logs (the plugin's own lines, its
-    /// stdout/stderr, a trap) carries the message id.
-    pub async fn send(&self, message: &Message) -> Result<Result<Accepted, SendError>, PluginError> {
+    /// stdout/stderr, a trap) carries the message id. The [`Reach`] tells
+    /// whether the carrier may have received the message whatever the result.
+    pub async fn send(&self, message: &Message) -> (Result<Result<Accepted, SendError>, PluginError>, Reach) {
         let span = tracing::info_span!("carrier_send", message_id = %message.id);
         self.0
-            .call(async |plugin, store| plugin.herald_plugin_carrier().call_send(store, message).await)
+            .call_traced(Guard::Breaker, async |plugin, store| {
+                plugin.herald_plugin_carrier().call_send(store, message).await
+            })
             .instrument(span)
             .await
     }
@@ -50,12 +54,13 @@ impl CarrierPlugin {
         request: &WebhookRequest,
     ) -> Result<Result<Vec<WebhookEvent>, WebhookError>, PluginError> {
         self.0
-            .call(async |plugin, store| {
+            .call_traced(Guard::None, async |plugin, store| {
                 plugin
                     .herald_plugin_carrier()
                     .call_handle_webhook(store, kind, request)
                     .await
             })
             .await
+            .0
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
@@ -13,7 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::PluginLimits;
 use super::bindings::v0_1::carrier_world::herald::plugin::http;
 use super::bindings::v0_1::{host, types};
-use super::http::PluginHttp;
+use super::http::{PluginHttp, Reach};
 
 /// Captured guest output per call; more is dropped.
 const OUTPUT_CAPACITY: usize = 64 * 1024;
@@ -35,6 +36,12 @@ pub struct HostState {
     pub(super) limits: StoreLimits,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
+    /// When the call started, and how long of it was spent waiting in host
+    /// HTTP: the CPU deadline counts guest execution only.
+    started: Instant,
+    host_wait: Duration,
+    /// How far this call's HTTP requests got (the furthest of all of them).
+    reach: Reach,
 }
 
 impl HostState {
@@ -56,7 +63,20 @@ impl HostState {
                 .build(),
             stdout,
             stderr,
+            started: Instant::now(),
+            host_wait: Duration::ZERO,
+            reach: Reach::NotSent,
         }
+    }
+
+    /// Time of this call spent outside host waits (guest code, instantiation).
+    pub fn guest_time(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.host_wait)
+    }
+
+    /// How far the call's HTTP requests got: whether a carrier may have seen it.
+    pub fn reach(&self) -> Reach {
+        self.reach
     }
 
     /// Logs what the guest wrote to stdout and stderr during the call.
@@ -110,7 +130,10 @@ impl http::Host for HostState {
             return Ok(Err(http::Error::Denied("this plugin has no HTTP access".into())));
         };
         let url = request.url.clone();
-        let result = client.fetch(request).await;
+        let waiting = Instant::now();
+        let (result, reach) = client.fetch(request).await;
+        self.host_wait += waiting.elapsed();
+        self.reach = self.reach.max(reach);
         if let Err(e) = &result {
             tracing::debug!(plugin = %self.identity.name, %url, error = ?e, "http-fetch refused or failed");
         }

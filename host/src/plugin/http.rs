@@ -26,7 +26,11 @@ impl PluginHttp {
     ) -> Result<Self, PluginError> {
         // reqwest is built without a default TLS provider; ring is ours.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let timeout = Duration::from_millis(limits.http_timeout_ms);
         let client = reqwest::Client::builder()
+            // A connect failure is known not to have sent anything: keep it apart
+            // from a timeout after the request was written.
+            .connect_timeout(timeout)
             // A redirect could lead off the allow-list; plugins follow them themselves.
             .redirect(reqwest::redirect::Policy::none())
             // Connect to the URL's host itself, never through a proxy from the environment.
@@ -37,7 +41,7 @@ impl PluginHttp {
             client,
             allowed_hosts: allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
             allow_insecure_http,
-            timeout: Duration::from_millis(limits.http_timeout_ms),
+            timeout,
             max_response_bytes: limits.max_response_bytes,
         })
     }
@@ -62,7 +66,15 @@ impl PluginHttp {
         Ok(parsed)
     }
 
-    pub async fn fetch(&self, request: Request) -> Result<Response, Error> {
+    /// Makes the request; the [`Reach`] says whether it may have reached the
+    /// server even when no answer came back (an unknown outcome for a send).
+    pub async fn fetch(&self, request: Request) -> (Result<Response, Error>, Reach) {
+        let mut reach = Reach::NotSent;
+        let result = self.fetch_inner(request, &mut reach).await;
+        (result, reach)
+    }
+
+    async fn fetch_inner(&self, request: Request, reach: &mut Reach) -> Result<Response, Error> {
         let url = self.check(&request.url)?;
         let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| Error::InvalidRequest(format!("method {:?}", request.method)))?;
@@ -74,7 +86,19 @@ impl PluginHttp {
         for header in request.headers.iter().filter(|h| !h.name.eq_ignore_ascii_case("host")) {
             builder = builder.header(header.name.as_str(), header.value.as_str());
         }
-        let response = builder.send().await.map_err(transport_error)?;
+        let response = match builder.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                // Only a failure to connect proves the request never left; a
+                // timeout or reset after connecting may follow a written request.
+                if !e.is_connect() && !e.is_builder() {
+                    *reach = Reach::Unanswered;
+                }
+                return Err(transport_error(e));
+            }
+        };
+        // The server answered: what it said is known, even if the body is cut short.
+        *reach = Reach::Answered;
         let status = response.status().as_u16();
         let headers = plugin_headers(response.headers());
         if response.content_length().is_some_and(|n| n > self.max_response_bytes) {
@@ -96,6 +120,17 @@ impl PluginHttp {
         }
         Ok(Response { status, headers, body })
     }
+}
+
+/// How far one `http-fetch` got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reach {
+    /// Refused by policy, invalid, or the connection failed: nothing was sent.
+    NotSent,
+    /// The server answered with a status.
+    Answered,
+    /// The request may have been written, but no answer came (timeout, reset).
+    Unanswered,
 }
 
 fn transport_error(e: reqwest::Error) -> Error {

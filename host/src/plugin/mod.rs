@@ -77,8 +77,13 @@ impl PluginLimits {
     }
 
     fn deadline_ticks(&self) -> u64 {
-        self.call_timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1)
+        ticks(Duration::from_millis(self.call_timeout_ms))
     }
+}
+
+/// Epoch ticks covering `time`, at least one.
+fn ticks(time: Duration) -> u64 {
+    (time.as_millis() as u64).div_ceil(EPOCH_TICK.as_millis() as u64).max(1)
 }
 
 #[derive(Debug, thiserror::Error)]

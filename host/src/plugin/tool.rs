@@ -94,7 +94,11 @@ async fn send(config: &Config, carrier: &str, to: &str, body: &str, from: &str) 
         "message {} → {} ({} segment(s))",
         message.id, message.to, message.segments
     );
-    match plugin.send(&message).await? {
+    let (result, reach) = plugin.send(&message).await;
+    if reach == crate::plugin::carrier::Reach::Unanswered {
+        println!("note: a request reached the carrier but no answer came back; it may have been sent");
+    }
+    match result? {
         Ok(accepted) => {
             println!(
                 "accepted: carrier message id {:?}, status {:?}",

@@ -8,7 +8,7 @@ use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre, Linker};
 
 use super::host::{HostState, PluginIdentity};
-use super::http::PluginHttp;
+use super::http::{PluginHttp, Reach};
 use super::{PluginError, PluginRuntime, describe_trap};
 
 /// A generated world's glue: how to link it and instantiate it.
@@ -157,7 +157,19 @@ impl<W: World> Plugin<W> {
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(limits.deadline_ticks());
-        store.epoch_deadline_trap();
+        // The deadline counts guest execution only: time the plugin waited on
+        // host HTTP is given back, so a carrier answering in 5 s is no trap.
+        let budget = Duration::from_millis(limits.call_timeout_ms);
+        store.epoch_deadline_callback(move |ctx| {
+            let left = budget.saturating_sub(ctx.data().guest_time());
+            if left.is_zero() {
+                return Err(wasmtime::Error::msg(format!(
+                    "the call used up its CPU deadline ({} ms of guest execution)",
+                    budget.as_millis()
+                )));
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(super::ticks(left)))
+        });
         if let Some(fuel) = limits.fuel {
             store
                 .set_fuel(fuel)
@@ -167,39 +179,67 @@ impl<W: World> Plugin<W> {
     }
 
     /// Runs `call` on a fresh instance; a trap or limit fails this call only and
-    /// the instance is dropped with its store.
+    /// the instance is dropped with its store. Counts toward the breaker.
     pub(super) async fn call<T>(
         &self,
         call: impl AsyncFnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> Result<T, PluginError> {
-        if let Some(retry_in) = self.breaker.refuses() {
-            return Err(PluginError::Tripped {
+        self.call_traced(Guard::Breaker, call).await.0
+    }
+
+    /// [`Plugin::call`], also saying how far the call's HTTP requests got.
+    /// With [`Guard::None`] the call neither waits on nor feeds the breaker:
+    /// anonymous input (webhooks) must not be able to stop sending.
+    pub(super) async fn call_traced<T>(
+        &self,
+        guard: Guard,
+        call: impl AsyncFnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> (Result<T, PluginError>, Reach) {
+        if guard == Guard::Breaker
+            && let Some(retry_in) = self.breaker.refuses()
+        {
+            let tripped = PluginError::Tripped {
                 plugin: self.identity.name.clone(),
                 retry_in,
-            });
+            };
+            return (Err(tripped), Reach::NotSent);
         }
         let started = Instant::now();
-        let mut store = self.store()?;
+        let mut store = match self.store() {
+            Ok(store) => store,
+            Err(e) => return (Err(e), Reach::NotSent),
+        };
         let result = match W::instantiate(&self.pre, &mut store).await {
             Ok(instance) => call(&instance, &mut store).await,
             Err(e) => Err(e),
         };
         store.data().flush_output();
+        let reach = store.data().reach();
         let plugin = self.identity.name.clone();
-        if let Some(transition) = self.breaker.record(result.is_err(), self.runtime.limits()) {
+        if guard == Guard::Breaker
+            && let Some(transition) = self.breaker.record(result.is_err(), self.runtime.limits())
+        {
             tracing::warn!(plugin = %plugin, "plugin {transition}");
             metrics::counter!("herald_plugin_breaker_total", "plugin" => plugin.clone(), "transition" => transition)
                 .increment(1);
         }
         metrics::histogram!("herald_plugin_call_duration_seconds", "plugin" => plugin.clone())
             .record(started.elapsed().as_secs_f64());
-        result.map_err(|e| {
+        let result = result.map_err(|e| {
             let described = describe_trap(&e);
             tracing::warn!(plugin = %plugin, "plugin trap: {described}");
             metrics::counter!("herald_plugin_traps_total", "plugin" => plugin).increment(1);
             PluginError::Trap(described)
-        })
+        });
+        (result, reach)
     }
+}
+
+/// Whether a call is subject to the plugin's circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Guard {
+    Breaker,
+    None,
 }
 
 /// WIT versions of `herald:plugin` this host serves.

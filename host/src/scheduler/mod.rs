@@ -211,6 +211,9 @@ impl Scheduler {
         let lease = chrono::Duration::seconds(self.config.lease_secs as i64);
         let every = Duration::from_secs(self.config.lease_secs.div_ceil(4).max(1));
         while !*stop.borrow() {
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!(error = %e, "reconciling receipts and unknown outcomes failed; retrying");
+            }
             match self.recover(cutoff, new_hand_off).await {
                 Ok(0) => {
                     tokio::select! {

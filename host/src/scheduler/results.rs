@@ -12,9 +12,14 @@ use uuid::Uuid;
 
 use super::{BACKOFF, RESULT_BATCH, Scheduler, SchedulerError};
 use crate::bus::{Consumer, Delivery, SendOutcome, SendResult};
+use crate::domain::contact::ConsentSource;
 use crate::domain::event::{Event, build};
 use crate::domain::message::{MessageChange, MessageRecord, MessageStatus, OPTED_OUT};
 use crate::domain::schedule::RetryPolicy;
+use crate::store::ConsentTarget;
+
+/// How long a receipt whose send result never lands is kept.
+const EARLY_RECEIPT_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The write a dispatcher's result asks for. Pure: `jitter` in `[0, 1)` comes from the caller.
 pub fn plan_change(result: &SendResult, policy: &RetryPolicy, now: DateTime<Utc>, jitter: f64) -> MessageChange {
@@ -28,6 +33,9 @@ pub fn plan_change(result: &SendResult, policy: &RetryPolicy, now: DateTime<Utc>
         not_before: None,
         error: None,
         at: now,
+        release_slot: false,
+        outcome_unknown: false,
+        carrier_opt_out: None,
     };
     match &result.outcome {
         SendOutcome::Sent {
@@ -51,6 +59,7 @@ pub fn plan_change(result: &SendResult, policy: &RetryPolicy, now: DateTime<Utc>
                 let retry_after = retry_after_ms.map(Duration::from_millis);
                 let delay = policy.delay(change.attempts as u32, retry_after, jitter);
                 change.status = MessageStatus::Queued;
+                change.release_slot = true;
                 change.not_before = Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX));
                 change.error = Some(reason.clone());
             }
@@ -60,6 +69,16 @@ pub fn plan_change(result: &SendResult, policy: &RetryPolicy, now: DateTime<Utc>
             change.attempts = result.attempts;
             change.not_before = Some((*until).max(now));
             change.error = Some(reason.clone());
+            change.release_slot = true;
+        }
+        SendOutcome::Unknown { reason } => {
+            change.status = MessageStatus::Sending;
+            change.outcome_unknown = true;
+            change.error = Some(format!("outcome unknown, held for reconciliation: {reason}"));
+        }
+        SendOutcome::OptedOut { reason } => {
+            change.error = Some(OPTED_OUT.into());
+            change.carrier_opt_out = Some(reason.clone());
         }
     }
     change
@@ -105,7 +124,84 @@ impl Scheduler {
         let applied = self.store.apply_changes(&changes).await?;
         metrics::counter!("herald_results_applied_total").increment(applied.len() as u64);
         self.replay_events(&changes, &applied, now).await?;
-        self.after_changes(&applied, now).await
+        self.after_changes(&applied, now).await?;
+        self.opt_out_refused(&changes, &applied, now).await?;
+        if applied.iter().any(|m| m.status == MessageStatus::Sent) {
+            self.apply_early_receipts(now).await?;
+        }
+        Ok(())
+    }
+
+    /// Opts out the contacts whose carrier refused a message because they
+    /// opted out with it (consent source `carrier`).
+    async fn opt_out_refused(
+        &self,
+        changes: &[MessageChange],
+        applied: &[MessageRecord],
+        now: DateTime<Utc>,
+    ) -> Result<(), SchedulerError> {
+        let refused: HashMap<Uuid, &str> = changes
+            .iter()
+            .filter_map(|c| Some((c.id, c.carrier_opt_out.as_deref()?)))
+            .collect();
+        for message in applied {
+            let Some(detail) = refused.get(&message.id) else {
+                continue;
+            };
+            let detail = format!("{detail} (via {})", message.carrier);
+            let (contacts, cancelled) = self
+                .store
+                .set_consent(
+                    ConsentTarget::Contact(message.contact_id),
+                    true,
+                    ConsentSource::Carrier,
+                    &detail,
+                    now,
+                )
+                .await?;
+            let mut events: Vec<Event> = contacts
+                .iter()
+                .map(|c| build::consent(c, ConsentSource::Carrier.as_str(), now))
+                .collect();
+            events.extend(cancelled.iter().filter_map(|m| build::message(m, now)));
+            self.bus.publish_events(events).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies receipts that arrived before their send result and publishes
+    /// what they changed.
+    async fn apply_early_receipts(&self, now: DateTime<Utc>) -> Result<(), SchedulerError> {
+        let forget_before = now - chrono::Duration::from_std(EARLY_RECEIPT_TTL).unwrap_or_default();
+        let applied = self.store.apply_early_receipts(forget_before).await?;
+        if !applied.is_empty() {
+            tracing::debug!(
+                receipts = applied.len(),
+                "applied receipts that came before their send result"
+            );
+        }
+        let events: Vec<Event> = applied.iter().filter_map(|m| build::message(m, now)).collect();
+        Ok(self.bus.publish_events(events).await?)
+    }
+
+    /// The periodic half of reconciliation: early receipts whose result landed
+    /// (also after a crash between the two), and sends whose outcome stayed
+    /// unknown past `dispatch.unknown_outcome_secs`, which fail.
+    pub(super) async fn reconcile(&self) -> Result<(), SchedulerError> {
+        let now = self.clock.now();
+        self.apply_early_receipts(now).await?;
+        let cutoff = now - chrono::Duration::seconds(self.config.unknown_outcome_secs.min(i64::MAX as u64) as i64);
+        loop {
+            let expired = self.store.expire_unknown_outcomes(cutoff, now, 1_000).await?;
+            if expired.is_empty() {
+                return Ok(());
+            }
+            tracing::warn!(
+                messages = expired.len(),
+                "sends whose outcome stayed unknown are failed"
+            );
+            self.after_changes(&expired, now).await?;
+        }
     }
 
     /// Publishes again the events of results already applied by an earlier try
@@ -312,6 +408,49 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_outcome_is_held_not_retried() {
+        let now = Utc::now();
+        let unknown = SendOutcome::Unknown {
+            reason: "timeout".into(),
+        };
+        let change = plan_change(&result(unknown, 0), &policy(), now, 0.0);
+        assert_eq!(change.status, MessageStatus::Sending);
+        assert!(change.outcome_unknown && !change.release_slot);
+        assert_eq!(change.not_before, None, "never queued again");
+    }
+
+    #[test]
+    fn a_carrier_opt_out_fails_the_message_and_names_the_reason() {
+        let refused = SendOutcome::OptedOut {
+            reason: "opted-out: Twilio error 21610".into(),
+        };
+        let change = plan_change(&result(refused, 0), &policy(), Utc::now(), 0.0);
+        assert_eq!(change.status, MessageStatus::Failed);
+        assert_eq!(change.error.as_deref(), Some(OPTED_OUT));
+        assert_eq!(change.carrier_opt_out.as_deref(), Some("opted-out: Twilio error 21610"));
+    }
+
+    #[test]
+    fn hand_offs_that_go_again_give_their_daily_slot_back() {
+        let now = Utc::now();
+        let retry = SendOutcome::Retry {
+            reason: "503".into(),
+            retry_after_ms: None,
+        };
+        assert!(plan_change(&result(retry.clone(), 0), &policy(), now, 0.0).release_slot);
+        assert!(
+            !plan_change(&result(retry, 2), &policy(), now, 0.0).release_slot,
+            "the last attempt was handed to the carrier and stays counted"
+        );
+        let sent = SendOutcome::Sent {
+            carrier_message_id: "SM1".into(),
+            segments: 1,
+            delivered: false,
+        };
+        assert!(!plan_change(&result(sent, 0), &policy(), now, 0.0).release_slot);
+    }
+
+    #[test]
     fn postponed_does_not_spend_an_attempt() {
         let now = Utc::now();
         let until = now + chrono::Duration::hours(3);
@@ -322,5 +461,6 @@ mod tests {
         let change = plan_change(&result(postponed, 2), &policy(), now, 0.0);
         assert_eq!((change.status, change.attempts), (MessageStatus::Queued, 2));
         assert_eq!(change.not_before, Some(until));
+        assert!(change.release_slot, "a postponed hand-off gives its daily slot back");
     }
 }

@@ -19,10 +19,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use moka::sync::Cache;
 use uuid::Uuid;
 
-use super::{ContactBatches, LinkOutcome, MessageCounts, SendingStore, Store, StoreError};
+use super::{ConsentTarget, ContactBatches, LinkOutcome, MessageCounts, SendingStore, Store, StoreError};
 use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::contact::{ConsentSource, Contact};
-use crate::domain::message::{ClaimedMessage, MessageChange, MessageRecord, MessageStatus, SendRequest, TaskReport};
+use crate::domain::message::{
+    ClaimedMessage, MessageChange, MessageRecord, Receipt, ReceiptOutcome, SendRequest, TaskReport,
+};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::schedule::Variant;
 
@@ -264,29 +266,29 @@ impl SendingStore for CachedStore {
     async fn apply_changes(&self, changes: &[MessageChange]) -> Result<Vec<MessageRecord>, StoreError> {
         self.inner.apply_changes(changes).await
     }
-    async fn apply_receipt(
-        &self,
-        carrier: &str,
-        carrier_message_id: &str,
-        status: MessageStatus,
-        error: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> Result<Option<MessageRecord>, StoreError> {
-        self.inner
-            .apply_receipt(carrier, carrier_message_id, status, error, at)
-            .await
+    async fn apply_receipt(&self, receipt: &Receipt) -> Result<ReceiptOutcome, StoreError> {
+        self.inner.apply_receipt(receipt).await
     }
-    async fn set_consent_by_phone(
+    async fn apply_early_receipts(&self, forget_before: DateTime<Utc>) -> Result<Vec<MessageRecord>, StoreError> {
+        self.inner.apply_early_receipts(forget_before).await
+    }
+    async fn expire_unknown_outcomes(
         &self,
-        carrier: &str,
-        phone_number: &str,
+        cutoff: DateTime<Utc>,
+        at: DateTime<Utc>,
+        max: u32,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        self.inner.expire_unknown_outcomes(cutoff, at, max).await
+    }
+    async fn set_consent(
+        &self,
+        target: ConsentTarget<'_>,
         opted_out: bool,
+        source: ConsentSource,
         detail: &str,
         at: DateTime<Utc>,
     ) -> Result<(Vec<Contact>, Vec<MessageRecord>), StoreError> {
-        self.inner
-            .set_consent_by_phone(carrier, phone_number, opted_out, detail, at)
-            .await
+        self.inner.set_consent(target, opted_out, source, detail, at).await
     }
     async fn owners_messaged(&self, carrier: &str, phone_number: &str) -> Result<Vec<Uuid>, StoreError> {
         self.inner.owners_messaged(carrier, phone_number).await

@@ -20,7 +20,9 @@ use uuid::Uuid;
 use crate::config::DatabaseConfig;
 use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::contact::{ConsentSource, Contact, NewContact};
-use crate::domain::message::{ClaimedMessage, MessageChange, MessageRecord, MessageStatus, SendRequest, TaskReport};
+use crate::domain::message::{
+    ClaimedMessage, MessageChange, MessageRecord, Receipt, ReceiptOutcome, SendRequest, TaskReport,
+};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::schedule::Variant;
 
@@ -155,6 +157,15 @@ pub trait Store: SendingStore + Send + Sync + 'static {
     async fn messages_by_status(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
+/// Whose consent a change is about.
+#[derive(Debug, Clone, Copy)]
+pub enum ConsentTarget<'a> {
+    /// Every contact messaged at this number through this carrier (inbound keywords).
+    Phone { carrier: &'a str, phone_number: &'a str },
+    /// One contact (a carrier refused its message: the recipient opted out).
+    Contact(Uuid),
+}
+
 /// The sending half of storage (SPEC §1 flow, §4): the outbox of messages.
 #[async_trait]
 pub trait SendingStore: Send + Sync + 'static {
@@ -209,23 +220,30 @@ pub trait SendingStore: Send + Sync + 'static {
     /// Applies dispatcher results; a change whose hand-off is no longer current
     /// is skipped. Returns the messages that changed.
     async fn apply_changes(&self, changes: &[MessageChange]) -> Result<Vec<MessageRecord>, StoreError>;
-    /// A carrier's delivery receipt for a `sent` message.
-    async fn apply_receipt(
+    /// A carrier's delivery receipt, in any order relative to the send result:
+    /// it reconciles a message held with an unknown outcome (by the message id
+    /// it names), moves a `sent` message on, or is kept until the result
+    /// naming its carrier id lands. Idempotent.
+    async fn apply_receipt(&self, receipt: &Receipt) -> Result<ReceiptOutcome, StoreError>;
+    /// Applies kept receipts whose send result has landed since, and forgets
+    /// those received before `forget_before`. Returns the messages that changed.
+    async fn apply_early_receipts(&self, forget_before: DateTime<Utc>) -> Result<Vec<MessageRecord>, StoreError>;
+    /// Fails (reason `unknown_outcome`) up to `max` messages held with an
+    /// unknown outcome since before `cutoff`.
+    async fn expire_unknown_outcomes(
         &self,
-        carrier: &str,
-        carrier_message_id: &str,
-        status: MessageStatus,
-        error: Option<&str>,
+        cutoff: DateTime<Utc>,
         at: DateTime<Utc>,
-    ) -> Result<Option<MessageRecord>, StoreError>;
-    /// Opts out (or back in) every contact messaged at `phone_number` through
-    /// `carrier`, recording the consent event; opting out cancels their queued
-    /// messages. Returns the contacts that changed and the cancelled messages.
-    async fn set_consent_by_phone(
+        max: u32,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
+    /// Opts out (or back in) the target's contacts, recording a consent event
+    /// with `source` and `detail`; opting out cancels their queued messages.
+    /// Returns the contacts that changed and the cancelled messages.
+    async fn set_consent(
         &self,
-        carrier: &str,
-        phone_number: &str,
+        target: ConsentTarget<'_>,
         opted_out: bool,
+        source: ConsentSource,
         detail: &str,
         at: DateTime<Utc>,
     ) -> Result<(Vec<Contact>, Vec<MessageRecord>), StoreError>;

@@ -226,7 +226,7 @@ macro_rules! impl_sending_store {
             }
             // One statement takes the oldest due messages and returns what their jobs need.
             let rows: Vec<$crate::store::rows::ClaimedRow> = sqlx::query_as(concat!(
-                "UPDATE messages SET status = 'sending', dispatches = dispatches + 1, updated_at = $2 \
+                "UPDATE messages SET status = 'sending', dispatches = dispatches + 1, updated_at = $2, handed_day = $4 \
                  WHERE status = 'queued' AND id IN (SELECT m.id FROM messages m JOIN contacts k ON k.id = m.contact_id \
                  WHERE m.campaign_id = $1 AND m.status = 'queued' AND m.not_before <= $2 AND NOT k.opted_out \
                  ORDER BY m.not_before, m.id LIMIT $3) RETURNING ",
@@ -235,6 +235,7 @@ macro_rules! impl_sending_store {
             .bind(campaign_id)
             .bind(now)
             .bind(room)
+            .bind(day)
             .fetch_all(&mut *tx)
             .await?;
             sqlx::query("UPDATE campaign_days SET handed = handed + $3 WHERE campaign_id = $1 AND day = $2")
@@ -264,7 +265,7 @@ macro_rules! impl_sending_store {
         }
 
         async fn count_in_flight(&self) -> Result<u64, $crate::store::StoreError> {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE status = 'sending'")
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE status = 'sending' AND outcome_unknown_at IS NULL")
                 .fetch_one(&self.pool)
                 .await?;
             Ok(n as u64)
@@ -279,8 +280,8 @@ macro_rules! impl_sending_store {
         ) -> Result<Vec<$crate::domain::message::ClaimedMessage>, $crate::store::StoreError> {
             let rows: Vec<$crate::store::rows::ClaimedRow> = sqlx::query_as(concat!(
                 "UPDATE messages SET updated_at = $2, dispatches = dispatches + $4 WHERE id IN \
-                 (SELECT id FROM messages WHERE status = 'sending' AND updated_at < $1 ORDER BY updated_at LIMIT $3) \
-                 AND status = 'sending' RETURNING ",
+                 (SELECT id FROM messages WHERE status = 'sending' AND outcome_unknown_at IS NULL AND updated_at < $1 \
+                 ORDER BY updated_at LIMIT $3) AND status = 'sending' RETURNING ",
                 claimed_returning!()
             ))
             .bind(cutoff)
@@ -299,8 +300,26 @@ macro_rules! impl_sending_store {
             let mut tx = self.pool.begin().await?;
             let mut applied = Vec::with_capacity(changes.len());
             for chunk in changes.chunks($crate::store::sending::ROWS_PER_STATEMENT) {
+                // Slots first: the guard below reads the hand-off the change is for.
+                let releasing: Vec<_> = chunk.iter().filter(|c| c.release_slot).collect();
+                if !releasing.is_empty() {
+                    let mut release = sqlx::QueryBuilder::<$db>::new("WITH v (id, dispatch) AS (");
+                    release.push_values(&releasing, |mut row, c| {
+                        row.push_bind(c.id).push_bind(c.dispatch);
+                    });
+                    release.push(
+                        ") UPDATE campaign_days SET handed = campaign_days.handed - d.n FROM \
+                         (SELECT m.campaign_id, m.handed_day, COUNT(*) AS n FROM messages m \
+                         JOIN v ON m.id = v.id AND m.dispatches = v.dispatch \
+                         WHERE m.status = 'sending' AND m.handed_day IS NOT NULL \
+                         GROUP BY m.campaign_id, m.handed_day) AS d \
+                         WHERE campaign_days.campaign_id = d.campaign_id AND campaign_days.day = d.handed_day",
+                    );
+                    release.build().execute(&mut *tx).await?;
+                }
                 let mut update = sqlx::QueryBuilder::<$db>::new(
-                    "WITH v (id, dispatch, status, attempts, carrier_message_id, segments, not_before, error, at) AS (",
+                    "WITH v (id, dispatch, status, attempts, carrier_message_id, segments, not_before, error, at, \
+                     release_slot, unknown) AS (",
                 );
                 update.push_values(chunk, |mut row, c| {
                     row.push_bind(c.id)
@@ -311,7 +330,9 @@ macro_rules! impl_sending_store {
                         .push_bind(c.segments)
                         .push_bind(c.not_before)
                         .push_bind(c.error.as_deref())
-                        .push_bind(c.at);
+                        .push_bind(c.at)
+                        .push_bind(c.release_slot)
+                        .push_bind(c.outcome_unknown);
                 });
                 update.push(concat!(
                     ") UPDATE messages SET status = v.status, attempts = v.attempts, \
@@ -319,8 +340,11 @@ macro_rules! impl_sending_store {
                      segments = COALESCE(v.segments, messages.segments), \
                      not_before = COALESCE(v.not_before, messages.not_before), last_error = v.error, updated_at = v.at, \
                      sent_at = CASE WHEN v.status IN ('sent', 'delivered') THEN v.at ELSE messages.sent_at END, \
-                     delivered_at = CASE WHEN v.status = 'delivered' THEN v.at ELSE messages.delivered_at END \
+                     delivered_at = CASE WHEN v.status = 'delivered' THEN v.at ELSE messages.delivered_at END, \
+                     outcome_unknown_at = CASE WHEN v.unknown THEN v.at ELSE NULL END, \
+                     handed_day = CASE WHEN v.release_slot THEN NULL ELSE messages.handed_day END \
                      FROM v WHERE messages.id = v.id AND messages.status = 'sending' AND messages.dispatches = v.dispatch \
+                     AND messages.outcome_unknown_at IS NULL \
                      RETURNING ", message_columns!()
                 ));
                 let rows: Vec<$crate::store::rows::MessageRow> = update.build_query_as().fetch_all(&mut *tx).await?;
@@ -334,35 +358,133 @@ macro_rules! impl_sending_store {
 
         async fn apply_receipt(
             &self,
-            carrier: &str,
-            carrier_message_id: &str,
-            status: $crate::domain::message::MessageStatus,
-            error: Option<&str>,
-            at: chrono::DateTime<chrono::Utc>,
-        ) -> Result<Option<$crate::domain::message::MessageRecord>, $crate::store::StoreError> {
-            let delivered_at = (status == $crate::domain::message::MessageStatus::Delivered).then_some(at);
-            let row: Option<$crate::store::rows::MessageRow> = sqlx::query_as(concat!(
-                "UPDATE messages SET status = $3, last_error = COALESCE($4, last_error), \
-                 delivered_at = COALESCE($5, delivered_at), updated_at = $6 \
-                 WHERE carrier = $1 AND carrier_message_id = $2 AND status = 'sent' RETURNING ",
-                message_columns!()
-            ))
-            .bind(carrier)
-            .bind(carrier_message_id)
-            .bind(status.as_str())
-            .bind(error)
-            .bind(delivered_at)
-            .bind(at)
-            .fetch_optional(&self.pool)
+            receipt: &$crate::domain::message::Receipt,
+        ) -> Result<$crate::domain::message::ReceiptOutcome, $crate::store::StoreError> {
+            use $crate::domain::message::{MessageStatus, ReceiptOutcome};
+            let mut tx = self.pool.begin().await?;
+            if let Some(message_id) = receipt.message_id {
+                // Reconciles a send whose outcome was unknown: the receipt says
+                // the carrier has it, under this id.
+                let row: Option<$crate::store::rows::MessageRow> = sqlx::query_as(concat!(
+                    "UPDATE messages SET status = $3, carrier_message_id = $4, outcome_unknown_at = NULL, \
+                     last_error = $5, sent_at = CASE WHEN $3 IN ('sent', 'delivered') THEN $6 ELSE sent_at END, \
+                     delivered_at = CASE WHEN $3 = 'delivered' THEN $6 ELSE delivered_at END, updated_at = $6 \
+                     WHERE id = $1 AND carrier = $2 AND status = 'sending' AND outcome_unknown_at IS NOT NULL \
+                     RETURNING ",
+                    message_columns!()
+                ))
+                .bind(message_id)
+                .bind(&receipt.carrier)
+                .bind(receipt.status.as_str())
+                .bind(&receipt.carrier_message_id)
+                .bind(receipt.error.as_deref())
+                .bind(receipt.at)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = row {
+                    tx.commit().await?;
+                    return Ok(ReceiptOutcome::Applied(row.try_into()?));
+                }
+            }
+            if receipt.status == MessageStatus::Sent {
+                // Acceptance is what the send result records.
+                return Ok(ReceiptOutcome::Ignored);
+            }
+            if let Some(record) = Self::apply_receipt_to_sent(&mut *tx, receipt).await? {
+                tx.commit().await?;
+                return Ok(ReceiptOutcome::Applied(record));
+            }
+            let known: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM messages WHERE carrier = $1 AND carrier_message_id = $2 LIMIT 1",
+            )
+            .bind(&receipt.carrier)
+            .bind(&receipt.carrier_message_id)
+            .fetch_optional(&mut *tx)
             .await?;
-            row.map(TryInto::try_into).transpose()
+            if known.is_some() {
+                return Ok(ReceiptOutcome::Ignored);
+            }
+            sqlx::query(
+                "INSERT INTO early_receipts (carrier, carrier_message_id, status, error, received_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(&receipt.carrier)
+            .bind(&receipt.carrier_message_id)
+            .bind(receipt.status.as_str())
+            .bind(receipt.error.as_deref())
+            .bind(receipt.at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(ReceiptOutcome::Kept)
         }
 
-        async fn set_consent_by_phone(
+        async fn apply_early_receipts(
             &self,
-            carrier: &str,
-            phone_number: &str,
+            forget_before: chrono::DateTime<chrono::Utc>,
+        ) -> Result<Vec<$crate::domain::message::MessageRecord>, $crate::store::StoreError> {
+            use $crate::domain::message::{MessageStatus, Receipt};
+            let mut tx = self.pool.begin().await?;
+            let landed: Vec<(String, String, String, Option<String>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+                "SELECT r.carrier, r.carrier_message_id, r.status, r.error, r.received_at FROM early_receipts r \
+                 WHERE EXISTS (SELECT 1 FROM messages m WHERE m.carrier = r.carrier \
+                 AND m.carrier_message_id = r.carrier_message_id AND m.status IN ('sent', 'delivered', 'failed')) \
+                 ORDER BY r.received_at LIMIT 500",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut applied = Vec::new();
+            for (carrier, carrier_message_id, status, error, at) in landed {
+                let receipt = Receipt {
+                    status: MessageStatus::parse(&status).unwrap_or(MessageStatus::Failed),
+                    carrier,
+                    carrier_message_id,
+                    error,
+                    message_id: None,
+                    at,
+                };
+                applied.extend(Self::apply_receipt_to_sent(&mut *tx, &receipt).await?);
+                sqlx::query("DELETE FROM early_receipts WHERE carrier = $1 AND carrier_message_id = $2 AND status = $3")
+                    .bind(&receipt.carrier)
+                    .bind(&receipt.carrier_message_id)
+                    .bind(receipt.status.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("DELETE FROM early_receipts WHERE received_at < $1")
+                .bind(forget_before)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(applied)
+        }
+
+        async fn expire_unknown_outcomes(
+            &self,
+            cutoff: chrono::DateTime<chrono::Utc>,
+            at: chrono::DateTime<chrono::Utc>,
+            max: u32,
+        ) -> Result<Vec<$crate::domain::message::MessageRecord>, $crate::store::StoreError> {
+            let rows: Vec<$crate::store::rows::MessageRow> = sqlx::query_as(concat!(
+                "UPDATE messages SET status = 'failed', last_error = $3, outcome_unknown_at = NULL, updated_at = $2 \
+                 WHERE id IN (SELECT id FROM messages WHERE outcome_unknown_at < $1 ORDER BY outcome_unknown_at LIMIT $4) \
+                 AND status = 'sending' RETURNING ",
+                message_columns!()
+            ))
+            .bind(cutoff)
+            .bind(at)
+            .bind($crate::domain::message::UNKNOWN_OUTCOME)
+            .bind(i64::from(max))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.into_iter().map(TryInto::try_into).collect()
+        }
+
+        async fn set_consent(
+            &self,
+            target: $crate::store::ConsentTarget<'_>,
             opted_out: bool,
+            source: $crate::domain::contact::ConsentSource,
             detail: &str,
             at: chrono::DateTime<chrono::Utc>,
         ) -> Result<
@@ -370,26 +492,37 @@ macro_rules! impl_sending_store {
             $crate::store::StoreError,
         > {
             let mut tx = self.pool.begin().await?;
-            let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
-                "UPDATE contacts SET opted_out = $3, updated_at = $4 WHERE opted_out <> $3 AND id IN \
-                 (SELECT contact_id FROM messages WHERE carrier = $1 AND phone_number = $2) RETURNING id",
-            )
-            .bind(carrier)
-            .bind(phone_number)
-            .bind(opted_out)
-            .bind(at)
-            .fetch_all(&mut *tx)
-            .await?;
+            let ids: Vec<uuid::Uuid> = match target {
+                $crate::store::ConsentTarget::Phone { carrier, phone_number } => sqlx::query_scalar(
+                    "UPDATE contacts SET opted_out = $3, updated_at = $4 WHERE opted_out <> $3 AND id IN \
+                     (SELECT contact_id FROM messages WHERE carrier = $1 AND phone_number = $2) RETURNING id",
+                )
+                .bind(carrier)
+                .bind(phone_number)
+                .bind(opted_out)
+                .bind(at)
+                .fetch_all(&mut *tx)
+                .await?,
+                $crate::store::ConsentTarget::Contact(id) => sqlx::query_scalar(
+                    "UPDATE contacts SET opted_out = $2, updated_at = $3 WHERE opted_out <> $2 AND id = $1 RETURNING id",
+                )
+                .bind(id)
+                .bind(opted_out)
+                .bind(at)
+                .fetch_all(&mut *tx)
+                .await?,
+            };
             let mut contacts = Vec::with_capacity(ids.len());
             let mut cancelled = Vec::new();
             for id in &ids {
                 sqlx::query(
                     "INSERT INTO consent_events (id, contact_id, opted_out, source, detail, created_at) \
-                     VALUES ($1, $2, $3, 'keyword', $4, $5)",
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(uuid::Uuid::now_v7())
                 .bind(*id)
                 .bind(opted_out)
+                .bind(source.as_str())
                 .bind(detail)
                 .bind(at)
                 .execute(&mut *tx)
@@ -488,6 +621,30 @@ macro_rules! sending_helpers {
                 .fetch_all(&mut *conn)
                 .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            /// Moves a `sent` message on by a delivery or failure receipt.
+            async fn apply_receipt_to_sent(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                receipt: &$crate::domain::message::Receipt,
+            ) -> Result<Option<$crate::domain::message::MessageRecord>, $crate::store::StoreError> {
+                let delivered_at =
+                    (receipt.status == $crate::domain::message::MessageStatus::Delivered).then_some(receipt.at);
+                let row: Option<$crate::store::rows::MessageRow> = sqlx::query_as(concat!(
+                    "UPDATE messages SET status = $3, last_error = COALESCE($4, last_error), \
+                     delivered_at = COALESCE($5, delivered_at), updated_at = $6 \
+                     WHERE carrier = $1 AND carrier_message_id = $2 AND status = 'sent' RETURNING ",
+                    message_columns!()
+                ))
+                .bind(&receipt.carrier)
+                .bind(&receipt.carrier_message_id)
+                .bind(receipt.status.as_str())
+                .bind(receipt.error.as_deref())
+                .bind(delivered_at)
+                .bind(receipt.at)
+                .fetch_optional(&mut *conn)
+                .await?;
+                row.map(TryInto::try_into).transpose()
             }
         }
     };

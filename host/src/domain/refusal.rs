@@ -1,0 +1,58 @@
+//! What a carrier's permanent refusal means beyond "this message failed".
+//!
+//! WIT `send-error` has no variant for these (the 0.1.0 contract is frozen),
+//! so a plugin marks them with a prefix on `permanent`'s reason; the SDK's
+//! `SendError::opted_out` and `SendError::misconfigured` write it, and plugins
+//! in other languages write the same text.
+
+/// The recipient opted out with the carrier (Twilio 21610 and its kin).
+pub const OPTED_OUT_PREFIX: &str = "opted-out:";
+/// The carrier account or plugin settings are wrong (bad credentials, a
+/// sender the account does not own): no message can go until an operator acts.
+pub const MISCONFIGURED_PREFIX: &str = "misconfigured:";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Only this message cannot go.
+    Message,
+    /// The recipient opted out: opt the contact out.
+    RecipientOptedOut,
+    /// The carrier cannot send anything: pause it, keep messages waiting.
+    CarrierMisconfigured,
+}
+
+/// Classifies a `permanent` reason by its prefix (case-insensitive, leading
+/// spaces ignored).
+pub fn classify(reason: &str) -> Refusal {
+    let reason = reason.trim_start();
+    let has = |prefix: &str| {
+        reason
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    if has(OPTED_OUT_PREFIX) {
+        Refusal::RecipientOptedOut
+    } else if has(MISCONFIGURED_PREFIX) {
+        Refusal::CarrierMisconfigured
+    } else {
+        Refusal::Message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_mark_the_kind_of_refusal() {
+        assert_eq!(classify("opted-out: Twilio error 21610"), Refusal::RecipientOptedOut);
+        assert_eq!(classify("  Opted-Out: x"), Refusal::RecipientOptedOut);
+        assert_eq!(
+            classify("misconfigured: Twilio error 20003"),
+            Refusal::CarrierMisconfigured
+        );
+        assert_eq!(classify("Twilio HTTP 400 error 21211"), Refusal::Message);
+        assert_eq!(classify("opted"), Refusal::Message);
+        assert_eq!(classify("ü"), Refusal::Message, "no panic on a char boundary");
+    }
+}
