@@ -23,13 +23,13 @@
 //!
 //! impl Carrier for Gateway {
 //!     fn send(message: Message) -> Result<Accepted, SendError> {
-//!         let url = config::require("url")?; // a missing setting fails the message, naming the key
+//!         let url = config::require("url")?; // missing → misconfigured: Herald pauses the carrier
 //!         let token = config::require("token")?;
 //!         let response = Request::post(url)
 //!             .bearer_auth(&token)
 //!             .header("Idempotency-Key", message.id.as_str())
 //!             .json(&serde_json::json!({ "to": message.to, "from": message.from, "text": message.body }))
-//!             .send()?; // denied → permanent; timeout, transport → retryable
+//!             .send()?; // denied → misconfigured; timeout, transport → retryable
 //!         match response.status {
 //!             200..=299 => {
 //!                 let body: serde_json::Value =
@@ -38,6 +38,7 @@
 //!                 log::debug(format!("accepted as {id}"));
 //!                 Ok(Accepted { carrier_message_id: id, status: Some(DeliveryStatus::Sent) })
 //!             }
+//!             401 | 403 => Err(SendError::misconfigured(format!("gateway refused the token ({})", response.status))),
 //!             429 => {
 //!                 let seconds: u64 = response.header("retry-after").and_then(|s| s.parse().ok()).unwrap_or(1);
 //!                 Err(SendError::RateLimited(seconds * 1000))
@@ -110,12 +111,13 @@ mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;
+pub mod webhook;
 
 pub use config::ConfigError;
 pub use http::{HttpError, Request as HttpRequest, Response as HttpResponse};
 pub use types::{
-    Accepted, DeliveryStatus, DeliveryUpdate, Encoding, Header, InboundMessage, Level, Message, Rendered, SendError,
-    TemplateError, WebhookError, WebhookEvent, WebhookKind, WebhookRequest,
+    Accepted, DeliveryStatus, DeliveryUpdate, Encoding, Header, InboundMessage, Level, MISCONFIGURED_PREFIX, Message,
+    OPTED_OUT_PREFIX, Rendered, SendError, TemplateError, WebhookError, WebhookEvent, WebhookKind, WebhookRequest,
 };
 
 /// The current time in milliseconds since the Unix epoch (UTC), from Herald.
