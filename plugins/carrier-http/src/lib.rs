@@ -9,17 +9,29 @@
 //! {"id": "<Herald's message id>", "to": "+15550100", "from": "ACME", "body": "Hello"}
 //! ```
 //!
-//! The field names are settings; `id` is Herald's message id, the gateway's
-//! idempotency key (Herald may send a message more than once). With
+//! The field names are settings; `id` is Herald's message id. With
 //! `auth_header` and `auth_value` set, that header is sent too (e.g.
 //! `Authorization: Bearer …`).
+//!
+//! # Idempotency
+//!
+//! This plugin cannot make a gateway idempotent. When a request may have
+//! reached the gateway without an answer (a timeout after it was written, a
+//! reset connection), Herald holds the message for reconciliation rather than
+//! send it twice, unless the carrier is configured `idempotent = true`. Set
+//! that only when the gateway deduplicates on the `id` field (answers a repeat
+//! of an id it has seen without sending again): then Herald simply retries.
 //!
 //! | Gateway answer | Herald |
 //! |---|---|
 //! | 2xx | accepted; the carrier message id is `response_id_field` of the JSON answer (a dotted path such as `data.id` reaches into objects; a number is used as text), or Herald's message id when the answer has none |
 //! | 429 | rate-limited after `Retry-After` seconds (1 s when absent) |
+//! | 401, 403 | misconfigured (`misconfigured: …`, the gateway refused the credentials): Herald pauses the carrier and keeps its messages waiting |
 //! | 408, 5xx, timeout, transport error | retryable |
 //! | other 4xx | permanent, with the answer's text |
+//!
+//! A missing or invalid setting, and a `url` whose host is not on the
+//! carrier's `allowed_hosts`, are misconfigured too.
 //!
 //! # Webhooks
 //!
@@ -216,6 +228,12 @@ pub fn map_response(response: &Response, response_id_field: &str, message_id: &s
             })
         }
         429 => Err(SendError::RateLimited(retry_after_ms(response))),
+        // Wrong credentials fail every message alike: the carrier must be paused.
+        401 | 403 => Err(SendError::misconfigured(format!(
+            "gateway refused the credentials (HTTP {}): {}",
+            response.status,
+            excerpt(response)
+        ))),
         408 | 500..=599 => Err(SendError::Retryable(format!(
             "gateway HTTP {}: {}",
             response.status,
@@ -405,14 +423,15 @@ mod tests {
     }
 
     #[test]
-    fn settings_errors_are_permanent_and_named() {
-        assert!(matches!(HttpCarrier::send(message()), Err(SendError::Permanent(r)) if r.contains("`url`")));
+    fn settings_errors_are_misconfigured_and_named() {
+        let misconfigured = |key: &str| matches!(HttpCarrier::send(message()), Err(SendError::Permanent(r)) if r.starts_with("misconfigured:") && r.contains(key));
+        assert!(misconfigured("`url`"));
         testing::set_config("url", URL);
         testing::set_config("auth_header", "X-Key");
-        assert!(matches!(HttpCarrier::send(message()), Err(SendError::Permanent(r)) if r.contains("`auth_value`")));
+        assert!(misconfigured("`auth_value`"));
         testing::remove_config("auth_header");
         testing::set_config("auth_value", "k");
-        assert!(matches!(HttpCarrier::send(message()), Err(SendError::Permanent(r)) if r.contains("`auth_header`")));
+        assert!(misconfigured("`auth_header`"));
         assert!(testing::requests().is_empty());
     }
 
@@ -437,7 +456,15 @@ mod tests {
             ok(Response::new(429).with_header("Retry-After", "soon")),
             Err(SendError::RateLimited(DEFAULT_RETRY_AFTER_MS))
         );
-        for status in [400, 401, 403, 404, 422] {
+        for status in [401, 403] {
+            let error = ok(Response::new(status).with_body("bad token")).unwrap_err();
+            assert!(error.is_misconfigured(), "{status}: {error:?}");
+            assert!(
+                error.to_string().contains(&format!("HTTP {status}): bad token")),
+                "{error}"
+            );
+        }
+        for status in [400, 404, 422] {
             assert!(
                 matches!(ok(Response::new(status).with_body("bad number")), Err(SendError::Permanent(r)) if r.contains(&status.to_string()) && r.contains("bad number")),
                 "{status}"
@@ -462,7 +489,7 @@ mod tests {
         testing::push_response(Err(HttpError::Denied("not allowed".into())));
         assert!(matches!(HttpCarrier::send(message()), Err(SendError::Retryable(_))));
         assert!(matches!(HttpCarrier::send(message()), Err(SendError::Retryable(_))));
-        assert!(matches!(HttpCarrier::send(message()), Err(SendError::Permanent(_))));
+        assert!(HttpCarrier::send(message()).unwrap_err().is_misconfigured());
     }
 
     #[test]
