@@ -35,9 +35,10 @@
 //!
 //! # Webhooks
 //!
-//! With `webhook_token` set, every webhook request must carry it in the
-//! `X-Webhook-Token` header (compared in constant time); otherwise it is
-//! `unauthorized`. Without the setting no check is made.
+//! A webhook is anonymous input, so every webhook request must carry the
+//! `webhook_token` setting in the `X-Webhook-Token` header (compared in
+//! constant time); otherwise it is `unauthorized`. Until `webhook_token` is
+//! set, every webhook is `unauthorized`.
 //!
 //! * `/webhooks/{carrier}/status`: `{"id": "<carrier message id>", "status":
 //!   "sent" | "delivered" | "failed", "error": "…"}`; `queued` and `accepted`
@@ -57,16 +58,16 @@
 //! * `metadata_field` (unset by default): when set, the message's metadata is
 //!   sent as an object under that name.
 //! * `response_id_field` (default `id`): where the answer carries the gateway's id.
-//! * `webhook_token`: the shared secret webhooks must present.
+//! * `webhook_token`: the shared secret webhooks must present (unset: webhooks disabled).
 
 use herald_sdk::config::{self, ConfigError};
 use herald_sdk::http::{Request, Response};
+use herald_sdk::webhook;
 use herald_sdk::{
     Accepted, Carrier, DeliveryStatus, DeliveryUpdate, InboundMessage, Message, SendError, WebhookError, WebhookEvent,
     WebhookKind, WebhookRequest, log,
 };
 use serde_json::{Map, Value};
-use subtle::ConstantTimeEq;
 
 /// How long to wait after a 429 without `Retry-After`, in milliseconds.
 pub const DEFAULT_RETRY_AFTER_MS: u64 = 1_000;
@@ -90,8 +91,12 @@ impl Carrier for HttpCarrier {
     }
 
     fn handle_webhook(kind: WebhookKind, request: WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
-        let token = config::get("webhook_token").filter(|t| !t.is_empty());
-        handle(kind, &request, token.as_deref())
+        let token = config::get("webhook_token")
+            .filter(|token| !token.trim().is_empty())
+            .ok_or_else(|| {
+                WebhookError::Unauthorized("webhooks are disabled until `webhook_token` is set in the settings".into())
+            })?;
+        handle(kind, &request, &token)
     }
 }
 
@@ -251,20 +256,9 @@ pub fn map_response(response: &Response, response_id_field: &str, message_id: &s
     }
 }
 
-/// Checks the token (when one is configured) and parses the webhook body.
-pub fn handle(
-    kind: WebhookKind,
-    request: &WebhookRequest,
-    token: Option<&str>,
-) -> Result<Vec<WebhookEvent>, WebhookError> {
-    if let Some(token) = token {
-        let presented = request
-            .header(TOKEN_HEADER)
-            .ok_or_else(|| WebhookError::Unauthorized(format!("missing {TOKEN_HEADER}")))?;
-        if !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
-            return Err(WebhookError::Unauthorized(format!("wrong {TOKEN_HEADER}")));
-        }
-    }
+/// Checks the token and parses the webhook body.
+pub fn handle(kind: WebhookKind, request: &WebhookRequest, token: &str) -> Result<Vec<WebhookEvent>, WebhookError> {
+    webhook::check_secret(request, TOKEN_HEADER, token)?;
     let value: Value = request
         .json()
         .map_err(|e| WebhookError::Malformed(format!("body is not JSON: {e}")))?;
@@ -360,6 +354,14 @@ mod tests {
             headers: token.map(|t| Header::new("x-webhook-token", t)).into_iter().collect(),
             body: body.as_bytes().to_vec(),
         }
+    }
+
+    const TOKEN: &str = "tok-123";
+
+    /// A request with the right token; configures `webhook_token` too.
+    fn signed(body: &str) -> WebhookRequest {
+        testing::set_config("webhook_token", TOKEN);
+        webhook(body, Some(TOKEN))
     }
 
     #[test]
@@ -496,10 +498,9 @@ mod tests {
     fn status_webhooks() {
         let events = HttpCarrier::handle_webhook(
             WebhookKind::Status,
-            webhook(
+            signed(
                 r#"[{"id":"gw-1","status":"delivered"},{"id":"gw-2","status":"failed","error":"absent"},
                     {"id":"gw-3","status":"sent"},{"id":4,"status":"undelivered"}]"#,
-                None,
             ),
         )
         .unwrap();
@@ -525,7 +526,7 @@ mod tests {
     fn inbound_webhooks() {
         let events = HttpCarrier::handle_webhook(
             WebhookKind::Inbound,
-            webhook(r#"{"from":"+15550101","to":"ACME","body":"STOP"}"#, None),
+            signed(r#"{"from":"+15550101","to":"ACME","body":"STOP"}"#),
         )
         .unwrap();
         assert_eq!(
@@ -540,9 +541,8 @@ mod tests {
 
     #[test]
     fn webhook_token() {
-        testing::set_config("webhook_token", "tok-123");
         let body = r#"{"id":"gw-1","status":"delivered"}"#;
-        assert!(HttpCarrier::handle_webhook(WebhookKind::Status, webhook(body, Some("tok-123"))).is_ok());
+        assert!(HttpCarrier::handle_webhook(WebhookKind::Status, signed(body)).is_ok());
         for presented in [None, Some("tok-12"), Some("tok-1234"), Some("TOK-123"), Some("")] {
             assert!(
                 matches!(
@@ -557,8 +557,25 @@ mod tests {
             HttpCarrier::handle_webhook(WebhookKind::Status, webhook("garbage", Some("wrong"))),
             Err(WebhookError::Unauthorized(_))
         ));
-        testing::set_config("webhook_token", "");
-        assert!(HttpCarrier::handle_webhook(WebhookKind::Status, webhook(body, None)).is_ok());
+    }
+
+    #[test]
+    fn webhooks_are_disabled_without_a_token() {
+        let body = r#"{"from":"+15550101","to":"ACME","body":"STOP"}"#;
+        for setting in [None, Some(""), Some(" ")] {
+            testing::reset();
+            if let Some(value) = setting {
+                testing::set_config("webhook_token", value);
+            }
+            for presented in [None, setting] {
+                match HttpCarrier::handle_webhook(WebhookKind::Inbound, webhook(body, presented)) {
+                    Err(WebhookError::Unauthorized(reason)) => {
+                        assert!(reason.contains("disabled until `webhook_token` is set"), "{reason}")
+                    }
+                    other => panic!("{setting:?} {presented:?}: {other:?}"),
+                }
+            }
+        }
     }
 
     #[test]
@@ -582,7 +599,7 @@ mod tests {
             (WebhookKind::Inbound, r#"{"from":"+1","body":"x"}"#, "`to`"),
         ];
         for (kind, body, expected) in cases {
-            match HttpCarrier::handle_webhook(kind, webhook(body, None)) {
+            match HttpCarrier::handle_webhook(kind, signed(body)) {
                 Err(WebhookError::Malformed(reason)) => assert!(reason.contains(expected), "{body}: {reason}"),
                 other => panic!("{body}: {other:?}"),
             }
