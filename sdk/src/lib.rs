@@ -8,6 +8,10 @@
 //! crate; the host's imports are behind [`log`], [`config`], [`now_ms`] and
 //! [`http`].
 //!
+//! What Herald does with each result of `send` (opt-outs, bad credentials,
+//! unknown outcomes, reconciliation through [`webhook::with_message_id`]) is
+//! described in `sdk/README.md`, section "Reporting what happened".
+//!
 //! On native targets the same calls go to a mock host ([`testing`]), so a
 //! plugin's logic is unit-tested with plain `cargo test`.
 //!
@@ -50,9 +54,7 @@
 //!
 //!     fn handle_webhook(kind: WebhookKind, request: WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
 //!         let token = config::require("token").map_err(|e| WebhookError::Unauthorized(e.to_string()))?;
-//!         if request.header("x-token") != Some(token.as_str()) {
-//!             return Err(WebhookError::Unauthorized("bad x-token".into()));
-//!         }
+//!         herald_sdk::webhook::check_secret(&request, "X-Token", &token)?; // constant-time; anonymous input
 //!         let receipt: serde_json::Value = request.json().map_err(|e| WebhookError::Malformed(e.to_string()))?;
 //!         match (kind, receipt["status"].as_str()) {
 //!             (WebhookKind::Status, Some("delivered")) => Ok(vec![WebhookEvent::Delivery(DeliveryUpdate {
