@@ -137,7 +137,12 @@ pub fn now_ms() -> u64 {
 pub trait Carrier {
     /// Delivers one message. `message.id` is Herald's id: pass it to the
     /// carrier as an idempotency key when it supports one, since Herald may
-    /// call `send` more than once for a message.
+    /// call `send` more than once for a message, and put it in the message's
+    /// status callback URL when the carrier takes one
+    /// ([`webhook::with_message_id`]). Report refusals with the
+    /// [`SendError`] that says what happened: [`SendError::opted_out`] and
+    /// [`SendError::misconfigured`] make Herald opt the contact out or pause
+    /// the carrier.
     fn send(message: Message) -> Result<Accepted, SendError>;
 
     /// Verifies and parses a webhook request into events. The default rejects
