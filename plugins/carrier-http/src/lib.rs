@@ -30,8 +30,8 @@
 //! | 408, 5xx, timeout, transport error | retryable |
 //! | other 4xx | permanent, with the answer's text |
 //!
-//! A missing or invalid setting, and a `url` whose host is not on the
-//! carrier's `allowed_hosts`, are misconfigured too.
+//! A missing or invalid setting, an invalid `url` or `method`, and a `url`
+//! whose host is not on the carrier's `allowed_hosts` are misconfigured too.
 //!
 //! # Webhooks
 //!
@@ -61,7 +61,7 @@
 //! * `webhook_token`: the shared secret webhooks must present (unset: webhooks disabled).
 
 use herald_sdk::config::{self, ConfigError};
-use herald_sdk::http::{Request, Response};
+use herald_sdk::http::{HttpError, Request, Response};
 use herald_sdk::webhook;
 use herald_sdk::{
     Accepted, Carrier, DeliveryStatus, DeliveryUpdate, InboundMessage, Message, SendError, WebhookError, WebhookEvent,
@@ -81,7 +81,11 @@ pub struct HttpCarrier;
 impl Carrier for HttpCarrier {
     fn send(message: Message) -> Result<Accepted, SendError> {
         let settings = Settings::load()?;
-        let response = build_request(&message, &settings).send()?;
+        let response = build_request(&message, &settings).send().map_err(|error| match error {
+            // The URL and method are the `url` and `method` settings: only an operator can fix them.
+            HttpError::InvalidRequest(_) => SendError::misconfigured(error),
+            other => SendError::from(other),
+        })?;
         let result = map_response(&response, &settings.response_id_field, &message.id);
         match &result {
             Ok(accepted) => log::debug(format!("{} accepted as {}", message.id, accepted.carrier_message_id)),
@@ -328,7 +332,6 @@ fn status_update(item: &Value) -> Result<DeliveryUpdate, WebhookError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_sdk::http::HttpError;
     use herald_sdk::{Encoding, Header, Level, testing};
     use serde_json::json;
 
@@ -489,9 +492,15 @@ mod tests {
         testing::push_response(Err(HttpError::Timeout));
         testing::push_response(Err(HttpError::Transport("refused".into())));
         testing::push_response(Err(HttpError::Denied("not allowed".into())));
+        testing::push_response(Err(HttpError::InvalidRequest("method \"SNED\"".into())));
         assert!(matches!(HttpCarrier::send(message()), Err(SendError::Retryable(_))));
         assert!(matches!(HttpCarrier::send(message()), Err(SendError::Retryable(_))));
         assert!(HttpCarrier::send(message()).unwrap_err().is_misconfigured());
+        let invalid = HttpCarrier::send(message()).unwrap_err();
+        assert!(
+            invalid.is_misconfigured() && invalid.to_string().contains("SNED"),
+            "{invalid}"
+        );
     }
 
     #[test]
