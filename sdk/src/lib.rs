@@ -8,6 +8,10 @@
 //! crate; the host's imports are behind [`log`], [`config`], [`now_ms`] and
 //! [`http`].
 //!
+//! What Herald does with each result of `send` (opt-outs, bad credentials,
+//! unknown outcomes, reconciliation through [`webhook::with_message_id`]) is
+//! described in `sdk/README.md`, section "Reporting what happened".
+//!
 //! On native targets the same calls go to a mock host ([`testing`]), so a
 //! plugin's logic is unit-tested with plain `cargo test`.
 //!
@@ -23,13 +27,13 @@
 //!
 //! impl Carrier for Gateway {
 //!     fn send(message: Message) -> Result<Accepted, SendError> {
-//!         let url = config::require("url")?; // a missing setting fails the message, naming the key
+//!         let url = config::require("url")?; // missing → misconfigured: Herald pauses the carrier
 //!         let token = config::require("token")?;
 //!         let response = Request::post(url)
 //!             .bearer_auth(&token)
 //!             .header("Idempotency-Key", message.id.as_str())
 //!             .json(&serde_json::json!({ "to": message.to, "from": message.from, "text": message.body }))
-//!             .send()?; // denied → permanent; timeout, transport → retryable
+//!             .send()?; // denied → misconfigured; timeout, transport → retryable
 //!         match response.status {
 //!             200..=299 => {
 //!                 let body: serde_json::Value =
@@ -38,6 +42,7 @@
 //!                 log::debug(format!("accepted as {id}"));
 //!                 Ok(Accepted { carrier_message_id: id, status: Some(DeliveryStatus::Sent) })
 //!             }
+//!             401 | 403 => Err(SendError::misconfigured(format!("gateway refused the token ({})", response.status))),
 //!             429 => {
 //!                 let seconds: u64 = response.header("retry-after").and_then(|s| s.parse().ok()).unwrap_or(1);
 //!                 Err(SendError::RateLimited(seconds * 1000))
@@ -49,9 +54,7 @@
 //!
 //!     fn handle_webhook(kind: WebhookKind, request: WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
 //!         let token = config::require("token").map_err(|e| WebhookError::Unauthorized(e.to_string()))?;
-//!         if request.header("x-token") != Some(token.as_str()) {
-//!             return Err(WebhookError::Unauthorized("bad x-token".into()));
-//!         }
+//!         herald_sdk::webhook::check_secret(&request, "X-Token", &token)?; // constant-time; anonymous input
 //!         let receipt: serde_json::Value = request.json().map_err(|e| WebhookError::Malformed(e.to_string()))?;
 //!         match (kind, receipt["status"].as_str()) {
 //!             (WebhookKind::Status, Some("delivered")) => Ok(vec![WebhookEvent::Delivery(DeliveryUpdate {
@@ -110,12 +113,13 @@ mod sys;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;
+pub mod webhook;
 
 pub use config::ConfigError;
 pub use http::{HttpError, Request as HttpRequest, Response as HttpResponse};
 pub use types::{
-    Accepted, DeliveryStatus, DeliveryUpdate, Encoding, Header, InboundMessage, Level, Message, Rendered, SendError,
-    TemplateError, WebhookError, WebhookEvent, WebhookKind, WebhookRequest,
+    Accepted, DeliveryStatus, DeliveryUpdate, Encoding, Header, InboundMessage, Level, MISCONFIGURED_PREFIX, Message,
+    OPTED_OUT_PREFIX, Rendered, SendError, TemplateError, WebhookError, WebhookEvent, WebhookKind, WebhookRequest,
 };
 
 /// The current time in milliseconds since the Unix epoch (UTC), from Herald.
@@ -133,7 +137,12 @@ pub fn now_ms() -> u64 {
 pub trait Carrier {
     /// Delivers one message. `message.id` is Herald's id: pass it to the
     /// carrier as an idempotency key when it supports one, since Herald may
-    /// call `send` more than once for a message.
+    /// call `send` more than once for a message, and put it in the message's
+    /// status callback URL when the carrier takes one
+    /// ([`webhook::with_message_id`]). Report refusals with the
+    /// [`SendError`] that says what happened: [`SendError::opted_out`] and
+    /// [`SendError::misconfigured`] make Herald opt the contact out or pause
+    /// the carrier.
     fn send(message: Message) -> Result<Accepted, SendError>;
 
     /// Verifies and parses a webhook request into events. The default rejects

@@ -225,16 +225,15 @@ mod tests {
     }
 
     #[test]
-    fn http_errors_map_to_send_errors() {
+    fn http_and_config_errors_map_to_send_errors() {
         use crate::SendError;
-        assert!(matches!(
-            SendError::from(HttpError::Denied("h".into())),
-            SendError::Permanent(_)
-        ));
-        assert!(matches!(
-            SendError::from(HttpError::InvalidRequest("h".into())),
-            SendError::Permanent(_)
-        ));
+        let denied = SendError::from(HttpError::Denied("api.acme.example is not in allowed_hosts".into()));
+        assert_eq!(
+            denied,
+            SendError::Permanent("misconfigured: HTTP request denied: api.acme.example is not in allowed_hosts".into())
+        );
+        let invalid = SendError::from(HttpError::InvalidRequest("h".into()));
+        assert!(matches!(&invalid, SendError::Permanent(_)) && !invalid.is_misconfigured());
         assert!(matches!(SendError::from(HttpError::Timeout), SendError::Retryable(_)));
         assert!(matches!(
             SendError::from(HttpError::TooLarge(1)),
@@ -244,7 +243,11 @@ mod tests {
             SendError::from(HttpError::Transport("t".into())),
             SendError::Retryable(_)
         ));
-        let missing = config::require("token").unwrap_err();
-        assert!(matches!(SendError::from(missing), SendError::Permanent(m) if m.contains("`token`")));
+        let missing = SendError::from(config::require("token").unwrap_err());
+        assert!(missing.is_misconfigured(), "{missing:?}");
+        assert!(matches!(missing, SendError::Permanent(m) if m.starts_with("misconfigured: missing setting `token`")));
+        set_config("n", "x");
+        let invalid = SendError::from(config::get_parsed::<u32>("n").unwrap_err());
+        assert!(matches!(invalid, SendError::Permanent(m) if m.starts_with("misconfigured: invalid setting `n`")));
     }
 }

@@ -97,21 +97,84 @@ pub struct Accepted {
     pub status: Option<DeliveryStatus>,
 }
 
+/// The start of a [`SendError::Permanent`] reason saying the recipient opted
+/// out with the carrier (e.g. replied STOP to the sender): Herald fails the
+/// message and opts the contact out, recording the carrier as the source.
+/// Build it with [`SendError::opted_out`].
+pub const OPTED_OUT_PREFIX: &str = "opted-out:";
+
+/// The start of a [`SendError::Permanent`] reason saying the carrier account
+/// or the plugin's settings are wrong (bad credentials, a sender the account
+/// does not own, a missing setting): no message can succeed until an operator
+/// fixes it, so Herald pauses the carrier (event `carrier.tripped`) and leaves
+/// its messages waiting instead of failing them one by one. Build it with
+/// [`SendError::misconfigured`].
+pub const MISCONFIGURED_PREFIX: &str = "misconfigured:";
+
 /// Why `send` failed (WIT `carrier.send-error`).
 ///
+/// The WIT variant has three cases; two kinds of permanent refusal are told
+/// apart by the start of their reason, [`OPTED_OUT_PREFIX`] and
+/// [`MISCONFIGURED_PREFIX`], so that components written in any language can
+/// report them. Build those with [`SendError::opted_out`] and
+/// [`SendError::misconfigured`].
+///
 /// `From<HttpError>` and `From<ConfigError>` are implemented so `?` works in
-/// [`Carrier::send`](crate::Carrier::send): a denied or invalid request and a
-/// missing or invalid setting are [`Permanent`](SendError::Permanent), a
-/// timeout, an oversized response or a transport failure
-/// [`Retryable`](SendError::Retryable).
+/// [`Carrier::send`](crate::Carrier::send): a missing or invalid setting and a
+/// host not on `allowed_hosts` are [misconfigured](SendError::misconfigured),
+/// an invalid request [`Permanent`](SendError::Permanent), and a timeout, an
+/// oversized response or a transport failure [`Retryable`](SendError::Retryable)
+/// (Herald itself notices when such a request may have reached the carrier and
+/// holds the message for reconciliation rather than sending it twice).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
     /// May succeed later (timeouts, 5xx): Herald retries with backoff.
     Retryable(String),
-    /// Will never succeed (invalid number, blocked, bad credentials): fails the message.
+    /// Will never succeed (invalid number, blocked): fails the message. A
+    /// reason starting with [`OPTED_OUT_PREFIX`] or [`MISCONFIGURED_PREFIX`]
+    /// is handled as described there.
     Permanent(String),
     /// The carrier is throttling: retry after this many milliseconds, without counting an attempt.
     RateLimited(u64),
+}
+
+impl SendError {
+    /// The recipient opted out with the carrier: a permanent error whose
+    /// reason is [`OPTED_OUT_PREFIX`], a space and `detail` (keep the
+    /// carrier's code and text in it for the audit trail).
+    ///
+    /// ```
+    /// # use herald_sdk::SendError;
+    /// let error = SendError::opted_out("Twilio error 21610: Attempt to send to unsubscribed recipient");
+    /// assert_eq!(error, SendError::Permanent("opted-out: Twilio error 21610: Attempt to send to unsubscribed recipient".into()));
+    /// assert!(error.is_opted_out());
+    /// ```
+    pub fn opted_out(detail: impl fmt::Display) -> Self {
+        SendError::Permanent(format!("{OPTED_OUT_PREFIX} {detail}"))
+    }
+
+    /// The carrier account or the plugin's settings are wrong: a permanent
+    /// error whose reason is [`MISCONFIGURED_PREFIX`], a space and `detail`.
+    ///
+    /// ```
+    /// # use herald_sdk::SendError;
+    /// let error = SendError::misconfigured("HTTP 401: bad credentials");
+    /// assert_eq!(error, SendError::Permanent("misconfigured: HTTP 401: bad credentials".into()));
+    /// assert!(error.is_misconfigured());
+    /// ```
+    pub fn misconfigured(detail: impl fmt::Display) -> Self {
+        SendError::Permanent(format!("{MISCONFIGURED_PREFIX} {detail}"))
+    }
+
+    /// Whether this is a permanent error whose reason starts with [`OPTED_OUT_PREFIX`].
+    pub fn is_opted_out(&self) -> bool {
+        matches!(self, SendError::Permanent(reason) if reason.starts_with(OPTED_OUT_PREFIX))
+    }
+
+    /// Whether this is a permanent error whose reason starts with [`MISCONFIGURED_PREFIX`].
+    pub fn is_misconfigured(&self) -> bool {
+        matches!(self, SendError::Permanent(reason) if reason.starts_with(MISCONFIGURED_PREFIX))
+    }
 }
 
 impl fmt::Display for SendError {
@@ -130,7 +193,12 @@ impl From<crate::http::HttpError> for SendError {
     fn from(error: crate::http::HttpError) -> Self {
         use crate::http::HttpError;
         match error {
-            HttpError::Denied(_) | HttpError::InvalidRequest(_) => SendError::Permanent(error.to_string()),
+            // A host off `allowed_hosts` (or plain HTTP where it is not allowed)
+            // is the operator's configuration, not the message's fault.
+            HttpError::Denied(_) => SendError::misconfigured(error),
+            HttpError::InvalidRequest(_) => SendError::Permanent(error.to_string()),
+            // Never `accepted`: Herald sees itself whether the request may have
+            // reached the carrier and then holds the message for reconciliation.
             HttpError::Timeout | HttpError::TooLarge(_) | HttpError::Transport(_) => {
                 SendError::Retryable(error.to_string())
             }
@@ -139,8 +207,10 @@ impl From<crate::http::HttpError> for SendError {
 }
 
 impl From<crate::config::ConfigError> for SendError {
+    /// A missing or unusable setting is an operator error: no message can
+    /// succeed until it is fixed, so it is [misconfigured](SendError::misconfigured).
     fn from(error: crate::config::ConfigError) -> Self {
-        SendError::Permanent(error.to_string())
+        SendError::misconfigured(error)
     }
 }
 
@@ -288,4 +358,34 @@ pub struct Rendered {
     pub encoding: Encoding,
     /// The number of SMS segments it takes.
     pub segments: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixed_refusals() {
+        assert_eq!(
+            SendError::opted_out("error 21610"),
+            SendError::Permanent("opted-out: error 21610".into())
+        );
+        assert_eq!(
+            SendError::misconfigured(format_args!("HTTP {}", 401)),
+            SendError::Permanent("misconfigured: HTTP 401".into())
+        );
+        assert!(SendError::opted_out("x").is_opted_out());
+        assert!(!SendError::opted_out("x").is_misconfigured());
+        assert!(SendError::misconfigured("x").is_misconfigured());
+        assert!(!SendError::misconfigured("x").is_opted_out());
+        // Only a permanent error's reason counts, and only at its start.
+        assert!(!SendError::Retryable("opted-out: x".into()).is_opted_out());
+        assert!(!SendError::Retryable("misconfigured: x".into()).is_misconfigured());
+        assert!(!SendError::Permanent("recipient opted-out: x".into()).is_opted_out());
+        assert!(!SendError::RateLimited(1).is_misconfigured());
+        assert_eq!(
+            SendError::misconfigured("bad token").to_string(),
+            "permanent: misconfigured: bad token"
+        );
+    }
 }

@@ -9,23 +9,36 @@
 //! {"id": "<Herald's message id>", "to": "+15550100", "from": "ACME", "body": "Hello"}
 //! ```
 //!
-//! The field names are settings; `id` is Herald's message id, the gateway's
-//! idempotency key (Herald may send a message more than once). With
+//! The field names are settings; `id` is Herald's message id. With
 //! `auth_header` and `auth_value` set, that header is sent too (e.g.
 //! `Authorization: Bearer …`).
+//!
+//! # Idempotency
+//!
+//! This plugin cannot make a gateway idempotent. When a request may have
+//! reached the gateway without an answer (a timeout after it was written, a
+//! reset connection), Herald holds the message for reconciliation rather than
+//! send it twice, unless the carrier is configured `idempotent = true`. Set
+//! that only when the gateway deduplicates on the `id` field (answers a repeat
+//! of an id it has seen without sending again): then Herald simply retries.
 //!
 //! | Gateway answer | Herald |
 //! |---|---|
 //! | 2xx | accepted; the carrier message id is `response_id_field` of the JSON answer (a dotted path such as `data.id` reaches into objects; a number is used as text), or Herald's message id when the answer has none |
 //! | 429 | rate-limited after `Retry-After` seconds (1 s when absent) |
+//! | 401, 403 | misconfigured (`misconfigured: …`, the gateway refused the credentials): Herald pauses the carrier and keeps its messages waiting |
 //! | 408, 5xx, timeout, transport error | retryable |
 //! | other 4xx | permanent, with the answer's text |
 //!
+//! A missing or invalid setting, an invalid `url` or `method`, and a `url`
+//! whose host is not on the carrier's `allowed_hosts` are misconfigured too.
+//!
 //! # Webhooks
 //!
-//! With `webhook_token` set, every webhook request must carry it in the
-//! `X-Webhook-Token` header (compared in constant time); otherwise it is
-//! `unauthorized`. Without the setting no check is made.
+//! A webhook is anonymous input, so every webhook request must carry the
+//! `webhook_token` setting in the `X-Webhook-Token` header (compared in
+//! constant time); otherwise it is `unauthorized`. Until `webhook_token` is
+//! set, every webhook is `unauthorized`.
 //!
 //! * `/webhooks/{carrier}/status`: `{"id": "<carrier message id>", "status":
 //!   "sent" | "delivered" | "failed", "error": "…"}`; `queued` and `accepted`
@@ -45,16 +58,16 @@
 //! * `metadata_field` (unset by default): when set, the message's metadata is
 //!   sent as an object under that name.
 //! * `response_id_field` (default `id`): where the answer carries the gateway's id.
-//! * `webhook_token`: the shared secret webhooks must present.
+//! * `webhook_token`: the shared secret webhooks must present (unset: webhooks disabled).
 
 use herald_sdk::config::{self, ConfigError};
-use herald_sdk::http::{Request, Response};
+use herald_sdk::http::{HttpError, Request, Response};
+use herald_sdk::webhook;
 use herald_sdk::{
     Accepted, Carrier, DeliveryStatus, DeliveryUpdate, InboundMessage, Message, SendError, WebhookError, WebhookEvent,
     WebhookKind, WebhookRequest, log,
 };
 use serde_json::{Map, Value};
-use subtle::ConstantTimeEq;
 
 /// How long to wait after a 429 without `Retry-After`, in milliseconds.
 pub const DEFAULT_RETRY_AFTER_MS: u64 = 1_000;
@@ -68,7 +81,11 @@ pub struct HttpCarrier;
 impl Carrier for HttpCarrier {
     fn send(message: Message) -> Result<Accepted, SendError> {
         let settings = Settings::load()?;
-        let response = build_request(&message, &settings).send()?;
+        let response = build_request(&message, &settings).send().map_err(|error| match error {
+            // The URL and method are the `url` and `method` settings: only an operator can fix them.
+            HttpError::InvalidRequest(_) => SendError::misconfigured(error),
+            other => SendError::from(other),
+        })?;
         let result = map_response(&response, &settings.response_id_field, &message.id);
         match &result {
             Ok(accepted) => log::debug(format!("{} accepted as {}", message.id, accepted.carrier_message_id)),
@@ -78,8 +95,12 @@ impl Carrier for HttpCarrier {
     }
 
     fn handle_webhook(kind: WebhookKind, request: WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
-        let token = config::get("webhook_token").filter(|t| !t.is_empty());
-        handle(kind, &request, token.as_deref())
+        let token = config::get("webhook_token")
+            .filter(|token| !token.trim().is_empty())
+            .ok_or_else(|| {
+                WebhookError::Unauthorized("webhooks are disabled until `webhook_token` is set in the settings".into())
+            })?;
+        handle(kind, &request, &token)
     }
 }
 
@@ -216,6 +237,12 @@ pub fn map_response(response: &Response, response_id_field: &str, message_id: &s
             })
         }
         429 => Err(SendError::RateLimited(retry_after_ms(response))),
+        // Wrong credentials fail every message alike: the carrier must be paused.
+        401 | 403 => Err(SendError::misconfigured(format!(
+            "gateway refused the credentials (HTTP {}): {}",
+            response.status,
+            excerpt(response)
+        ))),
         408 | 500..=599 => Err(SendError::Retryable(format!(
             "gateway HTTP {}: {}",
             response.status,
@@ -233,20 +260,9 @@ pub fn map_response(response: &Response, response_id_field: &str, message_id: &s
     }
 }
 
-/// Checks the token (when one is configured) and parses the webhook body.
-pub fn handle(
-    kind: WebhookKind,
-    request: &WebhookRequest,
-    token: Option<&str>,
-) -> Result<Vec<WebhookEvent>, WebhookError> {
-    if let Some(token) = token {
-        let presented = request
-            .header(TOKEN_HEADER)
-            .ok_or_else(|| WebhookError::Unauthorized(format!("missing {TOKEN_HEADER}")))?;
-        if !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
-            return Err(WebhookError::Unauthorized(format!("wrong {TOKEN_HEADER}")));
-        }
-    }
+/// Checks the token and parses the webhook body.
+pub fn handle(kind: WebhookKind, request: &WebhookRequest, token: &str) -> Result<Vec<WebhookEvent>, WebhookError> {
+    webhook::check_secret(request, TOKEN_HEADER, token)?;
     let value: Value = request
         .json()
         .map_err(|e| WebhookError::Malformed(format!("body is not JSON: {e}")))?;
@@ -316,7 +332,6 @@ fn status_update(item: &Value) -> Result<DeliveryUpdate, WebhookError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_sdk::http::HttpError;
     use herald_sdk::{Encoding, Header, Level, testing};
     use serde_json::json;
 
@@ -342,6 +357,14 @@ mod tests {
             headers: token.map(|t| Header::new("x-webhook-token", t)).into_iter().collect(),
             body: body.as_bytes().to_vec(),
         }
+    }
+
+    const TOKEN: &str = "tok-123";
+
+    /// A request with the right token; configures `webhook_token` too.
+    fn signed(body: &str) -> WebhookRequest {
+        testing::set_config("webhook_token", TOKEN);
+        webhook(body, Some(TOKEN))
     }
 
     #[test]
@@ -405,14 +428,15 @@ mod tests {
     }
 
     #[test]
-    fn settings_errors_are_permanent_and_named() {
-        assert!(matches!(HttpCarrier::send(message()), Err(SendError::Permanent(r)) if r.contains("`url`")));
+    fn settings_errors_are_misconfigured_and_named() {
+        let misconfigured = |key: &str| matches!(HttpCarrier::send(message()), Err(SendError::Permanent(r)) if r.starts_with("misconfigured:") && r.contains(key));
+        assert!(misconfigured("`url`"));
         testing::set_config("url", URL);
         testing::set_config("auth_header", "X-Key");
-        assert!(matches!(HttpCarrier::send(message()), Err(SendError::Permanent(r)) if r.contains("`auth_value`")));
+        assert!(misconfigured("`auth_value`"));
         testing::remove_config("auth_header");
         testing::set_config("auth_value", "k");
-        assert!(matches!(HttpCarrier::send(message()), Err(SendError::Permanent(r)) if r.contains("`auth_header`")));
+        assert!(misconfigured("`auth_header`"));
         assert!(testing::requests().is_empty());
     }
 
@@ -437,7 +461,15 @@ mod tests {
             ok(Response::new(429).with_header("Retry-After", "soon")),
             Err(SendError::RateLimited(DEFAULT_RETRY_AFTER_MS))
         );
-        for status in [400, 401, 403, 404, 422] {
+        for status in [401, 403] {
+            let error = ok(Response::new(status).with_body("bad token")).unwrap_err();
+            assert!(error.is_misconfigured(), "{status}: {error:?}");
+            assert!(
+                error.to_string().contains(&format!("HTTP {status}): bad token")),
+                "{error}"
+            );
+        }
+        for status in [400, 404, 422] {
             assert!(
                 matches!(ok(Response::new(status).with_body("bad number")), Err(SendError::Permanent(r)) if r.contains(&status.to_string()) && r.contains("bad number")),
                 "{status}"
@@ -460,19 +492,24 @@ mod tests {
         testing::push_response(Err(HttpError::Timeout));
         testing::push_response(Err(HttpError::Transport("refused".into())));
         testing::push_response(Err(HttpError::Denied("not allowed".into())));
+        testing::push_response(Err(HttpError::InvalidRequest("method \"SNED\"".into())));
         assert!(matches!(HttpCarrier::send(message()), Err(SendError::Retryable(_))));
         assert!(matches!(HttpCarrier::send(message()), Err(SendError::Retryable(_))));
-        assert!(matches!(HttpCarrier::send(message()), Err(SendError::Permanent(_))));
+        assert!(HttpCarrier::send(message()).unwrap_err().is_misconfigured());
+        let invalid = HttpCarrier::send(message()).unwrap_err();
+        assert!(
+            invalid.is_misconfigured() && invalid.to_string().contains("SNED"),
+            "{invalid}"
+        );
     }
 
     #[test]
     fn status_webhooks() {
         let events = HttpCarrier::handle_webhook(
             WebhookKind::Status,
-            webhook(
+            signed(
                 r#"[{"id":"gw-1","status":"delivered"},{"id":"gw-2","status":"failed","error":"absent"},
                     {"id":"gw-3","status":"sent"},{"id":4,"status":"undelivered"}]"#,
-                None,
             ),
         )
         .unwrap();
@@ -498,7 +535,7 @@ mod tests {
     fn inbound_webhooks() {
         let events = HttpCarrier::handle_webhook(
             WebhookKind::Inbound,
-            webhook(r#"{"from":"+15550101","to":"ACME","body":"STOP"}"#, None),
+            signed(r#"{"from":"+15550101","to":"ACME","body":"STOP"}"#),
         )
         .unwrap();
         assert_eq!(
@@ -513,9 +550,8 @@ mod tests {
 
     #[test]
     fn webhook_token() {
-        testing::set_config("webhook_token", "tok-123");
         let body = r#"{"id":"gw-1","status":"delivered"}"#;
-        assert!(HttpCarrier::handle_webhook(WebhookKind::Status, webhook(body, Some("tok-123"))).is_ok());
+        assert!(HttpCarrier::handle_webhook(WebhookKind::Status, signed(body)).is_ok());
         for presented in [None, Some("tok-12"), Some("tok-1234"), Some("TOK-123"), Some("")] {
             assert!(
                 matches!(
@@ -530,8 +566,25 @@ mod tests {
             HttpCarrier::handle_webhook(WebhookKind::Status, webhook("garbage", Some("wrong"))),
             Err(WebhookError::Unauthorized(_))
         ));
-        testing::set_config("webhook_token", "");
-        assert!(HttpCarrier::handle_webhook(WebhookKind::Status, webhook(body, None)).is_ok());
+    }
+
+    #[test]
+    fn webhooks_are_disabled_without_a_token() {
+        let body = r#"{"from":"+15550101","to":"ACME","body":"STOP"}"#;
+        for setting in [None, Some(""), Some(" ")] {
+            testing::reset();
+            if let Some(value) = setting {
+                testing::set_config("webhook_token", value);
+            }
+            for presented in [None, setting] {
+                match HttpCarrier::handle_webhook(WebhookKind::Inbound, webhook(body, presented)) {
+                    Err(WebhookError::Unauthorized(reason)) => {
+                        assert!(reason.contains("disabled until `webhook_token` is set"), "{reason}")
+                    }
+                    other => panic!("{setting:?} {presented:?}: {other:?}"),
+                }
+            }
+        }
     }
 
     #[test]
@@ -555,7 +608,7 @@ mod tests {
             (WebhookKind::Inbound, r#"{"from":"+1","body":"x"}"#, "`to`"),
         ];
         for (kind, body, expected) in cases {
-            match HttpCarrier::handle_webhook(kind, webhook(body, None)) {
+            match HttpCarrier::handle_webhook(kind, signed(body)) {
                 Err(WebhookError::Malformed(reason)) => assert!(reason.contains(expected), "{body}: {reason}"),
                 other => panic!("{body}: {other:?}"),
             }

@@ -9,6 +9,8 @@
 //! (<n> segment(s)): <body>`, and answers with carrier message id
 //! `log-<message id>` and status `sent`. The id depends on the message id only,
 //! so sending the same message twice gives the same carrier id (idempotent).
+//! The log carrier makes no HTTP calls, so the outcome of a send is always
+//! known: nothing is ever held for reconciliation.
 //!
 //! # Simulated failures (deterministic)
 //!
@@ -41,8 +43,19 @@
 //! delivery_rate`, otherwise failed with error `simulated delivery failure`.
 //! The body may also be a JSON array of such receipts. Inbound messages are
 //! posted to the inbound webhook as `{"from": "...", "to": "...", "body":
-//! "..."}` (or an array of them). The log carrier checks no credentials: its
-//! webhooks are only as reachable as Herald's webhook endpoint.
+//! "..."}` (or an array of them).
+//!
+//! A webhook is anonymous input (a posted `STOP` opts a phone number out), so
+//! every request must carry the `webhook_secret` setting in the
+//! [`SECRET_HEADER`] header (`X-Herald-Webhook-Secret`, compared in constant
+//! time); otherwise it is `unauthorized`. Until `webhook_secret` is set, every
+//! webhook is `unauthorized` (Herald answers 404 before even asking the
+//! plugin), e.g.:
+//!
+//! ```sh
+//! curl -X POST http://127.0.0.1:8080/webhooks/log/status -H "X-Herald-Webhook-Secret: $SECRET" \
+//!   -H 'Content-Type: application/json' -d '{"carrier_message_id": "log-42"}'
+//! ```
 //!
 //! # Record of sent messages
 //!
@@ -60,11 +73,13 @@
 //! * `delivery_rate` (0.0–1.0, default 1): share of simulated receipts that say
 //!   delivered (receipts posted without a `status`).
 //! * `record` (`true`/`false`, default `false`): also log the JSON record line.
+//! * `webhook_secret` (unset by default: webhooks disabled): the shared secret
+//!   webhook requests must present in [`SECRET_HEADER`].
 
 use herald_sdk::config::{self, ConfigError};
 use herald_sdk::{
     Accepted, Carrier, DeliveryStatus, DeliveryUpdate, Encoding, InboundMessage, Message, SendError, WebhookError,
-    WebhookEvent, WebhookKind, WebhookRequest, log,
+    WebhookEvent, WebhookKind, WebhookRequest, log, webhook,
 };
 use serde_json::{Map, Value, json};
 
@@ -73,6 +88,9 @@ pub const RECORD_PREFIX: &str = "herald-carrier-log-record ";
 
 /// The error of a simulated delivery failure.
 pub const SIMULATED_DELIVERY_FAILURE: &str = "simulated delivery failure";
+
+/// The header a webhook request carries the `webhook_secret` setting in.
+pub const SECRET_HEADER: &str = "X-Herald-Webhook-Secret";
 
 /// The plugin: stateless, instantiated per call.
 pub struct LogCarrier;
@@ -84,12 +102,26 @@ impl Carrier for LogCarrier {
     }
 
     fn handle_webhook(kind: WebhookKind, request: WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
+        authenticate(&request)?;
         let delivery_rate = rate("delivery_rate", 1.0).map_err(|e| WebhookError::Malformed(e.to_string()))?;
         handle(kind, &request.body, delivery_rate)
     }
 }
 
 herald_sdk::export_carrier!(LogCarrier);
+
+/// Checks that `request` carries the `webhook_secret` setting in
+/// [`SECRET_HEADER`]; without the setting every request is refused.
+pub fn authenticate(request: &WebhookRequest) -> Result<(), WebhookError> {
+    let secret = config::get("webhook_secret")
+        .filter(|secret| !secret.trim().is_empty())
+        .ok_or_else(|| {
+            WebhookError::Unauthorized(
+                "the log carrier's webhooks are disabled until `webhook_secret` is set in its settings".into(),
+            )
+        })?;
+    webhook::check_secret(request, SECRET_HEADER, &secret)
+}
 
 /// The log carrier's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -286,7 +318,7 @@ fn inbound(item: &Value) -> Result<InboundMessage, WebhookError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_sdk::{Level, testing};
+    use herald_sdk::{Header, Level, testing};
 
     fn message(id: &str) -> Message {
         Message {
@@ -300,14 +332,24 @@ mod tests {
         }
     }
 
-    fn request(body: &str) -> WebhookRequest {
+    const SECRET: &str = "hook-s3cret";
+
+    fn unsigned(body: &str) -> WebhookRequest {
         WebhookRequest {
             method: "POST".into(),
             url: "https://herald.example/webhooks/log/status".into(),
             query: String::new(),
-            headers: vec![],
+            headers: vec![Header::new("Content-Type", "application/json")],
             body: body.as_bytes().to_vec(),
         }
+    }
+
+    /// A request with the right secret; configures `webhook_secret` too.
+    fn request(body: &str) -> WebhookRequest {
+        testing::set_config("webhook_secret", SECRET);
+        let mut request = unsigned(body);
+        request.headers.push(Header::new("x-herald-webhook-secret", SECRET));
+        request
     }
 
     #[test]
@@ -411,11 +453,12 @@ mod tests {
     }
 
     #[test]
-    fn invalid_rates_are_permanent_errors_naming_the_setting() {
+    fn invalid_rates_are_misconfigured_naming_the_setting() {
+        let misconfigured = || matches!(LogCarrier::send(message("m")), Err(SendError::Permanent(r)) if r.starts_with("misconfigured:") && r.contains("`failure_rate`"));
         testing::set_config("failure_rate", "1.5");
-        assert!(matches!(LogCarrier::send(message("m")), Err(SendError::Permanent(r)) if r.contains("`failure_rate`")));
+        assert!(misconfigured());
         testing::set_config("failure_rate", "lots");
-        assert!(matches!(LogCarrier::send(message("m")), Err(SendError::Permanent(r)) if r.contains("`failure_rate`")));
+        assert!(misconfigured());
         testing::reset();
         testing::set_config("delivery_rate", "-1");
         assert!(matches!(
@@ -518,6 +561,51 @@ mod tests {
             match LogCarrier::handle_webhook(kind, request(body)) {
                 Err(WebhookError::Malformed(reason)) => assert!(reason.contains(expected), "{body}: {reason}"),
                 other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn webhooks_need_the_shared_secret() {
+        let body = r#"{"carrier_message_id":"log-1","status":"delivered"}"#;
+        let unauthorized = |request: WebhookRequest| {
+            let kinds = [WebhookKind::Status, WebhookKind::Inbound];
+            kinds.into_iter().all(|kind| {
+                matches!(
+                    LogCarrier::handle_webhook(kind, request.clone()),
+                    Err(WebhookError::Unauthorized(_))
+                )
+            })
+        };
+        assert!(LogCarrier::handle_webhook(WebhookKind::Status, request(body)).is_ok());
+        assert!(unauthorized(unsigned(body)), "no header");
+        for presented in ["hook-s3cre", "hook-s3crett", "HOOK-S3CRET", ""] {
+            let mut forged = unsigned(body);
+            forged.headers.push(Header::new(SECRET_HEADER, presented));
+            assert!(unauthorized(forged), "{presented:?}");
+        }
+        // Checked before the body is parsed: a forgery learns nothing about the format.
+        let mut garbage = unsigned("not json");
+        garbage.headers.push(Header::new(SECRET_HEADER, "wrong"));
+        assert!(unauthorized(garbage));
+    }
+
+    #[test]
+    fn webhooks_are_disabled_without_a_secret() {
+        for setting in [None, Some(""), Some("  ")] {
+            testing::reset();
+            if let Some(value) = setting {
+                testing::set_config("webhook_secret", value);
+            }
+            let mut request = unsigned(r#"{"from":"+15550101","to":"HERALD","body":"STOP"}"#);
+            request
+                .headers
+                .push(Header::new(SECRET_HEADER, setting.unwrap_or_default()));
+            match LogCarrier::handle_webhook(WebhookKind::Inbound, request) {
+                Err(WebhookError::Unauthorized(reason)) => {
+                    assert!(reason.contains("disabled until `webhook_secret` is set"), "{reason}")
+                }
+                other => panic!("{setting:?}: {other:?}"),
             }
         }
     }

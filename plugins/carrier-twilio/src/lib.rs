@@ -5,9 +5,16 @@
 //! `send` makes `POST {base_url}/2010-04-01/Accounts/{account_sid}/Messages.json`
 //! with HTTP basic auth `account_sid:auth_token` and a form body: `To`, `From`
 //! (the message's sender, else the `from` setting), `MessagingServiceSid` (when
-//! set), `Body` and `StatusCallback` (when set). Herald's message id goes in
-//! the `I-Twilio-Idempotency-Token` header, since Herald may send a message
-//! more than once.
+//! set), `Body` and `StatusCallback` (when set).
+//!
+//! Twilio's Messages API does not deduplicate: it takes no idempotency key,
+//! and a request made twice is two messages. So Herald never re-sends blindly
+//! a message whose request may have reached Twilio (a timeout or a reset after
+//! the request was written): it holds it until a status callback settles it.
+//! For that, `StatusCallback` is the `status_callback` setting with Herald's
+//! message id added as query parameter `herald_message_id`
+//! ([`herald_sdk::webhook::with_message_id`]); Twilio signs the full URL, so
+//! the webhook signature covers the parameter.
 //!
 //! Twilio's answer maps as follows ([`map_response`]):
 //!
@@ -15,8 +22,12 @@
 //! |---|---|
 //! | 200/201 | accepted with the `sid`; `queued`, `accepted`, `scheduled`, `sending`, `sent` → sent; `delivered`, `read` → delivered; `failed`, `undelivered`, `canceled` → failed |
 //! | 429, or error code 20429 / 14107 | rate-limited after `Retry-After` seconds (1 s when absent) |
+//! | HTTP 401 whatever the code, or error code 20003 (authenticate), 20005 (account not active), 20404 (resource not found: a wrong Account SID), 21212 (invalid `From`), 21603 (`From` required), 21606 (`From` is not an SMS-capable number of this account) | misconfigured (`misconfigured: …`): Herald pauses the carrier and keeps its messages waiting |
+//! | error code 21610 (unsubscribed recipient: the number replied STOP) | opted out (`opted-out: …`): Herald fails the message and opts the contact out |
 //! | 408, 5xx, timeout, transport error | retryable |
-//! | other 4xx (400 with 21211 invalid `To`, 21610 unsubscribed recipient, 401 with 20003 bad credentials, 403, 404 …) | permanent, with Twilio's code and message |
+//! | other 4xx (400 with 21211 invalid `To`, 21408 region not enabled, 403 …) | permanent |
+//!
+//! Every refusal keeps Twilio's HTTP status, error code and message in its reason.
 //!
 //! # Webhooks
 //!
@@ -46,14 +57,18 @@
 //!   message has no sender of its own.
 //! * `messaging_service_sid`: a Messaging Service (`MG…`) to send through;
 //!   either it, `from` or the message's sender is needed.
-//! * `status_callback`: the public URL of Herald's status webhook for this carrier.
+//! * `status_callback`: the public URL of Herald's status webhook for this
+//!   carrier, e.g. `https://herald.example.com/webhooks/twilio/status`; each
+//!   message adds its id to it. Without it, receipts only come when the number
+//!   or Messaging Service has a callback of its own, and a message whose send
+//!   outcome is unknown cannot be reconciled.
 //! * `base_url` (default `https://api.twilio.com`): for tests against a fake Twilio.
 
 use base64::Engine as _;
 use herald_sdk::http::{Request, Response};
 use herald_sdk::{
     Accepted, Carrier, DeliveryStatus, DeliveryUpdate, InboundMessage, Message, SendError, WebhookError, WebhookEvent,
-    WebhookKind, WebhookRequest, config, log,
+    WebhookKind, WebhookRequest, config, log, webhook,
 };
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
@@ -69,6 +84,17 @@ pub const SIGNATURE_HEADER: &str = "X-Twilio-Signature";
 
 /// Twilio error codes meaning "too many requests".
 const RATE_LIMIT_CODES: &[i64] = &[20429, 14107];
+
+/// Twilio error codes meaning the recipient opted out: 21610, "Attempt to send
+/// to unsubscribed recipient" (the number replied STOP to this sender).
+const OPTED_OUT_CODES: &[i64] = &[21610];
+
+/// Twilio error codes meaning the account or the settings are wrong, so every
+/// message would fail alike: 20003 authenticate, 20005 account not active,
+/// 20404 resource not found (a wrong Account SID in the URL), 21212 invalid
+/// `From`, 21603 `From` required, 21606 `From` is not an SMS-capable number of
+/// this account.
+const MISCONFIGURED_CODES: &[i64] = &[20003, 20005, 20404, 21212, 21603, 21606];
 
 type HmacSha1 = Hmac<Sha1>;
 
@@ -144,8 +170,8 @@ pub fn build_request(message: &Message, settings: &SendSettings) -> Result<Reque
         .map(String::from)
         .or_else(|| settings.from.clone());
     if from.is_none() && settings.messaging_service_sid.is_none() {
-        return Err(SendError::Permanent(
-            "no sender: the message has none and neither setting `from` nor `messaging_service_sid` is set".into(),
+        return Err(SendError::misconfigured(
+            "no sender: the message has none and neither setting `from` nor `messaging_service_sid` is set",
         ));
     }
     let mut form: Vec<(&str, &str)> = vec![("To", &message.to)];
@@ -156,7 +182,12 @@ pub fn build_request(message: &Message, settings: &SendSettings) -> Result<Reque
         form.push(("MessagingServiceSid", service));
     }
     form.push(("Body", &message.body));
-    if let Some(callback) = &settings.status_callback {
+    // Names the message in its receipts, so Herald can settle a send whose answer it never got.
+    let callback = settings
+        .status_callback
+        .as_deref()
+        .map(|url| webhook::with_message_id(url, &message.id));
+    if let Some(callback) = &callback {
         form.push(("StatusCallback", callback));
     }
     let url = format!(
@@ -165,7 +196,6 @@ pub fn build_request(message: &Message, settings: &SendSettings) -> Result<Reque
     );
     Ok(Request::post(url)
         .basic_auth(&settings.account_sid, &settings.auth_token)
-        .header("I-Twilio-Idempotency-Token", message.id.as_str())
         .header("Accept", "application/json")
         .form(&form))
 }
@@ -201,6 +231,14 @@ pub fn map_response(response: &Response) -> Result<Accepted, SendError> {
     };
     if response.status == 429 || code.is_some_and(|c| RATE_LIMIT_CODES.contains(&c)) {
         return Err(SendError::RateLimited(retry_after_ms(response)));
+    }
+    let refused = !response.is_success();
+    // Bad credentials or a foreign sender fail every message alike: the carrier must be paused.
+    if refused && (response.status == 401 || code.is_some_and(|c| MISCONFIGURED_CODES.contains(&c))) {
+        return Err(SendError::misconfigured(describe()));
+    }
+    if refused && code.is_some_and(|c| OPTED_OUT_CODES.contains(&c)) {
+        return Err(SendError::opted_out(describe()));
     }
     match response.status {
         200 | 201 => {
@@ -376,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn sends_a_form_with_basic_auth_and_idempotency_token() {
+    fn sends_a_form_with_basic_auth_and_the_message_id_in_the_status_callback() {
         configure();
         testing::set_config("status_callback", "https://herald.example.com/webhooks/twilio/status");
         testing::push_response(Ok(
@@ -402,7 +440,15 @@ mod tests {
             request.header_value("authorization"),
             Some(format!("Basic {basic}").as_str())
         );
-        assert_eq!(request.header_value("i-twilio-idempotency-token"), Some("msg-1"));
+        // Twilio's Messages API takes no idempotency header; only its own webhooks carry one.
+        assert!(
+            !request
+                .headers
+                .iter()
+                .any(|h| h.name.to_ascii_lowercase().contains("idempotency")),
+            "{:?}",
+            request.headers
+        );
         assert_eq!(
             request.header_value("content-type"),
             Some("application/x-www-form-urlencoded")
@@ -414,7 +460,10 @@ mod tests {
                 pair("To", "+15550100"),
                 pair("From", "+15550199"),
                 pair("Body", "Hello & welcome"),
-                pair("StatusCallback", "https://herald.example.com/webhooks/twilio/status"),
+                pair(
+                    "StatusCallback",
+                    "https://herald.example.com/webhooks/twilio/status?herald_message_id=msg-1"
+                ),
             ]
         );
         assert!(request.body_text().contains("To=%2B15550100"));
@@ -445,15 +494,18 @@ mod tests {
         assert!(!names(1).iter().any(|(k, _)| k == "StatusCallback"));
 
         testing::remove_config("messaging_service_sid");
-        assert!(matches!(Twilio::send(message()), Err(SendError::Permanent(r)) if r.contains("`from`")));
+        let no_sender = Twilio::send(message()).unwrap_err();
+        assert!(no_sender.is_misconfigured(), "{no_sender:?}");
+        assert!(no_sender.to_string().contains("`from`"), "{no_sender}");
         assert_eq!(testing::requests().len(), 2, "no request without a sender");
     }
 
     #[test]
-    fn missing_credentials_are_permanent_and_named() {
-        assert!(matches!(Twilio::send(message()), Err(SendError::Permanent(r)) if r.contains("`account_sid`")));
+    fn missing_credentials_are_misconfigured_and_named() {
+        let misconfigured = |key: &str| matches!(Twilio::send(message()), Err(SendError::Permanent(r)) if r.starts_with("misconfigured:") && r.contains(key));
+        assert!(misconfigured("`account_sid`"));
         testing::set_config("account_sid", SID);
-        assert!(matches!(Twilio::send(message()), Err(SendError::Permanent(r)) if r.contains("`auth_token`")));
+        assert!(misconfigured("`auth_token`"));
         assert!(testing::requests().is_empty());
     }
 
@@ -511,33 +563,114 @@ mod tests {
         );
     }
 
+    /// What a refusal's reason says it is.
+    #[derive(Debug, PartialEq)]
+    enum Refusal {
+        Permanent,
+        OptedOut,
+        Misconfigured,
+    }
+
+    fn refusal(error: &SendError) -> Refusal {
+        match error {
+            e if e.is_opted_out() => Refusal::OptedOut,
+            e if e.is_misconfigured() => Refusal::Misconfigured,
+            SendError::Permanent(_) => Refusal::Permanent,
+            other => panic!("not a refusal: {other:?}"),
+        }
+    }
+
     #[test]
-    fn client_errors_are_permanent_with_code_and_message() {
+    fn client_errors_map_by_code_keeping_code_and_message() {
         let cases = [
-            twilio_error(400, 21211, "The 'To' number +1555 is not a valid phone number."),
-            twilio_error(400, 21610, "Attempt to send to unsubscribed recipient"),
-            twilio_error(
+            (
+                400,
+                21211,
+                "The 'To' number +1555 is not a valid phone number.",
+                Refusal::Permanent,
+            ),
+            (
                 400,
                 21408,
                 "Permission to send an SMS has not been enabled for the region",
+                Refusal::Permanent,
             ),
-            twilio_error(401, 20003, "Authenticate"),
-            twilio_error(403, 20003, "Forbidden"),
-            twilio_error(404, 20404, "The requested resource was not found"),
+            (
+                403,
+                20008,
+                "Resource not accessible with Test Account Credentials",
+                Refusal::Permanent,
+            ),
+            (
+                400,
+                21610,
+                "Attempt to send to unsubscribed recipient",
+                Refusal::OptedOut,
+            ),
+            (401, 20003, "Authenticate", Refusal::Misconfigured),
+            (401, 20001, "Unknown", Refusal::Misconfigured),
+            (403, 20003, "Forbidden", Refusal::Misconfigured),
+            (401, 20005, "Account not active", Refusal::Misconfigured),
+            (
+                404,
+                20404,
+                "The requested resource /2010-04-01/Accounts/AC0/Messages.json was not found",
+                Refusal::Misconfigured,
+            ),
+            (
+                400,
+                21212,
+                "The 'From' number +1555 is not a valid phone number, shortcode, or alphanumeric sender ID.",
+                Refusal::Misconfigured,
+            ),
+            (
+                400,
+                21603,
+                "The 'From' phone number is required.",
+                Refusal::Misconfigured,
+            ),
+            (
+                400,
+                21606,
+                "The 'From' phone number provided is not a valid message-capable Twilio phone number for this destination/account.",
+                Refusal::Misconfigured,
+            ),
         ];
-        for response in cases {
-            let expected: serde_json::Value = response.json().unwrap();
-            match map_response(&response) {
-                Err(SendError::Permanent(reason)) => {
-                    assert!(reason.contains(&format!("HTTP {}", response.status)), "{reason}");
-                    assert!(reason.contains(&expected["code"].to_string()), "{reason}");
-                    assert!(reason.contains(expected["message"].as_str().unwrap()), "{reason}");
-                }
-                other => panic!("{other:?}"),
-            }
+        for (status, code, text, expected) in cases {
+            let error = map_response(&twilio_error(status, code, text)).unwrap_err();
+            assert_eq!(refusal(&error), expected, "{status} {code}");
+            let reason = error.to_string();
+            assert!(
+                reason.contains(&format!("Twilio HTTP {status} error {code}: {text}")),
+                "{reason}"
+            );
         }
+        // 401 without a JSON body is bad credentials too; other bodies keep their text.
+        assert_eq!(
+            refusal(&map_response(&Response::new(401)).unwrap_err()),
+            Refusal::Misconfigured
+        );
         assert!(
-            matches!(map_response(&Response::new(400).with_body("nope")), Err(SendError::Permanent(r)) if r.contains("nope"))
+            matches!(map_response(&Response::new(400).with_body("nope")), Err(SendError::Permanent(r)) if r == "Twilio HTTP 400: nope")
+        );
+        // The codes only count in a refusal.
+        let accepted = Response::new(201).with_json(&json!({"sid": "SM1", "status": "queued", "code": 21610}));
+        assert!(map_response(&accepted).is_ok());
+    }
+
+    #[test]
+    fn opted_out_through_send() {
+        configure();
+        testing::push_response(Ok(twilio_error(
+            400,
+            21610,
+            "Attempt to send to unsubscribed recipient",
+        )));
+        assert_eq!(
+            Twilio::send(message()),
+            Err(SendError::Permanent(
+                "opted-out: Twilio HTTP 400 error 21610: Attempt to send to unsubscribed recipient".into()
+            ))
         );
     }
 
@@ -554,8 +687,9 @@ mod tests {
         assert!(matches!(Twilio::send(message()), Err(SendError::Retryable(r)) if r.contains("timed out")));
         assert!(matches!(Twilio::send(message()), Err(SendError::Retryable(r)) if r.contains("connection reset")));
         assert!(matches!(Twilio::send(message()), Err(SendError::Retryable(_))));
+        // Not on allowed_hosts: the operator's configuration.
         testing::push_response(Err(HttpError::Denied("api.twilio.com is not allowed".into())));
-        assert!(matches!(Twilio::send(message()), Err(SendError::Permanent(_))));
+        assert!(Twilio::send(message()).unwrap_err().is_misconfigured());
     }
 
     // ---- webhooks ----------------------------------------------------------
@@ -832,6 +966,47 @@ mod tests {
         assert!(matches!(
             handle(WebhookKind::Status, &garbage, TOKEN),
             Err(WebhookError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn status_callback_url_round_trips_with_the_message_id_signed() {
+        configure();
+        testing::set_config("status_callback", format!("{STATUS_URL}?tenant=a"));
+        testing::push_response(Ok(
+            Response::new(201).with_json(&json!({"sid": "SM1", "status": "queued"}))
+        ));
+        let mut with_odd_id = message();
+        with_odd_id.id = "m 1&x=2".into();
+        Twilio::send(with_odd_id).unwrap();
+        let pairs = testing::requests()[0].form_pairs();
+        let callback = &pairs.iter().find(|(k, _)| k == "StatusCallback").unwrap().1;
+        assert_eq!(
+            callback,
+            &format!("{STATUS_URL}?tenant=a&herald_message_id=m+1%26x%3D2")
+        );
+
+        // Twilio calls that URL and signs it whole; Herald splits off the query.
+        let params = [("MessageSid", "SM1"), ("MessageStatus", "delivered")];
+        let params: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (url, query) = callback.split_once('?').unwrap();
+        let mut request = webhook(
+            url,
+            query,
+            &form_body(&params),
+            Some(&signature(TOKEN, callback, &params)),
+        );
+        assert_eq!(handle(WebhookKind::Status, &request, TOKEN).unwrap().len(), 1);
+        assert!(
+            request
+                .query_pairs()
+                .contains(&(webhook::MESSAGE_ID_PARAM.into(), "m 1&x=2".into()))
+        );
+        // Pointing the receipt at another message breaks the signature.
+        request.query = request.query.replace("m+1", "m+2");
+        assert!(matches!(
+            handle(WebhookKind::Status, &request, TOKEN),
+            Err(WebhookError::Unauthorized(_))
         ));
     }
 
