@@ -15,13 +15,15 @@ CREATE INDEX messages_in_flight ON messages (updated_at) WHERE status = 'sending
 CREATE INDEX messages_outcome_unknown ON messages (outcome_unknown_at) WHERE outcome_unknown_at IS NOT NULL;
 
 -- Verified delivery receipts that arrived before the send result naming their
--- carrier message id: applied when that result lands (carriers answer a
--- webhook once; dropping one loses it).
+-- carrier message id (or before the message was found unknown): applied when
+-- that result lands (carriers answer a webhook once; dropping one loses it).
 CREATE TABLE early_receipts (
     carrier             TEXT NOT NULL,
     carrier_message_id  TEXT NOT NULL,
-    status              TEXT NOT NULL CHECK (status IN ('delivered', 'failed')),
+    status              TEXT NOT NULL CHECK (status IN ('sent', 'delivered', 'failed')),
     error               TEXT,
+    -- Herald's message id when the callback named it (an unknown outcome to reconcile).
+    message_id          UUID,
     received_at         TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (carrier, carrier_message_id, status)
 );

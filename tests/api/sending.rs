@@ -6,35 +6,38 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use herald_tests::gateway::FakeGateway;
+use herald_tests::gateway::{FakeGateway, twilio_carrier};
 use herald_tests::serde_json::{Value, json};
-use herald_tests::{Backend, ManualClock, TestServer, User, eventually, on_both_backends, window_open_now};
+use herald_tests::{
+    Backend, LOG_WEBHOOK_SECRET, LOG_WEBHOOK_SECRET_HEADER, ManualClock, TestServer, User, eventually, on_both_backends,
+    twilio_signed, window_open_now,
+};
 
-const SETTLE: Duration = Duration::from_secs(60);
+pub(crate) const SETTLE: Duration = Duration::from_secs(60);
 
-fn at(rfc3339: &str) -> DateTime<Utc> {
+pub(crate) fn at(rfc3339: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(rfc3339).unwrap().with_timezone(&Utc)
 }
 
 /// Tuesday 2026-11-24, 10:00 in New York: inside the default window.
-const TUESDAY_10AM: &str = "2026-11-24T15:00:00Z";
+pub(crate) const TUESDAY_10AM: &str = "2026-11-24T15:00:00Z";
 /// Saturday 2026-11-28, 10:00 in New York: outside (weekend).
 const SATURDAY_10AM: &str = "2026-11-28T15:00:00Z";
 /// Monday 2026-11-30, 09:00 EST: when the default window next opens after Saturday.
 const MONDAY_OPENS: &str = "2026-11-30T14:00:00Z";
 
-fn phones(n: usize, offset: usize) -> Vec<String> {
+pub(crate) fn phones(n: usize, offset: usize) -> Vec<String> {
     (offset..offset + n).map(|i| format!("+1212555{i:04}")).collect()
 }
 
-async fn start_at(backend: Backend, now: &str) -> Option<(TestServer, Arc<ManualClock>)> {
+pub(crate) async fn start_at(backend: Backend, now: &str) -> Option<(TestServer, Arc<ManualClock>)> {
     let clock = Arc::new(ManualClock::new(at(now)));
     let server = TestServer::launch(backend, Some(clock.clone()), true, |_| {}).await?;
     Some((server, clock))
 }
 
 /// Creates an active campaign with `extra` fields and `n` contacts; returns its id.
-async fn active_campaign(server: &TestServer, user: &User, extra: Value, contacts: &[String]) -> String {
+pub(crate) async fn active_campaign(server: &TestServer, user: &User, extra: Value, contacts: &[String]) -> String {
     let id = server.create_campaign(user, extra).await;
     add_contacts(server, user, &id, contacts).await;
     server.set_status(user, &id, "active").await.expect(200);
@@ -59,7 +62,7 @@ async fn add_contacts(server: &TestServer, user: &User, campaign: &str, phones: 
     }
 }
 
-async fn send(server: &TestServer, user: &User, campaign: &str) -> Value {
+pub(crate) async fn send(server: &TestServer, user: &User, campaign: &str) -> Value {
     server
         .post(&format!("/api/v1/campaigns/{campaign}/send"), user, json!({}))
         .await
@@ -73,7 +76,7 @@ async fn task(server: &TestServer, user: &User, task: &Value) -> Value {
 }
 
 /// Stats once the scheduler has had time to act (for "nothing happens" checks).
-async fn stats_after_a_while(server: &TestServer, user: &User, campaign: &str) -> Value {
+pub(crate) async fn stats_after_a_while(server: &TestServer, user: &User, campaign: &str) -> Value {
     tokio::time::sleep(Duration::from_millis(800)).await;
     server.stats(user, campaign).await
 }
@@ -348,6 +351,7 @@ on_both_backends! {
             allow_insecure_http: false,
             max_per_second: 100,
             max_concurrency: 1,
+            idempotent: false,
             settings: Default::default(),
         };
         let Some(server) = TestServer::launch(backend, None, true, |config| {
@@ -383,11 +387,12 @@ on_both_backends! {
         let opted_out = || async { server.get(&format!("/api/v1/contacts/{contact}"), &user).await.body["opted_out"].clone() };
 
         let inbound = |body: &str| json!({ "from": phone, "to": "+12125550999", "body": body });
-        server.post_anonymous("/webhooks/log/inbound", inbound("  Stop ")).await.expect(204);
+        let secret = Some(LOG_WEBHOOK_SECRET);
+        server.post_webhook("/webhooks/log/inbound", inbound("  Stop "), secret).await.expect(204);
         assert_eq!(opted_out().await, true);
-        server.post_anonymous("/api/v1/webhooks/log/inbound", inbound("START")).await.expect(204);
+        server.post_webhook("/api/v1/webhooks/log/inbound", inbound("START"), secret).await.expect(204);
         assert_eq!(opted_out().await, false);
-        server.post_anonymous("/webhooks/log/inbound", inbound("HELP")).await.expect(204);
+        server.post_webhook("/webhooks/log/inbound", inbound("HELP"), secret).await.expect(204);
         assert_eq!(opted_out().await, false);
         eventually("consent and inbound events", SETTLE, || async {
             (events.of_type("herald.contact.opted_out").len() == 1
@@ -396,8 +401,9 @@ on_both_backends! {
                 .then_some(())
         }).await;
 
-        server.post_anonymous("/webhooks/nope/inbound", inbound("STOP")).await.expect_problem(404);
-        server.post_anonymous_raw("/webhooks/log/inbound", b"not json".to_vec()).await.expect_problem(400);
+        server.post_webhook("/webhooks/nope/inbound", inbound("STOP"), secret).await.expect_problem(404);
+        let garbage = server.client_post("/webhooks/log/inbound").header(LOG_WEBHOOK_SECRET_HEADER, LOG_WEBHOOK_SECRET).body("not json");
+        server.send_request(garbage).await.expect_problem(400);
     }
 
     async fn a_simulated_receipt_marks_a_message_delivered(server) {
@@ -412,7 +418,7 @@ on_both_backends! {
             (sent.len() == 2).then_some(sent)
         }).await;
         let receipts: Vec<Value> = sent.iter().map(|e| json!({ "carrier_message_id": e["data"]["carrier_message_id"], "status": "delivered" })).collect();
-        server.post_anonymous("/webhooks/log/status", Value::Array(receipts)).await.expect(204);
+        server.post_webhook("/webhooks/log/status", Value::Array(receipts), Some(LOG_WEBHOOK_SECRET)).await.expect(204);
         let stats = server.stats(&user, &campaign).await;
         assert_eq!((stats["messages_sent"].as_u64(), stats["messages_delivered"].as_u64()), (Some(2), Some(2)));
         assert_eq!(stats["delivery_rate"], 1.0);
@@ -449,40 +455,13 @@ on_both_backends! {
     }
 }
 
-/// Form body and `X-Twilio-Signature` for a Twilio webhook to `url` (HMAC-SHA1
-/// of the URL and the sorted parameters, base64).
-fn twilio_signed(url: &str, params: &[(&str, &str)], token: &str) -> (String, String) {
-    use base64::Engine;
-    use hmac::Mac;
-    let mut sorted = params.to_vec();
-    sorted.sort();
-    let data: String = std::iter::once(url.to_string())
-        .chain(sorted.iter().map(|(k, v)| format!("{k}{v}")))
-        .collect();
-    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(token.as_bytes()).unwrap();
-    mac.update(data.as_bytes());
-    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    let body = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params)
-        .finish();
-    (body, signature)
-}
-
 on_both_backends! {
     async fn a_twilio_status_callback_marks_the_message_delivered(server) {
         let backend = server.backend;
         drop(server);
         const TOKEN: &str = "twilio-auth-token";
         let gateway = FakeGateway::start().await;
-        let twilio = herald::config::CarrierConfig {
-            name: "twilio".into(),
-            plugin: "builtin:twilio".into(),
-            settings: [("account_sid", "AC0123"), ("auth_token", TOKEN), ("from", "+12125550100"), ("base_url", gateway.base().as_str())]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..gateway.carrier("twilio")
-        };
+        let twilio = twilio_carrier(&gateway, TOKEN);
         let Some(server) = TestServer::launch(backend, None, true, |config| config.carriers = vec![twilio]).await else { return };
         let user = server.new_user();
         let events = server.listen(&user).await;

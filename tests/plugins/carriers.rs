@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use herald::plugin::carrier::{
-    CarrierPlugin, DeliveryStatus, Encoding, Header, Message, SendError, WebhookError, WebhookEvent, WebhookKind,
+    CarrierPlugin, DeliveryStatus, Encoding, Header, Message, Reach, SendError, WebhookError, WebhookEvent, WebhookKind,
     WebhookRequest,
 };
 use herald::plugin::http::PluginHttp;
@@ -53,7 +53,7 @@ fn message(id: &str) -> Message {
 #[tokio::test]
 async fn log_carrier_accepts_and_turns_posted_receipts_into_events() {
     let log = carrier("builtin:log", &[], &[]);
-    let accepted = log.send(&message("m-1")).await.unwrap().unwrap();
+    let accepted = log.send(&message("m-1")).await.0.unwrap().unwrap();
     assert_eq!(accepted.carrier_message_id, "log-m-1");
     assert_eq!(accepted.status, Some(DeliveryStatus::Sent));
     let receipt = WebhookRequest {
@@ -63,8 +63,30 @@ async fn log_carrier_accepts_and_turns_posted_receipts_into_events() {
         headers: vec![],
         body: br#"{"carrier_message_id": "log-m-1", "status": "delivered"}"#.to_vec(),
     };
+    let refused = log.handle_webhook(WebhookKind::Status, &receipt).await.unwrap();
+    assert!(
+        matches!(refused, Err(WebhookError::Unauthorized(_))),
+        "without webhook_secret the log carrier trusts no webhook: {refused:?}"
+    );
+    let log = carrier("builtin:log", &[("webhook_secret", "s3cret")], &[]);
+    let forged = WebhookRequest {
+        headers: vec![Header {
+            name: "X-Herald-Webhook-Secret".into(),
+            value: "guess".into(),
+        }],
+        ..receipt.clone()
+    };
+    let refused = log.handle_webhook(WebhookKind::Status, &forged).await.unwrap();
+    assert!(matches!(refused, Err(WebhookError::Unauthorized(_))), "{refused:?}");
+    let signed = WebhookRequest {
+        headers: vec![Header {
+            name: "X-Herald-Webhook-Secret".into(),
+            value: "s3cret".into(),
+        }],
+        ..receipt
+    };
     let events = log
-        .handle_webhook(WebhookKind::Status, &receipt)
+        .handle_webhook(WebhookKind::Status, &signed)
         .await
         .unwrap()
         .unwrap();
@@ -152,6 +174,7 @@ impl FakeTwilio {
             ("account_sid", "AC0123"),
             ("auth_token", AUTH_TOKEN),
             ("base_url", self.base_url.as_str()),
+            ("status_callback", "https://herald.example/webhooks/twilio/status"),
         ];
         carrier("builtin:twilio", &settings, &["127.0.0.1"])
     }
@@ -163,7 +186,7 @@ async fn twilio_send_maps_every_kind_of_answer() {
     let twilio = fake.twilio();
 
     fake.then(answer(201, r#"{"sid": "SM123", "status": "queued"}"#));
-    let accepted = twilio.send(&message("m-42")).await.unwrap().unwrap();
+    let accepted = twilio.send(&message("m-42")).await.0.unwrap().unwrap();
     assert_eq!(
         (accepted.carrier_message_id.as_str(), accepted.status),
         ("SM123", Some(DeliveryStatus::Sent))
@@ -178,8 +201,8 @@ async fn twilio_send_maps_every_kind_of_answer() {
         "basic auth: {request}"
     );
     assert!(
-        request.contains("m-42"),
-        "the message id travels as idempotency key: {request}"
+        request.contains("herald_message_id%3Dm-42"),
+        "the status callback names the message: {request}"
     );
     assert!(request.contains("To=%2B15551230001"), "form-encoded: {request}");
 
@@ -187,34 +210,33 @@ async fn twilio_send_maps_every_kind_of_answer() {
         headers: vec![("retry-after", "7")],
         ..answer(429, r#"{"code": 20429, "message": "Too Many Requests"}"#)
     });
-    let limited = twilio.send(&message("m-43")).await.unwrap();
+    let limited = twilio.send(&message("m-43")).await.0.unwrap();
     assert!(matches!(limited, Err(SendError::RateLimited(7_000))), "{limited:?}");
 
     fake.then(answer(
         400,
         r#"{"code": 21211, "message": "Invalid 'To' Phone Number"}"#,
     ));
-    let Err(SendError::Permanent(reason)) = twilio.send(&message("m-44")).await.unwrap() else {
+    let Err(SendError::Permanent(reason)) = twilio.send(&message("m-44")).await.0.unwrap() else {
         panic!("4xx is permanent");
     };
     assert!(reason.contains("21211"), "{reason}");
 
     fake.then(answer(503, r#"{"message": "unavailable"}"#));
-    assert!(matches!(
-        twilio.send(&message("m-45")).await.unwrap(),
-        Err(SendError::Retryable(_))
-    ));
+    let (result, reach) = twilio.send(&message("m-45")).await;
+    assert!(matches!(result.unwrap(), Err(SendError::Retryable(_))));
+    assert_eq!(reach, Reach::Answered, "Twilio said no: the outcome is known");
 
     fake.then(Answer {
         delay: Duration::from_secs(2),
         ..answer(201, r#"{"sid": "SM-late"}"#)
     });
-    assert!(
-        matches!(
-            twilio.send(&message("m-46")).await.unwrap(),
-            Err(SendError::Retryable(_))
-        ),
-        "timeouts retry"
+    let (result, reach) = twilio.send(&message("m-46")).await;
+    assert!(matches!(result.unwrap(), Err(SendError::Retryable(_))), "timeouts retry");
+    assert_eq!(
+        reach,
+        Reach::Unanswered,
+        "the request was written and no answer came: the outcome is unknown"
     );
 }
 

@@ -157,6 +157,7 @@ async fn fetches_stay_on_the_allow_list_and_under_the_size_cap() {
     let accepted = allowed
         .send(&message(format!("http://{address}/ok")))
         .await
+        .0
         .unwrap()
         .unwrap();
     assert_eq!(accepted.carrier_message_id, "200:100");
@@ -166,6 +167,7 @@ async fn fetches_stay_on_the_allow_list_and_under_the_size_cap() {
     let refused = denied
         .send(&message(format!("http://{address}/nope")))
         .await
+        .0
         .unwrap()
         .unwrap_err();
     assert!(format!("{refused:?}").contains("Denied"), "{refused:?}");
@@ -173,6 +175,7 @@ async fn fetches_stay_on_the_allow_list_and_under_the_size_cap() {
     let refused = https_only
         .send(&message(format!("http://{address}/plain")))
         .await
+        .0
         .unwrap()
         .unwrap_err();
     assert!(format!("{refused:?}").contains("Denied"), "{refused:?}");
@@ -182,6 +185,7 @@ async fn fetches_stay_on_the_allow_list_and_under_the_size_cap() {
     let too_large = allowed
         .send(&message(format!("http://{big}/big")))
         .await
+        .0
         .unwrap()
         .unwrap_err();
     assert!(format!("{too_large:?}").contains("TooLarge"), "{too_large:?}");

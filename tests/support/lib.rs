@@ -43,6 +43,46 @@ pub mod fixtures {
 
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 
+/// The header carrying the log carrier's webhook secret.
+pub const LOG_WEBHOOK_SECRET_HEADER: &str = "x-herald-webhook-secret";
+/// The webhook secret [`with_log_webhooks`] configures.
+pub const LOG_WEBHOOK_SECRET: &str = "log-webhook-secret";
+
+/// The defaults every test server starts from: log-carrier webhooks enabled.
+fn test_defaults() -> Config {
+    let mut config = Config::default();
+    with_log_webhooks(&mut config);
+    config
+}
+
+/// Enables the default log carrier's webhooks with [`LOG_WEBHOOK_SECRET`].
+pub fn with_log_webhooks(config: &mut Config) {
+    for carrier in config.carriers.iter_mut().filter(|c| c.plugin == "builtin:log") {
+        carrier
+            .settings
+            .insert("webhook_secret".into(), LOG_WEBHOOK_SECRET.into());
+    }
+}
+
+/// Form body and `X-Twilio-Signature` for a Twilio webhook to `url` (HMAC-SHA1
+/// of the URL and the sorted parameters, base64).
+pub fn twilio_signed(url: &str, params: &[(&str, &str)], token: &str) -> (String, String) {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let data: String = std::iter::once(url.to_string())
+        .chain(sorted.iter().map(|(k, v)| format!("{k}{v}")))
+        .collect();
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(token.as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    (body, signature)
+}
+
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const STALE_AFTER: Duration = Duration::from_secs(2 * 3600);
 
@@ -193,6 +233,7 @@ impl TestServer {
         config.database.max_connections = 4;
         config.auth.jwt_secret = Some(SECRET.into());
         config.log.level = "warn".into();
+        with_log_webhooks(&mut config);
         if backend == Backend::Postgres
             && let Some(url) = nats_url().await
         {
@@ -248,6 +289,16 @@ impl TestServer {
             id,
             token: hs256_token(SECRET, json!({ "sub": id.to_string(), "exp": in_an_hour() })),
         }
+    }
+
+    /// An anonymous POST to `path`, to finish with headers and a body and
+    /// pass to [`TestServer::send_request`].
+    pub fn client_post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::POST, path, None)
+    }
+
+    pub async fn send_request(&self, request: reqwest::RequestBuilder) -> Reply {
+        self.send(request).await
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
@@ -308,6 +359,15 @@ impl TestServer {
             .header("content-type", "application/x-www-form-urlencoded")
             .header("x-twilio-signature", signature)
             .body(body);
+        self.send(request).await
+    }
+
+    /// POST of JSON to a log-carrier webhook, with its shared secret when given.
+    pub async fn post_webhook(&self, path: &str, body: Value, secret: Option<&str>) -> Reply {
+        let mut request = self.request(reqwest::Method::POST, path, None).json(&body);
+        if let Some(secret) = secret {
+            request = request.header(LOG_WEBHOOK_SECRET_HEADER, secret);
+        }
         self.send(request).await
     }
 
@@ -487,7 +547,7 @@ pub struct User {
 
 /// The plugins of `config`: the shared set when its carriers are the defaults.
 fn plugins_for(config: &Config) -> herald::plugin::Plugins {
-    let defaults = Config::default();
+    let defaults = test_defaults();
     let same = serde_json::to_value(&config.carriers).ok() == serde_json::to_value(&defaults.carriers).ok()
         && config.template == defaults.template
         && config.template_settings == defaults.template_settings
@@ -583,7 +643,7 @@ where
 /// server (compiling them is most of a server's start-up).
 fn shared_plugins() -> &'static herald::plugin::Plugins {
     static PLUGINS: std::sync::OnceLock<herald::plugin::Plugins> = std::sync::OnceLock::new();
-    PLUGINS.get_or_init(|| herald::plugin::Plugins::load(&Config::default()).expect("shipped plugins load"))
+    PLUGINS.get_or_init(|| herald::plugin::Plugins::load(&test_defaults()).expect("shipped plugins load"))
 }
 
 /// An HTTP client builder for tests. The workspace builds reqwest without a

@@ -213,10 +213,12 @@ impl Dispatcher {
         };
         let waiting_since = tokio::time::Instant::now();
         loop {
+            let _slot = gate.acquire(rendered.segments).await;
+            // Checked once a call slot is ours: calls queued behind the one that
+            // found the carrier misconfigured must not each try again.
             if let Some(left) = gate.suspended() {
                 return Some(self.postpone(left, "carrier paused: it reported itself misconfigured"));
             }
-            let _slot = gate.acquire(rendered.segments).await;
             // A call started later could still be running when the api role
             // hands the message out again.
             if self.clock.now() > job.deadline - self.start_by {

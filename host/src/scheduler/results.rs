@@ -126,7 +126,8 @@ impl Scheduler {
         self.replay_events(&changes, &applied, now).await?;
         self.after_changes(&applied, now).await?;
         self.opt_out_refused(&changes, &applied, now).await?;
-        if applied.iter().any(|m| m.status == MessageStatus::Sent) {
+        if !applied.is_empty() {
+            // Receipts that came first wait for exactly these results.
             self.apply_early_receipts(now).await?;
         }
         Ok(())

@@ -362,33 +362,9 @@ macro_rules! impl_sending_store {
         ) -> Result<$crate::domain::message::ReceiptOutcome, $crate::store::StoreError> {
             use $crate::domain::message::{MessageStatus, ReceiptOutcome};
             let mut tx = self.pool.begin().await?;
-            if let Some(message_id) = receipt.message_id {
-                // Reconciles a send whose outcome was unknown: the receipt says
-                // the carrier has it, under this id.
-                let row: Option<$crate::store::rows::MessageRow> = sqlx::query_as(concat!(
-                    "UPDATE messages SET status = $3, carrier_message_id = $4, outcome_unknown_at = NULL, \
-                     last_error = $5, sent_at = CASE WHEN $3 IN ('sent', 'delivered') THEN $6 ELSE sent_at END, \
-                     delivered_at = CASE WHEN $3 = 'delivered' THEN $6 ELSE delivered_at END, updated_at = $6 \
-                     WHERE id = $1 AND carrier = $2 AND status = 'sending' AND outcome_unknown_at IS NOT NULL \
-                     RETURNING ",
-                    message_columns!()
-                ))
-                .bind(message_id)
-                .bind(&receipt.carrier)
-                .bind(receipt.status.as_str())
-                .bind(&receipt.carrier_message_id)
-                .bind(receipt.error.as_deref())
-                .bind(receipt.at)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(row) = row {
-                    tx.commit().await?;
-                    return Ok(ReceiptOutcome::Applied(row.try_into()?));
-                }
-            }
-            if receipt.status == MessageStatus::Sent {
-                // Acceptance is what the send result records.
-                return Ok(ReceiptOutcome::Ignored);
+            if let Some(record) = Self::reconcile_unknown(&mut *tx, receipt).await? {
+                tx.commit().await?;
+                return Ok(ReceiptOutcome::Applied(record));
             }
             if let Some(record) = Self::apply_receipt_to_sent(&mut *tx, receipt).await? {
                 tx.commit().await?;
@@ -401,17 +377,20 @@ macro_rules! impl_sending_store {
             .bind(&receipt.carrier_message_id)
             .fetch_optional(&mut *tx)
             .await?;
-            if known.is_some() {
+            // Acceptance alone is what a send result records: keep it only to
+            // reconcile a message it names.
+            if known.is_some() || (receipt.status == MessageStatus::Sent && receipt.message_id.is_none()) {
                 return Ok(ReceiptOutcome::Ignored);
             }
             sqlx::query(
-                "INSERT INTO early_receipts (carrier, carrier_message_id, status, error, received_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                "INSERT INTO early_receipts (carrier, carrier_message_id, status, error, message_id, received_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             )
             .bind(&receipt.carrier)
             .bind(&receipt.carrier_message_id)
             .bind(receipt.status.as_str())
             .bind(receipt.error.as_deref())
+            .bind(receipt.message_id)
             .bind(receipt.at)
             .execute(&mut *tx)
             .await?;
@@ -425,25 +404,33 @@ macro_rules! impl_sending_store {
         ) -> Result<Vec<$crate::domain::message::MessageRecord>, $crate::store::StoreError> {
             use $crate::domain::message::{MessageStatus, Receipt};
             let mut tx = self.pool.begin().await?;
-            let landed: Vec<(String, String, String, Option<String>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-                "SELECT r.carrier, r.carrier_message_id, r.status, r.error, r.received_at FROM early_receipts r \
-                 WHERE EXISTS (SELECT 1 FROM messages m WHERE m.carrier = r.carrier \
-                 AND m.carrier_message_id = r.carrier_message_id AND m.status IN ('sent', 'delivered', 'failed')) \
-                 ORDER BY r.received_at LIMIT 500",
-            )
-            .fetch_all(&mut *tx)
-            .await?;
+            // Receipts whose message now carries their carrier id (its send
+            // result landed), or is held with an unknown outcome they name.
+            let landed: Vec<(String, String, String, Option<String>, Option<uuid::Uuid>, chrono::DateTime<chrono::Utc>)> =
+                sqlx::query_as(
+                    "SELECT r.carrier, r.carrier_message_id, r.status, r.error, r.message_id, r.received_at \
+                     FROM early_receipts r WHERE EXISTS (SELECT 1 FROM messages m WHERE m.carrier = r.carrier \
+                     AND m.carrier_message_id = r.carrier_message_id AND m.status IN ('sent', 'delivered', 'failed')) \
+                     OR EXISTS (SELECT 1 FROM messages m WHERE m.id = r.message_id AND m.carrier = r.carrier \
+                     AND m.outcome_unknown_at IS NOT NULL) \
+                     ORDER BY r.received_at LIMIT 500",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
             let mut applied = Vec::new();
-            for (carrier, carrier_message_id, status, error, at) in landed {
+            for (carrier, carrier_message_id, status, error, message_id, at) in landed {
                 let receipt = Receipt {
                     status: MessageStatus::parse(&status).unwrap_or(MessageStatus::Failed),
                     carrier,
                     carrier_message_id,
                     error,
-                    message_id: None,
+                    message_id,
                     at,
                 };
-                applied.extend(Self::apply_receipt_to_sent(&mut *tx, &receipt).await?);
+                match Self::reconcile_unknown(&mut *tx, &receipt).await? {
+                    Some(record) => applied.push(record),
+                    None => applied.extend(Self::apply_receipt_to_sent(&mut *tx, &receipt).await?),
+                }
                 sqlx::query("DELETE FROM early_receipts WHERE carrier = $1 AND carrier_message_id = $2 AND status = $3")
                     .bind(&receipt.carrier)
                     .bind(&receipt.carrier_message_id)
@@ -623,11 +610,42 @@ macro_rules! sending_helpers {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
+            /// Reconciles a send whose outcome was unknown with a receipt naming
+            /// its message: the carrier has it, under this id.
+            async fn reconcile_unknown(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                receipt: &$crate::domain::message::Receipt,
+            ) -> Result<Option<$crate::domain::message::MessageRecord>, $crate::store::StoreError> {
+                let Some(message_id) = receipt.message_id else {
+                    return Ok(None);
+                };
+                let row: Option<$crate::store::rows::MessageRow> = sqlx::query_as(concat!(
+                    "UPDATE messages SET status = $3, carrier_message_id = $4, outcome_unknown_at = NULL, \
+                     last_error = $5, sent_at = CASE WHEN $3 IN ('sent', 'delivered') THEN $6 ELSE sent_at END, \
+                     delivered_at = CASE WHEN $3 = 'delivered' THEN $6 ELSE delivered_at END, updated_at = $6 \
+                     WHERE id = $1 AND carrier = $2 AND status = 'sending' AND outcome_unknown_at IS NOT NULL \
+                     RETURNING ",
+                    message_columns!()
+                ))
+                .bind(message_id)
+                .bind(&receipt.carrier)
+                .bind(receipt.status.as_str())
+                .bind(&receipt.carrier_message_id)
+                .bind(receipt.error.as_deref())
+                .bind(receipt.at)
+                .fetch_optional(&mut *conn)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
             /// Moves a `sent` message on by a delivery or failure receipt.
             async fn apply_receipt_to_sent(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 receipt: &$crate::domain::message::Receipt,
             ) -> Result<Option<$crate::domain::message::MessageRecord>, $crate::store::StoreError> {
+                if receipt.status == $crate::domain::message::MessageStatus::Sent {
+                    return Ok(None);
+                }
                 let delivered_at =
                     (receipt.status == $crate::domain::message::MessageStatus::Delivered).then_some(receipt.at);
                 let row: Option<$crate::store::rows::MessageRow> = sqlx::query_as(concat!(
