@@ -515,3 +515,79 @@ fn plugin_send_delivers_one_message_through_a_configured_carrier() {
     assert!(!unknown.success);
     assert!(unknown.stderr.contains("no carrier \"nope\""), "{}", unknown.stderr);
 }
+
+/// Resident memory of a process, in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_chunked_webhook_body_is_refused_at_its_limit_not_buffered() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        "[[carriers]]\nname = \"log\"\nplugin = \"builtin:log\"\ndefault = true\n\
+         [carriers.settings]\nwebhook_secret = \"s3cret-for-the-test\"\n",
+    )
+    .expect("config written");
+    let port = free_port();
+    let mut command = sandbox.herald(&["serve", "--config", config.to_str().unwrap()]);
+    command
+        .env("HERALD_SERVER__BIND", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().expect("herald serve starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(port, "/healthz", None).map(|(status, _)| status) != Ok(200) {
+        assert!(Instant::now() < deadline, "herald never answered /healthz");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = rss_kib(child.id());
+
+    // 512 MiB with no declared length, as fast as the server takes it.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = stream.try_clone().expect("clone");
+    reader.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let answer = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = reader.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    write!(
+        stream,
+        "POST /webhooks/log/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         X-Herald-Webhook-Secret: s3cret-for-the-test\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent: u64 = 0;
+    while sent < 512 * 1024 * 1024 {
+        let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        if stream.write_all(&frame).is_err() {
+            break;
+        }
+        sent += chunk.len() as u64;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let response = answer.join().expect("reader");
+    let after = rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("chunked webhook: {sent} bytes offered, RSS {before} KiB → {after} KiB");
+    assert!(
+        response.starts_with("HTTP/1.1 413"),
+        "413 at the limit, after {sent} bytes: {response:?}"
+    );
+    assert!(response.contains("application/problem+json"), "{response}");
+    assert!(
+        after.saturating_sub(before) < 16 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+}

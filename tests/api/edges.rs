@@ -10,8 +10,8 @@ use herald::config::CarrierConfig;
 use herald_tests::gateway::{FakeGateway, message_id_of, twilio_carrier, twilio_sid};
 use herald_tests::serde_json::json;
 use herald_tests::{
-    LOG_WEBHOOK_SECRET, LOG_WEBHOOK_SECRET_HEADER, ManualClock, TestServer, eventually, on_both_backends, twilio_signed,
-    window_open_now,
+    LOG_WEBHOOK_SECRET, LOG_WEBHOOK_SECRET_HEADER, ManualClock, TestServer, eventually, on_both_backends,
+    twilio_signed, window_open_now,
 };
 
 use crate::sending::{SETTLE, TUESDAY_10AM, active_campaign, at, phones, send, stats_after_a_while};
@@ -53,7 +53,10 @@ fn requested_ids(gateway: &FakeGateway) -> Vec<String> {
 fn assert_one_request_each(gateway: &FakeGateway, messages: usize) {
     let calls = gateway.calls();
     assert_eq!(calls.len(), messages, "{calls:?}");
-    assert!(calls.values().all(|&n| n == 1), "exactly one request per message: {calls:?}");
+    assert!(
+        calls.values().all(|&n| n == 1),
+        "exactly one request per message: {calls:?}"
+    );
 }
 
 on_both_backends! {

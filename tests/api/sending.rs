@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use herald_tests::gateway::{FakeGateway, twilio_carrier};
 use herald_tests::serde_json::{Value, json};
 use herald_tests::{
-    Backend, LOG_WEBHOOK_SECRET, LOG_WEBHOOK_SECRET_HEADER, ManualClock, TestServer, User, eventually, on_both_backends,
-    twilio_signed, window_open_now,
+    Backend, LOG_WEBHOOK_SECRET, LOG_WEBHOOK_SECRET_HEADER, ManualClock, TestServer, User, eventually,
+    on_both_backends, twilio_signed, window_open_now,
 };
 
 pub(crate) const SETTLE: Duration = Duration::from_secs(60);

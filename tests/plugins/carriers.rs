@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use herald::plugin::carrier::{
-    CarrierPlugin, DeliveryStatus, Encoding, Header, Message, Reach, SendError, WebhookError, WebhookEvent, WebhookKind,
-    WebhookRequest,
+    CarrierPlugin, DeliveryStatus, Encoding, Header, Message, Reach, SendError, WebhookError, WebhookEvent,
+    WebhookKind, WebhookRequest,
 };
 use herald::plugin::http::PluginHttp;
 use herald::plugin::{PluginIdentity, PluginLimits, PluginRuntime, builtin};
@@ -85,11 +85,7 @@ async fn log_carrier_accepts_and_turns_posted_receipts_into_events() {
         }],
         ..receipt
     };
-    let events = log
-        .handle_webhook(WebhookKind::Status, &signed)
-        .await
-        .unwrap()
-        .unwrap();
+    let events = log.handle_webhook(WebhookKind::Status, &signed).await.unwrap().unwrap();
     assert_delivered(&events, "log-m-1");
 }
 
@@ -232,7 +228,10 @@ async fn twilio_send_maps_every_kind_of_answer() {
         ..answer(201, r#"{"sid": "SM-late"}"#)
     });
     let (result, reach) = twilio.send(&message("m-46")).await;
-    assert!(matches!(result.unwrap(), Err(SendError::Retryable(_))), "timeouts retry");
+    assert!(
+        matches!(result.unwrap(), Err(SendError::Retryable(_))),
+        "timeouts retry"
+    );
     assert_eq!(
         reach,
         Reach::Unanswered,

@@ -64,7 +64,9 @@ async fn accept(req: &mut Request, depot: &mut Depot, res: &mut Response) {
     }
     match &state.error_body {
         Some(error) if status >= 400 => res.render(Json(error.clone())),
-        _ => res.render(Json(serde_json::json!({ "id": format!("gw-{id}"), "sid": twilio_sid(&id), "status": "queued" }))),
+        _ => res.render(Json(
+            serde_json::json!({ "id": format!("gw-{id}"), "sid": twilio_sid(&id), "status": "queued" }),
+        )),
     }
 }
 

@@ -69,6 +69,7 @@ impl Dispatcher {
             })
             .collect();
         let call_bound = Duration::from_millis(config.plugins.call_timeout_ms + config.plugins.http_timeout_ms);
+        let lease = Duration::from_secs(config.dispatch.lease_secs);
         Arc::new(Self {
             bus,
             plugins,
@@ -82,7 +83,9 @@ impl Dispatcher {
                 .collect(),
             workers: Arc::new(Semaphore::new(config.dispatch.workers as usize)),
             working: Mutex::new(HashSet::new()),
-            start_by: chrono::Duration::from_std(call_bound + START_MARGIN).unwrap_or_default(),
+            // A lease shorter than a call's bounds already trades duplicates for
+            // speed (docs/delivery.md); then keep at least half of it for waiting.
+            start_by: chrono::Duration::from_std((call_bound + START_MARGIN).min(lease / 2)).unwrap_or_default(),
             misconfigured_pause: Duration::from_millis(config.plugins.trip_cooldown_ms.max(1)),
         })
     }
