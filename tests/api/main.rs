@@ -8,5 +8,6 @@ mod campaigns;
 mod contacts;
 mod import;
 mod operations;
+mod outbox;
 mod sending;
 mod subscriber;

@@ -139,7 +139,7 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> Result<Json<Campaig
         if updated == current {
             return Ok(Some((current, None)));
         }
-        let written = app.store.replace_campaign(&updated, current.updated_at).await?;
+        let written = app.store.replace_campaign(&updated, current.version).await?;
         Ok(written.then_some((updated, Some(current))))
     })
     .await?;
@@ -172,7 +172,7 @@ pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
     let deleted = retry_on_conflict(|| async {
         let current = load(app, user_id, id).await?;
         campaign::check_deletable(&current)?;
-        let deleted = app.store.delete_campaign(user_id, id, current.updated_at).await?;
+        let deleted = app.store.delete_campaign(user_id, id, current.version).await?;
         Ok(deleted.then_some(current))
     })
     .await?;

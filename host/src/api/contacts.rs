@@ -233,7 +233,7 @@ pub async fn patch(req: &mut Request, depot: &mut Depot) -> Result<Json<ContactB
         let current = load_contact(app, user_id, id).await?;
         let (updated, consent_changed) = contact::update(&current, changes.clone(), app.clock.now())?;
         let consent = consent_changed.then_some(ConsentSource::Api);
-        let written = app.store.replace_contact(&updated, current.updated_at, consent).await?;
+        let written = app.store.replace_contact(&updated, current.version, consent).await?;
         Ok(written.then_some((updated, consent_changed)))
     })
     .await?;

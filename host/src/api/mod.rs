@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::domain::campaign::CampaignRules;
 use crate::domain::event::Event;
 use crate::domain::phone::PhonePolicy;
+use crate::outbox::EventOutbox;
 use crate::plugin::Plugins;
 use crate::scheduler::Scheduler;
 use crate::store::Store;
@@ -49,6 +50,8 @@ pub struct App {
     /// The template plugin (the authority on template syntax) and the carriers.
     pub plugins: Plugins,
     pub bus: Bus,
+    /// Where events of committed changes go (a database outbox with NATS).
+    pub outbox: Arc<EventOutbox>,
     pub scheduler: Arc<Scheduler>,
     carrier_names: Vec<String>,
     /// Users known to exist, so provisioning costs one write per user, not per request.
@@ -62,7 +65,7 @@ impl App {
         verifier: Verifier,
         clock: Arc<dyn Clock>,
         plugins: Plugins,
-        bus: Bus,
+        outbox: Arc<EventOutbox>,
         scheduler: Arc<Scheduler>,
     ) -> Self {
         // Metrics recorded before the recorder exists are lost: install it first.
@@ -75,19 +78,17 @@ impl App {
             verifier,
             clock,
             plugins,
-            bus,
+            bus: outbox.bus().clone(),
+            outbox,
             scheduler,
             known_users: RwLock::new(HashSet::new()),
         }
     }
 
-    /// Publishes events of a change already committed. The change stands even
-    /// if the bus is down: the failure is logged and counted, not returned.
+    /// Publishes events of a change already committed, through the outbox: a
+    /// bus outage delays them, the request still succeeds.
     pub(crate) async fn publish(&self, events: Vec<Event>) {
-        if let Err(e) = self.bus.publish_events(events).await {
-            metrics::counter!("herald_events_dropped_total").increment(1);
-            tracing::warn!(error = %e, "could not publish events");
-        }
+        self.outbox.publish(events).await
     }
 
     pub(crate) fn rules(&self) -> CampaignRules<'_> {

@@ -13,11 +13,11 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::bus::{Bus, Consumer, Delivery, SendJob, SendOutcome, SendResult, WindowSpec};
+use crate::bus::{self, Backlog, Bus, Consumer, Delivery, SendJob, SendOutcome, SendResult, WindowSpec};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::campaign::{SendDays, parse_time_of_day};
-use crate::domain::event::build;
+use crate::domain::event::{Event, build};
 use crate::domain::schedule::SendWindow;
 use crate::plugin::carrier::{Message, SendError};
 use crate::plugin::{PluginError, Plugins};
@@ -31,6 +31,8 @@ const RESULT_BATCH: usize = 500;
 /// to the scheduler (without spending an attempt).
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 const BACKOFF: Duration = Duration::from_secs(1);
+/// How often the carrier-event relay looks at its backlog unprompted.
+const EVENTS_IDLE: Duration = Duration::from_secs(5);
 
 pub struct Dispatcher {
     bus: Bus,
@@ -38,6 +40,8 @@ pub struct Dispatcher {
     clock: Arc<dyn Clock>,
     gates: HashMap<String, Arc<CarrierGate>>,
     workers: Arc<Semaphore>,
+    /// Carrier events the bus has not taken yet (no database here: in memory).
+    events: Backlog,
 }
 
 impl Dispatcher {
@@ -58,6 +62,7 @@ impl Dispatcher {
             clock,
             gates,
             workers: Arc::new(Semaphore::new(config.dispatch.workers as usize)),
+            events: Backlog::default(),
         })
     }
 
@@ -65,6 +70,12 @@ impl Dispatcher {
     /// second task in batches.
     pub fn spawn(self: &Arc<Self>, tasks: &mut JoinSet<()>, stop: watch::Receiver<bool>) {
         let (done, finished) = mpsc::channel(RESULT_BATCH * 4);
+        let this = self.clone();
+        let until = stop.clone();
+        tasks.spawn(async move {
+            let events = &this.events;
+            bus::relay(&*this.bus.transport, events, &events.wake, EVENTS_IDLE, until).await;
+        });
         let this = self.clone();
         tasks.spawn(async move { this.consume(done, stop).await });
         let this = self.clone();
@@ -209,21 +220,32 @@ impl Dispatcher {
         }
     }
 
+    /// Shows a carrier event to local listeners now; the relay retries it on
+    /// the bus until taken (bounded, in memory).
+    fn publish(&self, event: Event) {
+        self.events.push(std::slice::from_ref(&event));
+        self.bus.announce(vec![event]);
+    }
+
     async fn carrier_tripped(&self, carrier: &str, gate: &CarrierGate) {
         if gate.mark_tripped(true) {
-            let event = build::carrier("tripped", carrier, "repeated plugin traps", self.clock.now());
-            if let Err(e) = self.bus.publish_events(vec![event]).await {
-                tracing::warn!(error = %e, "cannot publish carrier.tripped");
-            }
+            self.publish(build::carrier(
+                "tripped",
+                carrier,
+                "repeated plugin traps",
+                self.clock.now(),
+            ));
         }
     }
 
     async fn carrier_healthy(&self, carrier: &str, gate: &CarrierGate) {
         if gate.mark_tripped(false) {
-            let event = build::carrier("recovered", carrier, "calls succeed again", self.clock.now());
-            if let Err(e) = self.bus.publish_events(vec![event]).await {
-                tracing::warn!(error = %e, "cannot publish carrier.recovered");
-            }
+            self.publish(build::carrier(
+                "recovered",
+                carrier,
+                "calls succeed again",
+                self.clock.now(),
+            ));
         }
     }
 

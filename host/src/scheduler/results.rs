@@ -179,7 +179,7 @@ impl Scheduler {
         {
             self.outcomes.forget(campaign_id);
             let event = build::campaign("status_changed", &done, Some("total_limit reached"), now);
-            self.bus.publish_events(vec![event]).await?;
+            self.outbox.publish(vec![event]).await;
             return Ok(());
         }
         let Some((failed, of)) = self.outcomes.failing(campaign_id, self.config.pause_error_rate) else {
@@ -192,7 +192,7 @@ impl Scheduler {
         if let Some(paused) = self.store.pause_campaign(&campaign, &reason, now).await? {
             tracing::warn!(campaign = %campaign_id, %reason, "campaign paused");
             let event = build::campaign("status_changed", &paused, Some(&reason), now);
-            self.bus.publish_events(vec![event]).await?;
+            self.outbox.publish(vec![event]).await;
         }
         // Judge a resumed campaign on fresh outcomes only.
         self.outcomes.forget(campaign_id);

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::{ContactBatches, LinkOutcome, MessageCounts, SendingStore, Store, StoreError};
 use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::contact::{ConsentSource, Contact};
+use crate::domain::event::Event;
 use crate::domain::message::{ClaimedMessage, MessageChange, MessageRecord, MessageStatus, SendRequest, TaskReport};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::schedule::Variant;
@@ -160,19 +161,14 @@ impl Store for CachedStore {
         Ok(found)
     }
 
-    async fn replace_campaign(&self, campaign: &Campaign, seen_updated_at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn replace_campaign(&self, campaign: &Campaign, seen_version: i64) -> Result<bool, StoreError> {
         let _guard = self.invalidate(campaign.user_id);
-        self.inner.replace_campaign(campaign, seen_updated_at).await
+        self.inner.replace_campaign(campaign, seen_version).await
     }
 
-    async fn delete_campaign(
-        &self,
-        user_id: Uuid,
-        id: Uuid,
-        seen_updated_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    async fn delete_campaign(&self, user_id: Uuid, id: Uuid, seen_version: i64) -> Result<bool, StoreError> {
         let _guard = self.invalidate(user_id);
-        self.inner.delete_campaign(user_id, id, seen_updated_at).await
+        self.inner.delete_campaign(user_id, id, seen_version).await
     }
 
     async fn link_contacts(
@@ -196,16 +192,25 @@ impl Store for CachedStore {
     async fn replace_contact(
         &self,
         contact: &Contact,
-        seen_updated_at: DateTime<Utc>,
+        seen_version: i64,
         consent: Option<ConsentSource>,
     ) -> Result<bool, StoreError> {
-        self.inner.replace_contact(contact, seen_updated_at, consent).await
+        self.inner.replace_contact(contact, seen_version, consent).await
     }
     async fn message_counts(&self, campaign_id: Uuid) -> Result<MessageCounts, StoreError> {
         self.inner.message_counts(campaign_id).await
     }
     async fn messages_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.messages_by_status().await
+    }
+    async fn enqueue_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        self.inner.enqueue_events(events).await
+    }
+    async fn outbox_events(&self, max: u32) -> Result<Vec<(i64, Event)>, StoreError> {
+        self.inner.outbox_events(max).await
+    }
+    async fn forget_events(&self, positions: &[i64]) -> Result<(), StoreError> {
+        self.inner.forget_events(positions).await
     }
 }
 
