@@ -1,14 +1,19 @@
 //! The api role's events outbox (SPEC §9: every event at least once, also
 //! through a bus outage).
 //!
-//! An event of a committed change is written to the `event_outbox` table, shown
-//! to this process's SSE listeners, and left to the relay, which publishes the
-//! oldest rows in batches and deletes them once JetStream has acknowledged
-//! them. Event ids are stable, so a row published twice (a crash between the
-//! acknowledgement and the delete, or two api hosts relaying the same rows) is
-//! dropped by JetStream's duplicate window, or by subscribers deduplicating on
-//! `id`. The write follows the change's own commit (not the same transaction):
-//! a process killed between the two loses that change's events.
+//! Events are written to the `event_outbox` table, shown to this process's SSE
+//! listeners, and left to the relay, which publishes the oldest rows in batches
+//! and deletes them once JetStream has acknowledged them. Event ids are stable,
+//! so a row published twice (a crash between the acknowledgement and the
+//! delete, or two api hosts relaying the same rows) is dropped by JetStream's
+//! duplicate window, or by subscribers deduplicating on `id`.
+//!
+//! Campaign create, update and delete and contact changes write their events in
+//! the change's own transaction ([`EventOutbox::durable`], then
+//! [`EventOutbox::committed`]). Events whose content comes out of the write
+//! (`contacts.imported`, `send.started`, cancellations, webhooks, the
+//! scheduler's status changes) are written right after it commits
+//! ([`EventOutbox::publish`]): a process killed between the two loses them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,28 +50,41 @@ impl EventOutbox {
         &self.bus
     }
 
-    /// Publishes events of a change already committed. The change stands
-    /// whatever happens to its events: failures are logged and counted, never
-    /// returned.
+    /// Publishes events of a change already committed, through the outbox.
+    /// The change stands whatever happens to its events: failures are logged
+    /// and counted, never returned.
     pub async fn publish(&self, events: Vec<Event>) {
+        let durable = self.durable(&events);
+        if !durable.is_empty()
+            && let Err(e) = self.store.enqueue_events(durable).await
+        {
+            // The database took the change a moment ago; the bus may still take its events.
+            tracing::warn!(error = %e, "cannot write events to the outbox; publishing them directly");
+            return self.publish_now(events).await;
+        }
+        self.committed(events).await
+    }
+
+    /// What a write should put in the outbox in its own transaction: the events
+    /// with a remote bus, nothing in process.
+    pub fn durable<'a>(&self, events: &'a [Event]) -> &'a [Event] {
+        match self.bus.transport.remote() {
+            true => events,
+            false => &[],
+        }
+    }
+
+    /// After a write that stored [`EventOutbox::durable`]`(&events)` committed:
+    /// shows them to local listeners and wakes the relay (in process, publishes them).
+    pub async fn committed(&self, events: Vec<Event>) {
         if events.is_empty() {
             return;
         }
         if !self.bus.transport.remote() {
-            // In process nothing can be lost on the way: no table to go through.
             return self.publish_now(events).await;
         }
-        match self.store.enqueue_events(&events).await {
-            Ok(()) => {
-                self.bus.announce(events);
-                self.wake.notify_one();
-            }
-            Err(e) => {
-                // The database took the change a moment ago; the bus may still take its events.
-                tracing::warn!(error = %e, "cannot write events to the outbox; publishing them directly");
-                self.publish_now(events).await;
-            }
-        }
+        self.bus.announce(events);
+        self.wake.notify_one();
     }
 
     async fn publish_now(&self, events: Vec<Event>) {

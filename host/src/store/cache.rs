@@ -122,9 +122,9 @@ impl Store for CachedStore {
         self.inner.ensure_user(user_id, now).await
     }
 
-    async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+    async fn insert_campaign(&self, campaign: &Campaign, events: &[Event]) -> Result<(), StoreError> {
         let _guard = self.invalidate(campaign.user_id);
-        self.inner.insert_campaign(campaign).await
+        self.inner.insert_campaign(campaign, events).await
     }
 
     async fn campaign(&self, user_id: Uuid, id: Uuid) -> Result<Option<Campaign>, StoreError> {
@@ -161,14 +161,25 @@ impl Store for CachedStore {
         Ok(found)
     }
 
-    async fn replace_campaign(&self, campaign: &Campaign, seen_version: i64) -> Result<bool, StoreError> {
+    async fn replace_campaign(
+        &self,
+        campaign: &Campaign,
+        seen_version: i64,
+        events: &[Event],
+    ) -> Result<bool, StoreError> {
         let _guard = self.invalidate(campaign.user_id);
-        self.inner.replace_campaign(campaign, seen_version).await
+        self.inner.replace_campaign(campaign, seen_version, events).await
     }
 
-    async fn delete_campaign(&self, user_id: Uuid, id: Uuid, seen_version: i64) -> Result<bool, StoreError> {
+    async fn delete_campaign(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        seen_version: i64,
+        events: &[Event],
+    ) -> Result<bool, StoreError> {
         let _guard = self.invalidate(user_id);
-        self.inner.delete_campaign(user_id, id, seen_version).await
+        self.inner.delete_campaign(user_id, id, seen_version, events).await
     }
 
     async fn link_contacts(
@@ -194,8 +205,9 @@ impl Store for CachedStore {
         contact: &Contact,
         seen_version: i64,
         consent: Option<ConsentSource>,
+        events: &[Event],
     ) -> Result<bool, StoreError> {
-        self.inner.replace_contact(contact, seen_version, consent).await
+        self.inner.replace_contact(contact, seen_version, consent, events).await
     }
     async fn message_counts(&self, campaign_id: Uuid) -> Result<MessageCounts, StoreError> {
         self.inner.message_counts(campaign_id).await

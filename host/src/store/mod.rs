@@ -117,7 +117,8 @@ pub trait Store: SendingStore + Send + Sync + 'static {
     /// Creates the user row on first sight of a token's `sub`.
     async fn ensure_user(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError>;
 
-    async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError>;
+    /// Writes a new campaign, and `events` to the outbox in the same transaction.
+    async fn insert_campaign(&self, campaign: &Campaign, events: &[Event]) -> Result<(), StoreError>;
     async fn campaign(&self, user_id: Uuid, id: Uuid) -> Result<Option<Campaign>, StoreError>;
     async fn list_campaigns(
         &self,
@@ -127,9 +128,22 @@ pub trait Store: SendingStore + Send + Sync + 'static {
     ) -> Result<Page<Campaign>, StoreError>;
     /// Writes `campaign` if the stored row is still at `seen_version` (optimistic
     /// concurrency) and moves its version on; false when someone else wrote first.
-    async fn replace_campaign(&self, campaign: &Campaign, seen_version: i64) -> Result<bool, StoreError>;
-    /// Deletes the campaign, its messages and contact links, if still at `seen_version`.
-    async fn delete_campaign(&self, user_id: Uuid, id: Uuid, seen_version: i64) -> Result<bool, StoreError>;
+    /// `events` go to the outbox in the same transaction, only if it lands.
+    async fn replace_campaign(
+        &self,
+        campaign: &Campaign,
+        seen_version: i64,
+        events: &[Event],
+    ) -> Result<bool, StoreError>;
+    /// Deletes the campaign, its messages and contact links, if still at
+    /// `seen_version`; `events` go to the outbox in the same transaction.
+    async fn delete_campaign(
+        &self,
+        user_id: Uuid,
+        id: Uuid,
+        seen_version: i64,
+        events: &[Event],
+    ) -> Result<bool, StoreError>;
 
     /// Creates the user's contacts that do not exist yet and links every one of
     /// them to the campaign, in one transaction: all of it or none of it.
@@ -144,12 +158,14 @@ pub trait Store: SendingStore + Send + Sync + 'static {
     async fn count_campaign_contacts(&self, campaign_id: Uuid) -> Result<u64, StoreError>;
     async fn contact(&self, user_id: Uuid, id: Uuid) -> Result<Option<Contact>, StoreError>;
     /// Writes `contact` if still at `seen_version` and moves its version on;
-    /// records a consent event from `consent` in the same transaction.
+    /// records a consent event from `consent`, and `events` in the outbox, in
+    /// the same transaction.
     async fn replace_contact(
         &self,
         contact: &Contact,
         seen_version: i64,
         consent: Option<ConsentSource>,
+        events: &[Event],
     ) -> Result<bool, StoreError>;
 
     async fn message_counts(&self, campaign_id: Uuid) -> Result<MessageCounts, StoreError>;
@@ -276,7 +292,8 @@ mod tests {
     use crate::domain::campaign::{CampaignChanges, CampaignRules};
 
     /// Two writes from one read, in the same clock tick: the second is refused,
-    /// where a compare on `updated_at` would have let it overwrite the first.
+    /// where a compare on `updated_at` would have let it overwrite the first;
+    /// only the write that landed leaves its event in the outbox.
     #[tokio::test]
     async fn a_write_from_a_stale_read_is_refused_within_one_clock_tick() {
         let store = sqlite::SqliteStore::connect("sqlite::memory:", 1).await.unwrap();
@@ -290,7 +307,7 @@ mod tests {
         };
         let rules = CampaignRules { carriers: &[] };
         let created = crate::domain::campaign::create(Uuid::now_v7(), user, changes, &rules, now).unwrap();
-        store.insert_campaign(&created).await.unwrap();
+        store.insert_campaign(&created, &[]).await.unwrap();
         let read = store.campaign(user, created.id).await.unwrap().unwrap();
 
         let renamed = Campaign {
@@ -301,18 +318,36 @@ mod tests {
             daily_limit: 7,
             ..read.clone()
         };
-        assert!(store.replace_campaign(&renamed, read.version).await.unwrap());
+        let event = |c: &Campaign| crate::domain::event::build::campaign("updated", c, None, now);
+        let landed = event(&renamed);
         assert!(
-            !store.replace_campaign(&limited, read.version).await.unwrap(),
+            store
+                .replace_campaign(&renamed, read.version, std::slice::from_ref(&landed))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .replace_campaign(&limited, read.version, &[event(&limited)])
+                .await
+                .unwrap(),
             "a write based on the version before the first must not land"
         );
-        assert!(!store.delete_campaign(user, read.id, read.version).await.unwrap());
+        assert!(!store.delete_campaign(user, read.id, read.version, &[]).await.unwrap());
         let stored = store.campaign(user, read.id).await.unwrap().unwrap();
         assert_eq!(stored.updated_at, read.updated_at, "the clock did not move");
         assert_eq!(
             (stored.name.as_str(), stored.daily_limit, stored.version),
             ("Renamed", read.daily_limit, read.version + 1)
         );
+        let outbox: Vec<Event> = store
+            .outbox_events(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(outbox, vec![landed]);
     }
 
     #[tokio::test]

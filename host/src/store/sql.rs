@@ -120,8 +120,13 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn insert_campaign(&self, campaign: &$crate::domain::campaign::Campaign) -> Result<(), $crate::store::StoreError> {
+            async fn insert_campaign(
+                &self,
+                campaign: &$crate::domain::campaign::Campaign,
+                events: &[$crate::domain::event::Event],
+            ) -> Result<(), $crate::store::StoreError> {
                 let b = $crate::store::sql::CampaignBinds::from(campaign);
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(concat!(
                     "INSERT INTO campaigns (", campaign_columns!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
@@ -131,8 +136,10 @@ macro_rules! impl_store {
                     .bind(b.total_limit).bind(b.status).bind(b.timezone).bind(b.send_window_start)
                     .bind(b.send_window_end).bind(b.send_days).bind(b.carrier).bind(b.created_at)
                     .bind(b.updated_at).bind(b.version)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                Self::append_events(&mut *tx, events).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -180,8 +187,10 @@ macro_rules! impl_store {
                 &self,
                 campaign: &$crate::domain::campaign::Campaign,
                 seen_version: i64,
+                events: &[$crate::domain::event::Event],
             ) -> Result<bool, $crate::store::StoreError> {
                 let b = $crate::store::sql::CampaignBinds::from(campaign);
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "UPDATE campaigns SET name = $3, message_template = $4, message_template_b = $5, \
                      ab_test_percentage = $6, daily_limit = $7, total_limit = $8, status = $9, timezone = $10, \
@@ -193,9 +202,14 @@ macro_rules! impl_store {
                 .bind(b.total_limit).bind(b.status).bind(b.timezone).bind(b.send_window_start)
                 .bind(b.send_window_end).bind(b.send_days).bind(b.carrier).bind(b.updated_at)
                 .bind(seen_version)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
-                Ok(done.rows_affected() == 1)
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                Self::append_events(&mut *tx, events).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn delete_campaign(
@@ -203,15 +217,22 @@ macro_rules! impl_store {
                 user_id: uuid::Uuid,
                 id: uuid::Uuid,
                 seen_version: i64,
+                events: &[$crate::domain::event::Event],
             ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
                 // Messages and contact links go with it (ON DELETE CASCADE).
                 let done = sqlx::query("DELETE FROM campaigns WHERE id = $1 AND user_id = $2 AND version = $3")
                     .bind(id)
                     .bind(user_id)
                     .bind(seen_version)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
-                Ok(done.rows_affected() == 1)
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                Self::append_events(&mut *tx, events).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn link_contacts(
@@ -268,6 +289,7 @@ macro_rules! impl_store {
                 contact: &$crate::domain::contact::Contact,
                 seen_version: i64,
                 consent: Option<$crate::domain::contact::ConsentSource>,
+                events: &[$crate::domain::event::Event],
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
@@ -299,6 +321,7 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 }
+                Self::append_events(&mut *tx, events).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -322,21 +345,7 @@ macro_rules! impl_store {
 
             async fn enqueue_events(&self, events: &[$crate::domain::event::Event]) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                for chunk in events.chunks($crate::store::sending::ROWS_PER_STATEMENT) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO event_outbox (id, owner, entity, action, subject, time, data) ",
-                    );
-                    insert.push_values(chunk, |mut row, e| {
-                        row.push_bind(e.id)
-                            .push_bind(e.owner)
-                            .push_bind(e.entity.to_string())
-                            .push_bind(e.action.to_string())
-                            .push_bind(e.subject.as_str())
-                            .push_bind(e.time)
-                            .push_bind(e.data.to_string());
-                    });
-                    insert.build().execute(&mut *tx).await?;
-                }
+                Self::append_events(&mut *tx, events).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -356,6 +365,31 @@ macro_rules! impl_store {
                     let mut delete = sqlx::QueryBuilder::<$db>::new("DELETE FROM event_outbox WHERE seq IN ");
                     push_id_list!(delete, chunk);
                     delete.build().execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+        }
+
+        impl $store {
+            /// Appends events to the outbox inside the caller's transaction.
+            async fn append_events(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                events: &[$crate::domain::event::Event],
+            ) -> Result<(), $crate::store::StoreError> {
+                for chunk in events.chunks($crate::store::sending::ROWS_PER_STATEMENT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO event_outbox (id, owner, entity, action, subject, time, data) ",
+                    );
+                    insert.push_values(chunk, |mut row, e| {
+                        row.push_bind(e.id)
+                            .push_bind(e.owner)
+                            .push_bind(e.entity.to_string())
+                            .push_bind(e.action.to_string())
+                            .push_bind(e.subject.as_str())
+                            .push_bind(e.time)
+                            .push_bind(e.data.to_string());
+                    });
+                    insert.build().execute(&mut *conn).await?;
                 }
                 Ok(())
             }
