@@ -65,10 +65,7 @@ impl Herald {
         let verifier = Verifier::new(&config.auth, secret.as_ref().map_or("", |s| s.value.as_str()))?;
         let url = config.database_url();
         // Before connecting: a second process must not even migrate the file.
-        let lock = match url.starts_with("sqlite:") {
-            true => store::sqlite::lock(&url)?,
-            false => None,
-        };
+        let lock = store::lock_exclusive(&url)?;
         let store = store::connect(&url, &config.database)
             .await
             .with_context(|| format!("cannot open the database (database.url = {})", redact(&url)))?;

@@ -443,6 +443,8 @@ fn a_second_serve_on_the_same_sqlite_file_is_refused_until_the_first_is_gone() {
         "the refusal should name the lock file and why:\n{refused}"
     );
     first.assert_campaigns_status(&token, 200);
+    let migrate = sandbox.run(&["migrate"], &[]).fails();
+    assert!(migrate.contains("another Herald process"), "{migrate}");
 
     // SIGKILL: no clean-up runs, yet the OS releases the lock with the process.
     drop(first);

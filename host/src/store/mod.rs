@@ -273,6 +273,16 @@ pub trait SendingStore: Send + Sync + 'static {
     ) -> Result<Option<Campaign>, StoreError>;
 }
 
+/// Makes this process the only one using the database at `url`, for as long
+/// as the returned lock lives: SQLite only (see [`sqlite::lock`]); PostgreSQL
+/// serves several api hosts.
+pub fn lock_exclusive(url: &str) -> Result<Option<sqlite::DatabaseLock>, StoreError> {
+    match url.starts_with("sqlite:") {
+        true => sqlite::lock(url),
+        false => Ok(None),
+    }
+}
+
 /// Opens the store named by the configuration URL. The embedded SQLite store
 /// gets a read cache (one process owns the file); PostgreSQL, which several API
 /// hosts may share, does not.
