@@ -33,7 +33,7 @@ pub struct Herald {
     /// Whether this process also runs a dispatcher (`--role all`).
     pub with_dispatcher: bool,
     /// Held until [`Herald::serve`] returns: one process per SQLite file.
-    _lock: Option<store::sqlite::DatabaseLock>,
+    lock: Option<store::sqlite::DatabaseLock>,
 }
 
 impl Herald {
@@ -86,7 +86,7 @@ impl Herald {
             app,
             secret,
             with_dispatcher: true,
-            _lock: lock,
+            lock,
         })
     }
 
@@ -131,7 +131,7 @@ impl Herald {
             handle.stop_graceful(Some(GRACE));
         });
         let store = self.app.store.clone();
-        let lock = self._lock;
+        let lock = self.lock;
         server.try_serve(api::service(self.app)).await?;
         let _ = stop_work.send(true);
         work.shutdown().await;
