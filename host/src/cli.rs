@@ -89,7 +89,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { role, no_migrate } => serve(config, role, !no_migrate).await,
         Command::Migrate => {
-            let store = store::connect(&config.database_url(), &config.database).await?;
+            let url = config.database_url();
+            // Not under a running `herald serve` on SQLite: it owns the file.
+            let _lock = store::lock_exclusive(&url)?;
+            let store = store::connect(&url, &config.database).await?;
             store.migrate().await?;
             println!("migrations applied ({})", store.backend());
             Ok(())

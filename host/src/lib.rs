@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod outbox;
 pub mod plugin;
 pub mod scheduler;
 pub mod server;

@@ -18,6 +18,7 @@ use crate::bus::{self, Bus};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::outbox::EventOutbox;
 use crate::plugin::Plugins;
 use crate::scheduler::Scheduler;
 use crate::store;
@@ -31,6 +32,8 @@ pub struct Herald {
     pub secret: Option<Secret>,
     /// Whether this process also runs a dispatcher (`--role all`).
     pub with_dispatcher: bool,
+    /// Held until [`Herald::serve`] returns: one process per SQLite file.
+    lock: Option<store::sqlite::DatabaseLock>,
 }
 
 impl Herald {
@@ -61,6 +64,8 @@ impl Herald {
         };
         let verifier = Verifier::new(&config.auth, secret.as_ref().map_or("", |s| s.value.as_str()))?;
         let url = config.database_url();
+        // Before connecting: a second process must not even migrate the file.
+        let lock = store::lock_exclusive(&url)?;
         let store = store::connect(&url, &config.database)
             .await
             .with_context(|| format!("cannot open the database (database.url = {})", redact(&url)))?;
@@ -68,12 +73,20 @@ impl Herald {
             store.migrate().await.context("database migration failed")?;
         }
         let bus = connect_bus(&config).await?;
-        let scheduler = Scheduler::new(store.clone(), bus.clone(), clock.clone(), config.dispatch.clone());
-        let app = Arc::new(App::new(config, store, verifier, clock, plugins, bus, scheduler));
+        let outbox = EventOutbox::new(store.clone(), bus.clone());
+        let scheduler = Scheduler::new(
+            store.clone(),
+            bus.clone(),
+            outbox.clone(),
+            clock.clone(),
+            config.dispatch.clone(),
+        );
+        let app = Arc::new(App::new(config, store, verifier, clock, plugins, outbox, scheduler));
         Ok(Self {
             app,
             secret,
             with_dispatcher: true,
+            lock,
         })
     }
 
@@ -103,6 +116,7 @@ impl Herald {
         self.log_startup_token()?;
         let (stop_work, work_stopped) = watch::channel(false);
         let mut work = JoinSet::new();
+        self.app.outbox.spawn(&mut work, work_stopped.clone());
         self.app.scheduler.spawn(&mut work, work_stopped.clone());
         if self.with_dispatcher {
             let app = &self.app;
@@ -117,10 +131,12 @@ impl Herald {
             handle.stop_graceful(Some(GRACE));
         });
         let store = self.app.store.clone();
+        let lock = self.lock;
         server.try_serve(api::service(self.app)).await?;
         let _ = stop_work.send(true);
         work.shutdown().await;
         store.close().await;
+        drop(lock);
         tracing::info!("stopped");
         Ok(())
     }

@@ -426,6 +426,34 @@ fn first_serve_needs_no_setup_and_stops_gracefully() {
     );
 }
 
+/// SPEC §9: a second `herald serve` on the same SQLite file is refused, naming
+/// the lock file; the lock goes with its process, even after kill -9.
+#[test]
+fn a_second_serve_on_the_same_sqlite_file_is_refused_until_the_first_is_gone() {
+    let sandbox = Sandbox::new();
+    let mut first = sandbox.serve(free_port());
+    let token = first.wait_ready();
+
+    let mut second = sandbox.herald(&["serve"]);
+    second.env("HERALD_SERVER__BIND", format!("127.0.0.1:{}", free_port()));
+    let refused = Run::from(second.output().expect("herald runs")).fails();
+    let lock = sandbox.data_dir().join("herald.db.lock");
+    assert!(
+        refused.contains("another Herald process") && refused.contains(&lock.display().to_string()),
+        "the refusal should name the lock file and why:\n{refused}"
+    );
+    first.assert_campaigns_status(&token, 200);
+    let migrate = sandbox.run(&["migrate"], &[]).fails();
+    assert!(migrate.contains("another Herald process"), "{migrate}");
+
+    // SIGKILL: no clean-up runs, yet the OS releases the lock with the process.
+    drop(first);
+    let mut third = sandbox.serve(free_port());
+    let token = third.wait_ready();
+    third.assert_campaigns_status(&token, 200);
+    third.terminate();
+}
+
 /// A secret file left empty (a crash between creating and writing it, a bad
 /// edit) must not become an empty HMAC key that anyone can sign with.
 #[test]

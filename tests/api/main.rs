@@ -9,5 +9,6 @@ mod contacts;
 mod edges;
 mod import;
 mod operations;
+mod outbox;
 mod sending;
 mod subscriber;

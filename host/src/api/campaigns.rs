@@ -90,9 +90,9 @@ pub async fn create(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
         app.clock.now(),
     )?;
     check_templates(app, &changes).await?;
-    app.store.insert_campaign(&created).await?;
-    app.publish(vec![build::campaign("created", &created, None, created.created_at)])
-        .await;
+    let events = vec![build::campaign("created", &created, None, created.created_at)];
+    app.store.insert_campaign(&created, app.outbox.durable(&events)).await?;
+    app.outbox.committed(events).await;
     res.status_code(StatusCode::CREATED);
     res.render(Json(CampaignBody::from(created)));
     Ok(())
@@ -133,25 +133,29 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> Result<Json<Campaig
     let input: CampaignInput = extract::json(req, app.config.server.max_body_bytes).await?;
     let changes: CampaignChanges = input.into();
     check_templates(app, &changes).await?;
-    let (updated, before) = retry_on_conflict(|| async {
+    let (updated, events, status_changed) = retry_on_conflict(|| async {
         let current = load(app, user_id, id).await?;
         let updated = campaign::update(&current, changes.clone(), &app.rules(), app.clock.now())?;
         if updated == current {
-            return Ok(Some((current, None)));
+            return Ok(Some((current, Vec::new(), false)));
         }
-        let written = app.store.replace_campaign(&updated, current.updated_at).await?;
-        Ok(written.then_some((updated, Some(current))))
+        let status_changed = current.status != updated.status;
+        let mut events = vec![build::campaign("updated", &updated, None, updated.updated_at)];
+        if status_changed {
+            events.push(build::campaign("status_changed", &updated, None, updated.updated_at));
+        }
+        let written = app
+            .store
+            .replace_campaign(&updated, current.version, app.outbox.durable(&events))
+            .await?;
+        Ok(written.then_some((updated, events, status_changed)))
     })
     .await?;
-    if let Some(before) = before {
-        let mut events = vec![build::campaign("updated", &updated, None, updated.updated_at)];
-        if before.status != updated.status {
-            events.push(build::campaign("status_changed", &updated, None, updated.updated_at));
-            // Resumed: its held messages are due again.
-            app.scheduler.wake();
-        }
-        app.publish(events).await;
+    if status_changed {
+        // Resumed: its held messages are due again.
+        app.scheduler.wake();
     }
+    app.outbox.committed(events).await;
     Ok(Json(updated.into()))
 }
 
@@ -169,15 +173,18 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> Result<Json<Campaig
 pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
     let app = app(depot);
     let (user_id, id) = (user(depot), extract::path_id(req, "id")?);
-    let deleted = retry_on_conflict(|| async {
+    let events = retry_on_conflict(|| async {
         let current = load(app, user_id, id).await?;
         campaign::check_deletable(&current)?;
-        let deleted = app.store.delete_campaign(user_id, id, current.updated_at).await?;
-        Ok(deleted.then_some(current))
+        let events = vec![build::campaign("deleted", &current, None, app.clock.now())];
+        let deleted = app
+            .store
+            .delete_campaign(user_id, id, current.version, app.outbox.durable(&events))
+            .await?;
+        Ok(deleted.then_some(events))
     })
     .await?;
-    app.publish(vec![build::campaign("deleted", &deleted, None, app.clock.now())])
-        .await;
+    app.outbox.committed(events).await;
     res.status_code(StatusCode::NO_CONTENT);
     Ok(())
 }

@@ -229,24 +229,30 @@ pub async fn patch(req: &mut Request, depot: &mut Depot) -> Result<Json<ContactB
     let (user_id, id) = (user(depot), extract::path_id(req, "id")?);
     let body: ContactPatch = extract::json(req, app.config.server.max_body_bytes).await?;
     let changes: contact::ContactChanges = body.into();
-    let updated = retry_on_conflict(|| async {
+    let (updated, events) = retry_on_conflict(|| async {
         let current = load_contact(app, user_id, id).await?;
-        let (updated, consent_changed) = contact::update(&current, changes.clone(), app.clock.now())?;
+        let now = app.clock.now();
+        let (updated, consent_changed) = contact::update(&current, changes.clone(), now)?;
         let consent = consent_changed.then_some(ConsentSource::Api);
-        let written = app.store.replace_contact(&updated, current.updated_at, consent).await?;
-        Ok(written.then_some((updated, consent_changed)))
+        let events: Vec<_> = consent
+            .map(|source| build::consent(&updated, source.as_str(), now))
+            .into_iter()
+            .collect();
+        let written = app
+            .store
+            .replace_contact(&updated, current.version, consent, app.outbox.durable(&events))
+            .await?;
+        Ok(written.then_some((updated, events)))
     })
     .await?;
-    let (updated, consent_changed) = updated;
-    if consent_changed {
+    let opted_out_now = updated.opted_out && !events.is_empty();
+    app.outbox.committed(events).await;
+    if opted_out_now {
+        // Messages not yet handed out are cancelled (SPEC §4).
         let now = app.clock.now();
-        let mut events = vec![build::consent(&updated, ConsentSource::Api.as_str(), now)];
-        if updated.opted_out {
-            // Messages not yet handed out are cancelled (SPEC §4).
-            let cancelled = app.store.cancel_queued_for(updated.id, now).await?;
-            events.extend(cancelled.iter().filter_map(|m| build::message(m, now)));
-        }
-        app.publish(events).await;
+        let cancelled = app.store.cancel_queued_for(updated.id, now).await?;
+        app.publish(cancelled.iter().filter_map(|m| build::message(m, now)).collect())
+            .await;
     }
     Ok(Json(updated.into()))
 }

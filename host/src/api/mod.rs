@@ -35,6 +35,7 @@ use crate::config::Config;
 use crate::domain::campaign::CampaignRules;
 use crate::domain::event::Event;
 use crate::domain::phone::PhonePolicy;
+use crate::outbox::EventOutbox;
 use crate::plugin::Plugins;
 use crate::scheduler::Scheduler;
 use crate::store::Store;
@@ -50,6 +51,8 @@ pub struct App {
     /// The template plugin (the authority on template syntax) and the carriers.
     pub plugins: Plugins,
     pub bus: Bus,
+    /// Where events of committed changes go (a database outbox with NATS).
+    pub outbox: Arc<EventOutbox>,
     pub scheduler: Arc<Scheduler>,
     carrier_names: Vec<String>,
     /// Webhook calls per carrier at once (`server.webhook_concurrency`).
@@ -65,7 +68,7 @@ impl App {
         verifier: Verifier,
         clock: Arc<dyn Clock>,
         plugins: Plugins,
-        bus: Bus,
+        outbox: Arc<EventOutbox>,
         scheduler: Arc<Scheduler>,
     ) -> Self {
         // Metrics recorded before the recorder exists are lost: install it first.
@@ -86,19 +89,17 @@ impl App {
             verifier,
             clock,
             plugins,
-            bus,
+            bus: outbox.bus().clone(),
+            outbox,
             scheduler,
             known_users: RwLock::new(HashSet::new()),
         }
     }
 
-    /// Publishes events of a change already committed. The change stands even
-    /// if the bus is down: the failure is logged and counted, not returned.
+    /// Publishes events of a change already committed, through the outbox: a
+    /// bus outage delays them, the request still succeeds.
     pub(crate) async fn publish(&self, events: Vec<Event>) {
-        if let Err(e) = self.bus.publish_events(events).await {
-            metrics::counter!("herald_events_dropped_total").increment(1);
-            tracing::warn!(error = %e, "could not publish events");
-        }
+        self.outbox.publish(events).await
     }
 
     /// Waits for a turn to run `carrier`'s webhook plugin.

@@ -118,6 +118,10 @@ impl Transport for MemoryTransport {
         "in-process"
     }
 
+    fn remote(&self) -> bool {
+        false
+    }
+
     async fn ping(&self) -> Result<(), BusError> {
         Ok(())
     }

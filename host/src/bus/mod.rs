@@ -6,13 +6,14 @@
 pub mod memory;
 pub mod nats;
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast, watch};
 use uuid::Uuid;
 
 use crate::domain::event::Event;
@@ -152,6 +153,12 @@ pub trait Inbox<T>: Send {
 pub trait Transport: Send + Sync + 'static {
     /// `in-process` or `nats`, for logs and `/readyz`.
     fn kind(&self) -> &'static str;
+    /// Whether a publish can fail (a bus across the network): events then wait
+    /// in an outbox until the bus confirms them. In process nothing can be lost
+    /// on the way, and nobody outside the process could read them anyway.
+    fn remote(&self) -> bool {
+        true
+    }
     async fn ping(&self) -> Result<(), BusError>;
     /// Returns once the bus holds every job. Deduplicated by `(message_id, dispatch)`.
     async fn publish_jobs(&self, jobs: &[SendJob]) -> Result<(), BusError>;
@@ -258,13 +265,220 @@ impl Bus {
         published
     }
 
+    /// Hands events to this process's listeners only; the transport gets
+    /// them from an outbox ([`relay`]).
+    pub fn announce(&self, events: Vec<Event>) {
+        for event in events {
+            let _ = self.local_events.send(Arc::new(event));
+        }
+    }
+
     /// Every event this process publishes from now on.
     pub fn listen(&self) -> broadcast::Receiver<Arc<Event>> {
         self.local_events.subscribe()
     }
 }
 
+/// Events waiting for the bus to confirm them, oldest first: the api role's
+/// database outbox, or a dispatcher's [`Backlog`] in memory.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Up to `max` of the oldest waiting events, each with its position.
+    async fn oldest(&self, max: usize) -> anyhow::Result<Vec<(i64, Event)>>;
+    /// Forgets the events at these positions: the bus holds them.
+    async fn confirm(&self, positions: &[i64]) -> anyhow::Result<()>;
+}
+
+/// Events published per bus request by [`relay`].
+const RELAY_BATCH: usize = 500;
+const RELAY_MIN_BACKOFF: Duration = Duration::from_millis(100);
+const RELAY_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Publishes `outbox` on `transport` in order, in batches, until `stop` turns
+/// true; an event is forgotten only once the bus confirmed it. While the bus or
+/// the outbox fails it retries with exponential backoff. Looks again when
+/// `wake` is notified, and at least every `idle` (another process may write).
+pub async fn relay(
+    transport: &dyn Transport,
+    outbox: &dyn Outbox,
+    wake: &Notify,
+    idle: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = RELAY_MIN_BACKOFF;
+    while !*stop.borrow() {
+        match relay_batch(transport, outbox).await {
+            Ok(relayed) => {
+                backoff = RELAY_MIN_BACKOFF;
+                if relayed == RELAY_BATCH {
+                    continue;
+                }
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("events wait for the bus: {e:#}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => {}
+                }
+                backoff = (backoff * 2).min(RELAY_MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// One batch of [`relay`]: how many events the bus confirmed.
+pub async fn relay_batch(transport: &dyn Transport, outbox: &dyn Outbox) -> anyhow::Result<usize> {
+    let waiting = outbox.oldest(RELAY_BATCH).await?;
+    if waiting.is_empty() {
+        return Ok(0);
+    }
+    let (positions, events): (Vec<i64>, Vec<Event>) = waiting.into_iter().unzip();
+    transport.publish_events(&events).await?;
+    outbox.confirm(&positions).await?;
+    metrics::counter!("herald_events_relayed_total").increment(events.len() as u64);
+    Ok(events.len())
+}
+
+/// Most events a [`Backlog`] keeps; past it the oldest are dropped (counted).
+const BACKLOG_CAPACITY: usize = 10_000;
+
+/// The outbox of a process without a database (a dispatcher's carrier events):
+/// kept in memory, bounded, retried by [`relay`] until the bus takes them. It
+/// does not survive the process.
+pub struct Backlog {
+    waiting: Mutex<(i64, VecDeque<(i64, Event)>)>,
+    pub wake: Notify,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Self {
+            waiting: Mutex::new((0, VecDeque::new())),
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl Backlog {
+    /// Queues events for the relay; the oldest go when the backlog is full.
+    pub fn push(&self, events: &[Event]) {
+        let mut guard = self.waiting.lock().expect("backlog lock");
+        let (next, waiting) = &mut *guard;
+        for event in events {
+            if waiting.len() == BACKLOG_CAPACITY {
+                waiting.pop_front();
+                metrics::counter!("herald_events_dropped_total").increment(1);
+                tracing::warn!("event backlog full: dropped the oldest event");
+            }
+            *next += 1;
+            waiting.push_back((*next, event.clone()));
+        }
+        drop(guard);
+        self.wake.notify_one();
+    }
+}
+
+#[async_trait]
+impl Outbox for Backlog {
+    async fn oldest(&self, max: usize) -> anyhow::Result<Vec<(i64, Event)>> {
+        let guard = self.waiting.lock().expect("backlog lock");
+        Ok(guard.1.iter().take(max).cloned().collect())
+    }
+
+    async fn confirm(&self, positions: &[i64]) -> anyhow::Result<()> {
+        // Positions only grow: everything up to the last confirmed one is on the bus
+        // (or was dropped while the publish ran).
+        if let Some(&last) = positions.last() {
+            let mut guard = self.waiting.lock().expect("backlog lock");
+            while guard.1.front().is_some_and(|(at, _)| *at <= last) {
+                guard.1.pop_front();
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The deduplication key of a job or result.
 pub fn dispatch_key(message_id: Uuid, dispatch: i32) -> String {
     format!("{message_id}.{dispatch}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::domain::event::build;
+
+    /// A bus that refuses events while `down`, and records what it took.
+    #[derive(Default)]
+    struct Flaky {
+        down: AtomicBool,
+        taken: Mutex<Vec<Uuid>>,
+    }
+
+    #[async_trait]
+    impl Transport for Flaky {
+        fn kind(&self) -> &'static str {
+            "flaky"
+        }
+        async fn ping(&self) -> Result<(), BusError> {
+            Ok(())
+        }
+        async fn publish_jobs(&self, _: &[SendJob]) -> Result<(), BusError> {
+            Ok(())
+        }
+        async fn publish_results(&self, _: &[SendResult]) -> Result<(), BusError> {
+            Ok(())
+        }
+        async fn publish_events(&self, events: &[Event]) -> Result<(), BusError> {
+            if self.down.load(Ordering::Acquire) {
+                return Err(BusError::Unavailable("down".into()));
+            }
+            self.taken.lock().unwrap().extend(events.iter().map(|e| e.id));
+            Ok(())
+        }
+        async fn jobs(&self) -> Result<Box<dyn Inbox<SendJob>>, BusError> {
+            Err(BusError::Setup("no queues".into()))
+        }
+        async fn results(&self) -> Result<Box<dyn Inbox<SendResult>>, BusError> {
+            Err(BusError::Setup("no queues".into()))
+        }
+    }
+
+    fn carrier_events(n: usize) -> Vec<Event> {
+        (0..n)
+            .map(|i| build::carrier("tripped", &format!("c{i}"), "test", Utc::now()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_backlog_waits_out_an_outage_and_is_published_in_order() {
+        let (bus, backlog) = (Flaky::default(), Backlog::default());
+        bus.down.store(true, Ordering::Release);
+        let events = carrier_events(3);
+        backlog.push(&events);
+        assert!(relay_batch(&bus, &backlog).await.is_err());
+        assert_eq!(backlog.oldest(10).await.unwrap().len(), 3, "kept while the bus is down");
+
+        bus.down.store(false, Ordering::Release);
+        assert_eq!(relay_batch(&bus, &backlog).await.unwrap(), 3);
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        assert_eq!(*bus.taken.lock().unwrap(), ids);
+        assert!(backlog.oldest(10).await.unwrap().is_empty(), "forgotten once taken");
+    }
+
+    #[tokio::test]
+    async fn a_full_backlog_drops_its_oldest_events() {
+        let backlog = Backlog::default();
+        let events = carrier_events(BACKLOG_CAPACITY + 1);
+        backlog.push(&events);
+        let oldest = backlog.oldest(1).await.unwrap();
+        assert_eq!(oldest[0].1.id, events[1].id);
+    }
 }

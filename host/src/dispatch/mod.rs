@@ -13,11 +13,11 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::bus::{Bus, Consumer, Delivery, SendJob, SendOutcome, SendResult, WindowSpec};
+use crate::bus::{self, Backlog, Bus, Consumer, Delivery, SendJob, SendOutcome, SendResult, WindowSpec};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::campaign::{SendDays, parse_time_of_day};
-use crate::domain::event::build;
+use crate::domain::event::{Event, build};
 use crate::domain::refusal::{Refusal, classify};
 use crate::domain::schedule::SendWindow;
 use crate::plugin::carrier::{Message, Reach, SendError};
@@ -38,6 +38,8 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Slack between the last instant a carrier call may start and the job's
 /// deadline, on top of the call's own bounds (CPU deadline and HTTP timeout).
 const START_MARGIN: Duration = Duration::from_secs(5);
+/// How often the carrier-event relay looks at its backlog unprompted.
+const EVENTS_IDLE: Duration = Duration::from_secs(5);
 
 pub struct Dispatcher {
     bus: Bus,
@@ -54,6 +56,8 @@ pub struct Dispatcher {
     start_by: chrono::Duration,
     /// How long a carrier reporting itself misconfigured is paused.
     misconfigured_pause: Duration,
+    /// Carrier events the bus has not taken yet (no database here: in memory).
+    events: Backlog,
 }
 
 impl Dispatcher {
@@ -87,6 +91,7 @@ impl Dispatcher {
             // speed (docs/delivery.md); then keep at least half of it for waiting.
             start_by: chrono::Duration::from_std((call_bound + START_MARGIN).min(lease / 2)).unwrap_or_default(),
             misconfigured_pause: Duration::from_millis(config.plugins.trip_cooldown_ms.max(1)),
+            events: Backlog::default(),
         })
     }
 
@@ -94,6 +99,12 @@ impl Dispatcher {
     /// second task in batches.
     pub fn spawn(self: &Arc<Self>, tasks: &mut JoinSet<()>, stop: watch::Receiver<bool>) {
         let (done, finished) = mpsc::channel(RESULT_BATCH * 4);
+        let this = self.clone();
+        let until = stop.clone();
+        tasks.spawn(async move {
+            let events = &this.events;
+            bus::relay(&*this.bus.transport, events, &events.wake, EVENTS_IDLE, until).await;
+        });
         let this = self.clone();
         tasks.spawn(async move { this.consume(done, stop).await });
         let this = self.clone();
@@ -296,21 +307,27 @@ impl Dispatcher {
         }
     }
 
+    /// Shows a carrier event to local listeners now; the relay retries it on
+    /// the bus until taken (bounded, in memory).
+    fn publish(&self, event: Event) {
+        self.events.push(std::slice::from_ref(&event));
+        self.bus.announce(vec![event]);
+    }
+
     async fn carrier_tripped(&self, carrier: &str, gate: &CarrierGate, reason: &str) {
         if gate.mark_tripped(true) {
-            let event = build::carrier("tripped", carrier, reason, self.clock.now());
-            if let Err(e) = self.bus.publish_events(vec![event]).await {
-                tracing::warn!(error = %e, "cannot publish carrier.tripped");
-            }
+            self.publish(build::carrier("tripped", carrier, reason, self.clock.now()));
         }
     }
 
     async fn carrier_healthy(&self, carrier: &str, gate: &CarrierGate) {
         if gate.mark_tripped(false) {
-            let event = build::carrier("recovered", carrier, "calls succeed again", self.clock.now());
-            if let Err(e) = self.bus.publish_events(vec![event]).await {
-                tracing::warn!(error = %e, "cannot publish carrier.recovered");
-            }
+            self.publish(build::carrier(
+                "recovered",
+                carrier,
+                "calls succeed again",
+                self.clock.now(),
+            ));
         }
     }
 

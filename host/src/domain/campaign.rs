@@ -137,6 +137,8 @@ pub struct Campaign {
     pub carrier: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Moved on by every write; a write lands only on the version it read.
+    pub version: i64,
 }
 
 /// The writable fields of a campaign as a client sent them; `None` means absent.
@@ -215,6 +217,7 @@ pub fn create(
         carrier: None,
         created_at: now,
         updated_at: now,
+        version: 0,
     };
     let changes = CampaignChanges {
         status: None,

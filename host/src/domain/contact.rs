@@ -26,6 +26,8 @@ pub struct Contact {
     pub attributes: Attributes,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Moved on by every write; a write lands only on the version it read.
+    pub version: i64,
 }
 
 /// A validated contact ready to be written (phone already normalized).

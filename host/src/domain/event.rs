@@ -1,6 +1,8 @@
 //! Events (SPEC §6): every change of state, as a CloudEvents 1.0 envelope.
 //! Schemas of `data` are documented and versioned in `docs/events.md`.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -18,8 +20,9 @@ pub struct Event {
     /// The tenant it belongs to; `None` for system events.
     pub owner: Option<Uuid>,
     /// `campaign`, `contacts`, `send`, `message`, `contact`, `inbound`, `carrier`.
-    pub entity: &'static str,
-    pub action: &'static str,
+    /// Owned only when read back from the outbox.
+    pub entity: Cow<'static, str>,
+    pub action: Cow<'static, str>,
     /// The resource it is about (a campaign, message or contact id, a carrier name).
     pub subject: String,
     pub time: DateTime<Utc>,
@@ -54,8 +57,8 @@ impl Event {
         Self {
             id: Uuid::now_v7(),
             owner,
-            entity,
-            action,
+            entity: Cow::Borrowed(entity),
+            action: Cow::Borrowed(action),
             subject: subject.to_string(),
             time,
             data,

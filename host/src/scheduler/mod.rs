@@ -21,6 +21,7 @@ use crate::config::DispatchConfig;
 use crate::domain::campaign::{Campaign, format_time_of_day};
 use crate::domain::message::ClaimedMessage;
 use crate::domain::schedule::{RetryPolicy, SendWindow, Variant};
+use crate::outbox::EventOutbox;
 use crate::store::{Store, StoreError};
 
 pub use results::plan_change;
@@ -40,6 +41,8 @@ const PUBLISHING: usize = 4;
 pub struct Scheduler {
     store: Arc<dyn Store>,
     bus: Bus,
+    /// Campaign consequences of results (completed, auto-paused) go through it.
+    outbox: Arc<EventOutbox>,
     clock: Arc<dyn Clock>,
     config: DispatchConfig,
     /// Woken when work may be due now (a send was queued, results freed room).
@@ -48,10 +51,17 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(store: Arc<dyn Store>, bus: Bus, clock: Arc<dyn Clock>, config: DispatchConfig) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Bus,
+        outbox: Arc<EventOutbox>,
+        clock: Arc<dyn Clock>,
+        config: DispatchConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             bus,
+            outbox,
             clock,
             outcomes: results::RecentOutcomes::new(config.pause_window),
             config,

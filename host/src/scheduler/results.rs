@@ -165,7 +165,8 @@ impl Scheduler {
                 .map(|c| build::consent(c, ConsentSource::Carrier.as_str(), now))
                 .collect();
             events.extend(cancelled.iter().filter_map(|m| build::message(m, now)));
-            self.bus.publish_events(events).await?;
+            // Not replayed with the result if this batch is retried: keep them.
+            self.outbox.publish(events).await;
         }
         Ok(())
     }
@@ -182,7 +183,9 @@ impl Scheduler {
             );
         }
         let events: Vec<Event> = applied.iter().filter_map(|m| build::message(m, now)).collect();
-        Ok(self.bus.publish_events(events).await?)
+        // The receipts are gone once applied: their events go through the outbox.
+        self.outbox.publish(events).await;
+        Ok(())
     }
 
     /// The periodic half of reconciliation: early receipts whose result landed
@@ -276,7 +279,7 @@ impl Scheduler {
         {
             self.outcomes.forget(campaign_id);
             let event = build::campaign("status_changed", &done, Some("total_limit reached"), now);
-            self.bus.publish_events(vec![event]).await?;
+            self.outbox.publish(vec![event]).await;
             return Ok(());
         }
         let Some((failed, of)) = self.outcomes.failing(campaign_id, self.config.pause_error_rate) else {
@@ -289,7 +292,7 @@ impl Scheduler {
         if let Some(paused) = self.store.pause_campaign(&campaign, &reason, now).await? {
             tracing::warn!(campaign = %campaign_id, %reason, "campaign paused");
             let event = build::campaign("status_changed", &paused, Some(&reason), now);
-            self.bus.publish_events(vec![event]).await?;
+            self.outbox.publish(vec![event]).await;
         }
         // Judge a resumed campaign on fresh outcomes only.
         self.outcomes.forget(campaign_id);

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::{ConsentTarget, ContactBatches, LinkOutcome, MessageCounts, SendingStore, Store, StoreError};
 use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::contact::{ConsentSource, Contact};
+use crate::domain::event::Event;
 use crate::domain::message::{
     ClaimedMessage, MessageChange, MessageRecord, Receipt, ReceiptOutcome, SendRequest, TaskReport,
 };
@@ -123,9 +124,9 @@ impl Store for CachedStore {
         self.inner.ensure_user(user_id, now).await
     }
 
-    async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+    async fn insert_campaign(&self, campaign: &Campaign, events: &[Event]) -> Result<(), StoreError> {
         let _guard = self.invalidate(campaign.user_id);
-        self.inner.insert_campaign(campaign).await
+        self.inner.insert_campaign(campaign, events).await
     }
 
     async fn campaign(&self, user_id: Uuid, id: Uuid) -> Result<Option<Campaign>, StoreError> {
@@ -162,19 +163,25 @@ impl Store for CachedStore {
         Ok(found)
     }
 
-    async fn replace_campaign(&self, campaign: &Campaign, seen_updated_at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn replace_campaign(
+        &self,
+        campaign: &Campaign,
+        seen_version: i64,
+        events: &[Event],
+    ) -> Result<bool, StoreError> {
         let _guard = self.invalidate(campaign.user_id);
-        self.inner.replace_campaign(campaign, seen_updated_at).await
+        self.inner.replace_campaign(campaign, seen_version, events).await
     }
 
     async fn delete_campaign(
         &self,
         user_id: Uuid,
         id: Uuid,
-        seen_updated_at: DateTime<Utc>,
+        seen_version: i64,
+        events: &[Event],
     ) -> Result<bool, StoreError> {
         let _guard = self.invalidate(user_id);
-        self.inner.delete_campaign(user_id, id, seen_updated_at).await
+        self.inner.delete_campaign(user_id, id, seen_version, events).await
     }
 
     async fn link_contacts(
@@ -198,16 +205,26 @@ impl Store for CachedStore {
     async fn replace_contact(
         &self,
         contact: &Contact,
-        seen_updated_at: DateTime<Utc>,
+        seen_version: i64,
         consent: Option<ConsentSource>,
+        events: &[Event],
     ) -> Result<bool, StoreError> {
-        self.inner.replace_contact(contact, seen_updated_at, consent).await
+        self.inner.replace_contact(contact, seen_version, consent, events).await
     }
     async fn message_counts(&self, campaign_id: Uuid) -> Result<MessageCounts, StoreError> {
         self.inner.message_counts(campaign_id).await
     }
     async fn messages_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.messages_by_status().await
+    }
+    async fn enqueue_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        self.inner.enqueue_events(events).await
+    }
+    async fn outbox_events(&self, max: u32) -> Result<Vec<(i64, Event)>, StoreError> {
+        self.inner.outbox_events(max).await
+    }
+    async fn forget_events(&self, positions: &[i64]) -> Result<(), StoreError> {
+        self.inner.forget_events(positions).await
     }
 }
 

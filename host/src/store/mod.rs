@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::config::DatabaseConfig;
 use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::contact::{ConsentSource, Contact, NewContact};
+use crate::domain::event::Event;
 use crate::domain::message::{
     ClaimedMessage, MessageChange, MessageRecord, Receipt, ReceiptOutcome, SendRequest, TaskReport,
 };
@@ -43,6 +44,13 @@ pub enum StoreError {
     /// The producer of a bulk write gave up half-way; nothing was written.
     #[error("write aborted: {0}")]
     Aborted(String),
+    /// Another process holds the SQLite database's lock file.
+    #[error(
+        "another Herald process is using the SQLite database {database}: it holds the lock file {lock}. \
+         Only one `herald serve` may use a SQLite file; stop the other one, or give this one its own \
+         data_dir (PostgreSQL serves several api hosts)"
+    )]
+    InUse { database: String, lock: String },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -111,7 +119,8 @@ pub trait Store: SendingStore + Send + Sync + 'static {
     /// Creates the user row on first sight of a token's `sub`.
     async fn ensure_user(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError>;
 
-    async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError>;
+    /// Writes a new campaign, and `events` to the outbox in the same transaction.
+    async fn insert_campaign(&self, campaign: &Campaign, events: &[Event]) -> Result<(), StoreError>;
     async fn campaign(&self, user_id: Uuid, id: Uuid) -> Result<Option<Campaign>, StoreError>;
     async fn list_campaigns(
         &self,
@@ -119,16 +128,23 @@ pub trait Store: SendingStore + Send + Sync + 'static {
         status: Option<CampaignStatus>,
         page: PageRequest,
     ) -> Result<Page<Campaign>, StoreError>;
-    /// Writes `campaign` if it is still as it was at `seen_updated_at`
-    /// (optimistic concurrency); false when someone else changed it first.
-    async fn replace_campaign(&self, campaign: &Campaign, seen_updated_at: DateTime<Utc>) -> Result<bool, StoreError>;
-    /// Deletes the campaign, its messages and contact links, if unchanged since
-    /// `seen_updated_at`.
+    /// Writes `campaign` if the stored row is still at `seen_version` (optimistic
+    /// concurrency) and moves its version on; false when someone else wrote first.
+    /// `events` go to the outbox in the same transaction, only if it lands.
+    async fn replace_campaign(
+        &self,
+        campaign: &Campaign,
+        seen_version: i64,
+        events: &[Event],
+    ) -> Result<bool, StoreError>;
+    /// Deletes the campaign, its messages and contact links, if still at
+    /// `seen_version`; `events` go to the outbox in the same transaction.
     async fn delete_campaign(
         &self,
         user_id: Uuid,
         id: Uuid,
-        seen_updated_at: DateTime<Utc>,
+        seen_version: i64,
+        events: &[Event],
     ) -> Result<bool, StoreError>;
 
     /// Creates the user's contacts that do not exist yet and links every one of
@@ -143,18 +159,27 @@ pub trait Store: SendingStore + Send + Sync + 'static {
     async fn campaign_contacts(&self, campaign_id: Uuid, page: PageRequest) -> Result<Page<Contact>, StoreError>;
     async fn count_campaign_contacts(&self, campaign_id: Uuid) -> Result<u64, StoreError>;
     async fn contact(&self, user_id: Uuid, id: Uuid) -> Result<Option<Contact>, StoreError>;
-    /// Writes `contact` if unchanged since `seen_updated_at`; records a consent
-    /// event from `consent` in the same transaction.
+    /// Writes `contact` if still at `seen_version` and moves its version on;
+    /// records a consent event from `consent`, and `events` in the outbox, in
+    /// the same transaction.
     async fn replace_contact(
         &self,
         contact: &Contact,
-        seen_updated_at: DateTime<Utc>,
+        seen_version: i64,
         consent: Option<ConsentSource>,
+        events: &[Event],
     ) -> Result<bool, StoreError>;
 
     async fn message_counts(&self, campaign_id: Uuid) -> Result<MessageCounts, StoreError>;
     /// Messages of every campaign by status, for `/metrics`.
     async fn messages_by_status(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Appends events to the outbox, in order, all or none.
+    async fn enqueue_events(&self, events: &[Event]) -> Result<(), StoreError>;
+    /// Up to `max` of the oldest events in the outbox, with their position.
+    async fn outbox_events(&self, max: u32) -> Result<Vec<(i64, Event)>, StoreError>;
+    /// Removes outbox events the bus has confirmed.
+    async fn forget_events(&self, positions: &[i64]) -> Result<(), StoreError>;
 }
 
 /// Whose consent a change is about.
@@ -266,6 +291,16 @@ pub trait SendingStore: Send + Sync + 'static {
     ) -> Result<Option<Campaign>, StoreError>;
 }
 
+/// Makes this process the only one using the database at `url`, for as long
+/// as the returned lock lives: SQLite only (see [`sqlite::lock`]); PostgreSQL
+/// serves several api hosts.
+pub fn lock_exclusive(url: &str) -> Result<Option<sqlite::DatabaseLock>, StoreError> {
+    match url.starts_with("sqlite:") {
+        true => sqlite::lock(url),
+        false => Ok(None),
+    }
+}
+
 /// Opens the store named by the configuration URL. The embedded SQLite store
 /// gets a read cache (one process owns the file); PostgreSQL, which several API
 /// hosts may share, does not.
@@ -277,4 +312,91 @@ pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store
         Arc::new(postgres::PostgresStore::connect(url, config.max_connections).await?)
     };
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::campaign::{CampaignChanges, CampaignRules};
+
+    /// Two writes from one read, in the same clock tick: the second is refused,
+    /// where a compare on `updated_at` would have let it overwrite the first;
+    /// only the write that landed leaves its event in the outbox.
+    #[tokio::test]
+    async fn a_write_from_a_stale_read_is_refused_within_one_clock_tick() {
+        let store = sqlite::SqliteStore::connect("sqlite::memory:", 1).await.unwrap();
+        store.migrate().await.unwrap();
+        let (user, now) = (Uuid::now_v7(), Utc::now());
+        store.ensure_user(user, now).await.unwrap();
+        let changes = CampaignChanges {
+            name: Some("Spring".into()),
+            message_template: Some("Hi".into()),
+            ..Default::default()
+        };
+        let rules = CampaignRules { carriers: &[] };
+        let created = crate::domain::campaign::create(Uuid::now_v7(), user, changes, &rules, now).unwrap();
+        store.insert_campaign(&created, &[]).await.unwrap();
+        let read = store.campaign(user, created.id).await.unwrap().unwrap();
+
+        let renamed = Campaign {
+            name: "Renamed".into(),
+            ..read.clone()
+        };
+        let limited = Campaign {
+            daily_limit: 7,
+            ..read.clone()
+        };
+        let event = |c: &Campaign| crate::domain::event::build::campaign("updated", c, None, now);
+        let landed = event(&renamed);
+        assert!(
+            store
+                .replace_campaign(&renamed, read.version, std::slice::from_ref(&landed))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .replace_campaign(&limited, read.version, &[event(&limited)])
+                .await
+                .unwrap(),
+            "a write based on the version before the first must not land"
+        );
+        assert!(!store.delete_campaign(user, read.id, read.version, &[]).await.unwrap());
+        let stored = store.campaign(user, read.id).await.unwrap().unwrap();
+        assert_eq!(stored.updated_at, read.updated_at, "the clock did not move");
+        assert_eq!(
+            (stored.name.as_str(), stored.daily_limit, stored.version),
+            ("Renamed", read.daily_limit, read.version + 1)
+        );
+        let outbox: Vec<Event> = store
+            .outbox_events(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        assert_eq!(outbox, vec![landed]);
+    }
+
+    #[tokio::test]
+    async fn the_outbox_gives_events_back_in_order_until_forgotten() {
+        let store = sqlite::SqliteStore::connect("sqlite::memory:", 1).await.unwrap();
+        store.migrate().await.unwrap();
+        let (user, now) = (
+            Some(Uuid::now_v7()),
+            crate::clock::Clock::now(&crate::clock::SystemClock),
+        );
+        let events: Vec<Event> = (0..3)
+            .map(|i| Event::new(user, "campaign", "created", i, now, serde_json::json!({ "n": i })))
+            .collect();
+        store.enqueue_events(&events).await.unwrap();
+        let waiting = store.outbox_events(10).await.unwrap();
+        let back: Vec<Event> = waiting.iter().map(|(_, e)| e.clone()).collect();
+        assert_eq!(back, events, "the same events, in order");
+
+        store.forget_events(&[waiting[0].0, waiting[1].0]).await.unwrap();
+        let left = store.outbox_events(10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].1.id, events[2].id);
+    }
 }

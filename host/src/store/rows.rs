@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::StoreError;
 use crate::domain::campaign::{Campaign, SendDays, parse_time_of_day};
 use crate::domain::contact::{Attributes, Contact};
+use crate::domain::event::Event;
 use crate::domain::message::{ClaimedMessage, MessageRecord, MessageStatus};
 use crate::domain::schedule::Variant;
 
@@ -28,6 +29,7 @@ pub(super) struct CampaignRow {
     carrier: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    version: i64,
 }
 
 /// A row plus the total count of its query (an uncorrelated scalar subquery,
@@ -61,6 +63,7 @@ impl TryFrom<CampaignRow> for Campaign {
             carrier: r.carrier,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            version: r.version,
         })
     }
 }
@@ -75,6 +78,7 @@ pub(super) struct ContactRow {
     attributes: Json<Attributes>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    version: i64,
 }
 
 impl From<ContactRow> for Contact {
@@ -88,6 +92,7 @@ impl From<ContactRow> for Contact {
             attributes: r.attributes.0,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            version: r.version,
         }
     }
 }
@@ -161,5 +166,37 @@ impl TryFrom<MessageRow> for MessageRecord {
             not_before: r.not_before,
             dispatch: r.dispatches,
         })
+    }
+}
+
+/// An event waiting in `event_outbox`.
+#[derive(sqlx::FromRow)]
+pub(super) struct OutboxRow {
+    seq: i64,
+    id: Uuid,
+    owner: Option<Uuid>,
+    entity: String,
+    action: String,
+    subject: String,
+    time: DateTime<Utc>,
+    data: String,
+}
+
+impl TryFrom<OutboxRow> for (i64, Event) {
+    type Error = StoreError;
+
+    fn try_from(r: OutboxRow) -> Result<Self, StoreError> {
+        let data = serde_json::from_str(&r.data)
+            .map_err(|e| StoreError::Corrupt(format!("outbox event {}: bad data: {e}", r.id)))?;
+        let event = Event {
+            id: r.id,
+            owner: r.owner,
+            entity: r.entity.into(),
+            action: r.action.into(),
+            subject: r.subject,
+            time: r.time,
+            data,
+        };
+        Ok((r.seq, event))
     }
 }

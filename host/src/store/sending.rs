@@ -481,7 +481,7 @@ macro_rules! impl_sending_store {
             let mut tx = self.pool.begin().await?;
             let ids: Vec<uuid::Uuid> = match target {
                 $crate::store::ConsentTarget::Phone { carrier, phone_number } => sqlx::query_scalar(
-                    "UPDATE contacts SET opted_out = $3, updated_at = $4 WHERE opted_out <> $3 AND id IN \
+                    "UPDATE contacts SET opted_out = $3, updated_at = $4, version = version + 1 WHERE opted_out <> $3 AND id IN \
                      (SELECT contact_id FROM messages WHERE carrier = $1 AND phone_number = $2) RETURNING id",
                 )
                 .bind(carrier)
@@ -491,7 +491,7 @@ macro_rules! impl_sending_store {
                 .fetch_all(&mut *tx)
                 .await?,
                 $crate::store::ConsentTarget::Contact(id) => sqlx::query_scalar(
-                    "UPDATE contacts SET opted_out = $2, updated_at = $3 WHERE opted_out <> $2 AND id = $1 RETURNING id",
+                    "UPDATE contacts SET opted_out = $2, updated_at = $3, version = version + 1 WHERE opted_out <> $2 AND id = $1 RETURNING id",
                 )
                 .bind(id)
                 .bind(opted_out)
@@ -554,7 +554,8 @@ macro_rules! impl_sending_store {
             at: chrono::DateTime<chrono::Utc>,
         ) -> Result<Option<$crate::domain::campaign::Campaign>, $crate::store::StoreError> {
             let row: Option<$crate::store::rows::CampaignRow> = sqlx::query_as(concat!(
-                "UPDATE campaigns SET status = 'completed', status_reason = 'total_limit reached', updated_at = $2 \
+                "UPDATE campaigns SET status = 'completed', status_reason = 'total_limit reached', updated_at = $2, \
+                 version = version + 1 \
                  WHERE id = $1 AND status IN ('active', 'paused') AND total_limit IS NOT NULL \
                  AND (SELECT COUNT(*) FROM messages WHERE campaign_id = $1 AND status IN ('sent', 'delivered', 'failed')) \
                  >= total_limit RETURNING ",
@@ -574,7 +575,7 @@ macro_rules! impl_sending_store {
             at: chrono::DateTime<chrono::Utc>,
         ) -> Result<Option<$crate::domain::campaign::Campaign>, $crate::store::StoreError> {
             let row: Option<$crate::store::rows::CampaignRow> = sqlx::query_as(concat!(
-                "UPDATE campaigns SET status = 'paused', status_reason = $2, updated_at = $3 \
+                "UPDATE campaigns SET status = 'paused', status_reason = $2, updated_at = $3, version = version + 1 \
                  WHERE id = $1 AND status = 'active' RETURNING ",
                 campaign_columns!()
             ))

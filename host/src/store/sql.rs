@@ -16,13 +16,13 @@ macro_rules! campaign_columns {
     () => {
         "id, user_id, name, message_template, message_template_b, ab_test_percentage, daily_limit, \
          total_limit, status, timezone, send_window_start, send_window_end, send_days, carrier, \
-         created_at, updated_at"
+         created_at, updated_at, version"
     };
 }
 
 macro_rules! contact_columns {
     () => {
-        "c.id, c.user_id, c.phone_number, c.name, c.opted_out, c.attributes, c.created_at, c.updated_at"
+        "c.id, c.user_id, c.phone_number, c.name, c.opted_out, c.attributes, c.created_at, c.updated_at, c.version"
     };
 }
 
@@ -58,6 +58,7 @@ pub(super) struct CampaignBinds {
     pub carrier: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub version: i64,
 }
 
 impl From<&Campaign> for CampaignBinds {
@@ -79,6 +80,7 @@ impl From<&Campaign> for CampaignBinds {
             carrier: c.carrier.clone(),
             created_at: c.created_at,
             updated_at: c.updated_at,
+            version: c.version,
         }
     }
 }
@@ -118,19 +120,26 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn insert_campaign(&self, campaign: &$crate::domain::campaign::Campaign) -> Result<(), $crate::store::StoreError> {
+            async fn insert_campaign(
+                &self,
+                campaign: &$crate::domain::campaign::Campaign,
+                events: &[$crate::domain::event::Event],
+            ) -> Result<(), $crate::store::StoreError> {
                 let b = $crate::store::sql::CampaignBinds::from(campaign);
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(concat!(
                     "INSERT INTO campaigns (", campaign_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
                 ))
                     .bind(b.id).bind(b.user_id).bind(b.name).bind(b.message_template)
                     .bind(b.message_template_b).bind(b.ab_test_percentage).bind(b.daily_limit)
                     .bind(b.total_limit).bind(b.status).bind(b.timezone).bind(b.send_window_start)
                     .bind(b.send_window_end).bind(b.send_days).bind(b.carrier).bind(b.created_at)
-                    .bind(b.updated_at)
-                    .execute(&self.pool)
+                    .bind(b.updated_at).bind(b.version)
+                    .execute(&mut *tx)
                     .await?;
+                Self::append_events(&mut *tx, events).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -177,39 +186,53 @@ macro_rules! impl_store {
             async fn replace_campaign(
                 &self,
                 campaign: &$crate::domain::campaign::Campaign,
-                seen_updated_at: chrono::DateTime<chrono::Utc>,
+                seen_version: i64,
+                events: &[$crate::domain::event::Event],
             ) -> Result<bool, $crate::store::StoreError> {
                 let b = $crate::store::sql::CampaignBinds::from(campaign);
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "UPDATE campaigns SET name = $3, message_template = $4, message_template_b = $5, \
                      ab_test_percentage = $6, daily_limit = $7, total_limit = $8, status = $9, timezone = $10, \
-                     send_window_start = $11, send_window_end = $12, send_days = $13, carrier = $14, updated_at = $15 \
-                     WHERE id = $1 AND user_id = $2 AND updated_at = $16",
+                     send_window_start = $11, send_window_end = $12, send_days = $13, carrier = $14, updated_at = $15, \
+                     version = version + 1 WHERE id = $1 AND user_id = $2 AND version = $16",
                 )
                 .bind(b.id).bind(b.user_id).bind(b.name).bind(b.message_template)
                 .bind(b.message_template_b).bind(b.ab_test_percentage).bind(b.daily_limit)
                 .bind(b.total_limit).bind(b.status).bind(b.timezone).bind(b.send_window_start)
                 .bind(b.send_window_end).bind(b.send_days).bind(b.carrier).bind(b.updated_at)
-                .bind(seen_updated_at)
-                .execute(&self.pool)
+                .bind(seen_version)
+                .execute(&mut *tx)
                 .await?;
-                Ok(done.rows_affected() == 1)
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                Self::append_events(&mut *tx, events).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn delete_campaign(
                 &self,
                 user_id: uuid::Uuid,
                 id: uuid::Uuid,
-                seen_updated_at: chrono::DateTime<chrono::Utc>,
+                seen_version: i64,
+                events: &[$crate::domain::event::Event],
             ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
                 // Messages and contact links go with it (ON DELETE CASCADE).
-                let done = sqlx::query("DELETE FROM campaigns WHERE id = $1 AND user_id = $2 AND updated_at = $3")
+                let done = sqlx::query("DELETE FROM campaigns WHERE id = $1 AND user_id = $2 AND version = $3")
                     .bind(id)
                     .bind(user_id)
-                    .bind(seen_updated_at)
-                    .execute(&self.pool)
+                    .bind(seen_version)
+                    .execute(&mut *tx)
                     .await?;
-                Ok(done.rows_affected() == 1)
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                Self::append_events(&mut *tx, events).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn link_contacts(
@@ -264,13 +287,14 @@ macro_rules! impl_store {
             async fn replace_contact(
                 &self,
                 contact: &$crate::domain::contact::Contact,
-                seen_updated_at: chrono::DateTime<chrono::Utc>,
+                seen_version: i64,
                 consent: Option<$crate::domain::contact::ConsentSource>,
+                events: &[$crate::domain::event::Event],
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
-                    "UPDATE contacts SET name = $3, attributes = $4, opted_out = $5, updated_at = $6 \
-                     WHERE id = $1 AND user_id = $2 AND updated_at = $7",
+                    "UPDATE contacts SET name = $3, attributes = $4, opted_out = $5, updated_at = $6, \
+                     version = version + 1 WHERE id = $1 AND user_id = $2 AND version = $7",
                 )
                 .bind(contact.id)
                 .bind(contact.user_id)
@@ -278,7 +302,7 @@ macro_rules! impl_store {
                 .bind(sqlx::types::Json(&contact.attributes))
                 .bind(contact.opted_out)
                 .bind(contact.updated_at)
-                .bind(seen_updated_at)
+                .bind(seen_version)
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() != 1 {
@@ -297,6 +321,7 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 }
+                Self::append_events(&mut *tx, events).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -316,6 +341,57 @@ macro_rules! impl_store {
                     .fetch_all(&self.pool)
                     .await?;
                 Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
+            }
+
+            async fn enqueue_events(&self, events: &[$crate::domain::event::Event]) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::append_events(&mut *tx, events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn outbox_events(&self, max: u32) -> Result<Vec<(i64, $crate::domain::event::Event)>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::rows::OutboxRow> = sqlx::query_as(
+                    "SELECT seq, id, owner, entity, action, subject, time, data FROM event_outbox ORDER BY seq LIMIT $1",
+                )
+                .bind(i64::from(max))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn forget_events(&self, positions: &[i64]) -> Result<(), $crate::store::StoreError> {
+                for chunk in positions.chunks($crate::store::sending::ROWS_PER_STATEMENT) {
+                    let mut delete = sqlx::QueryBuilder::<$db>::new("DELETE FROM event_outbox WHERE seq IN ");
+                    push_id_list!(delete, chunk);
+                    delete.build().execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+        }
+
+        impl $store {
+            /// Appends events to the outbox inside the caller's transaction.
+            async fn append_events(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                events: &[$crate::domain::event::Event],
+            ) -> Result<(), $crate::store::StoreError> {
+                for chunk in events.chunks($crate::store::sending::ROWS_PER_STATEMENT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO event_outbox (id, owner, entity, action, subject, time, data) ",
+                    );
+                    insert.push_values(chunk, |mut row, e| {
+                        row.push_bind(e.id)
+                            .push_bind(e.owner)
+                            .push_bind(e.entity.to_string())
+                            .push_bind(e.action.to_string())
+                            .push_bind(e.subject.as_str())
+                            .push_bind(e.time)
+                            .push_bind(e.data.to_string());
+                    });
+                    insert.build().execute(&mut *conn).await?;
+                }
+                Ok(())
             }
         }
 

@@ -18,6 +18,45 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
+/// An exclusive lock on `<database file>.lock`, held for the life of the
+/// process: the read cache and the scheduler assume one process owns the file.
+/// The OS releases it when the process ends, even on kill -9.
+#[derive(Debug)]
+pub struct DatabaseLock {
+    _file: std::fs::File,
+}
+
+/// Takes the lock of the SQLite database at `url`, or fails at once naming the
+/// lock file when another process holds it. `None` for an in-memory database.
+pub fn lock(url: &str) -> Result<Option<DatabaseLock>, StoreError> {
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Ok(None);
+    }
+    let options = SqliteConnectOptions::from_str(url)?;
+    let database = options.get_filename();
+    let mut name = database.as_os_str().to_owned();
+    name.push(".lock");
+    let path = std::path::PathBuf::from(name);
+    let io = |e| StoreError::Database(sqlx::Error::Io(e));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(DatabaseLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
+            database: database.display().to_string(),
+            lock: path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
 impl SqliteStore {
     const BACKEND: &'static str = "sqlite";
 
