@@ -8,6 +8,7 @@ pub const MAX_TEMPLATE_CHARS: usize = 1600;
 
 /// Checks length and that every `{{` has a matching `}}` around a non-empty expression.
 pub fn check(template: &str) -> Result<(), String> {
+    super::check_text(template)?;
     let len = super::char_len(template);
     if template.trim().is_empty() {
         return Err("must not be blank".into());
