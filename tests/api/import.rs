@@ -552,3 +552,65 @@ per_backend!(mod uploads_over_the_limit => uploads_over_the_limit_are_413);
 per_backend!(
     mod crlf_line_numbers => crlf_files_report_file_line_numbers
 );
+
+on_both_backends! {
+    async fn nul_in_a_field_is_a_row_error_naming_it_and_in_a_header_refuses_the_file(server) {
+        let user = server.new_user();
+        let campaign = server.create_campaign(&user, json!({})).await;
+        let file = b"phone_number,name,city\n\
+                     5551230001,Ada,Paris\n\
+                     5551230002,Gr\0ace,Paris\n\
+                     555123\x000003,Alan,Paris\n\
+                     5551230004,Edsger,Par\0is\n"
+            .to_vec();
+        let details = [
+            at_line(3, "name must not contain a NUL character"),
+            at_line(4, "phone number must not contain a NUL character"),
+            at_line(5, "attribute \"city\" must not contain a NUL character"),
+        ];
+        assert_report(import(&server, &user, &campaign, file).await, report(1, 0, 3, 1, &details));
+        assert_eq!(phones(&server, &user, &campaign).await, ["+15551230001"]);
+
+        let other = server.create_campaign(&user, json!({})).await;
+        let file = csv(&["phone_number,name,ci\0ty", "5551230001,Ada,Paris"]);
+        import(&server, &user, &other, file).await.expect_problem(400);
+        assert_eq!(total(&server, &user, &other).await, 0);
+    }
+
+    async fn a_field_of_millions_of_newlines_is_one_row_error_answered_quickly(server) {
+        // SPEC §9: "a field of a million newlines". The row is skipped as it streams
+        // past, never buffered; the rows around it import with their own line numbers.
+        const NEWLINES: usize = 20_000_000;
+        let user = server.new_user();
+        let campaign = server.create_campaign(&user, json!({})).await;
+        let mut file = b"phone_number,name,note\n5551230001,Ada,x\n5551230002,Grace,\"".to_vec();
+        file.resize(file.len() + NEWLINES, b'\n');
+        file.extend_from_slice(b"\"\n12345,Alan,x\n5551230003,Edsger,x\n");
+        let started = std::time::Instant::now();
+        let reply = import(&server, &user, &campaign, file).await;
+        let elapsed = started.elapsed();
+        let details = [
+            at_line(3, "the row is longer than 262144 bytes"),
+            at_line(3 + NEWLINES as u64 + 1, INVALID_12345),
+        ];
+        assert_report(reply, report(2, 0, 2, 2, &details));
+        assert!(elapsed < std::time::Duration::from_secs(20), "took {elapsed:?}");
+    }
+
+    async fn a_header_of_300_000_columns_is_400_at_once(server) {
+        let user = server.new_user();
+        let campaign = server.create_campaign(&user, json!({})).await;
+        let named: String = (0..300_000).map(|i| format!(",c{i}")).collect();
+        let empty = ",".repeat(300_000);
+        for (what, extra) in [("named columns", named), ("empty columns", empty)] {
+            let file = format!("phone_number,name{extra}\n5551230001,Ada{extra}\n").into_bytes();
+            let started = std::time::Instant::now();
+            let reply = import(&server, &user, &campaign, file).await;
+            let elapsed = started.elapsed();
+            assert_eq!(reply.status, 400, "{what}: {}", reply.text);
+            reply.expect_problem(400);
+            assert!(elapsed < std::time::Duration::from_secs(2), "{what}: took {elapsed:?}");
+        }
+        assert_eq!(total(&server, &user, &campaign).await, 0);
+    }
+}
