@@ -6,6 +6,7 @@
 mod auth;
 mod campaigns;
 mod contacts;
+mod edges;
 mod import;
 mod operations;
 mod sending;
