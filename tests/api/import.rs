@@ -614,3 +614,57 @@ on_both_backends! {
         assert_eq!(total(&server, &user, &campaign).await, 0);
     }
 }
+
+/// The value of a counter or gauge in `/metrics` (0 before it is first recorded).
+async fn metric(server: &TestServer, name: &str) -> f64 {
+    let text = server.get_anonymous("/metrics").await.expect(200).text;
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+on_both_backends! {
+    async fn an_import_the_client_abandons_stops_parsing(server) {
+        use tokio::io::AsyncWriteExt;
+        const ABANDONED: &str = "herald_csv_imports_abandoned_total";
+        let user = server.new_user();
+        let campaign = server.create_campaign(&user, json!({})).await;
+        let before = metric(&server, ABANDONED).await;
+        // 60 MB in one quoted field: seconds of parsing after the upload is in.
+        let mut file = b"phone_number,name\n5551230001,\"".to_vec();
+        file.resize(60_000_000, b'\n');
+        file.extend_from_slice(b"\"\n");
+        let boundary = "herald-test-boundary";
+        let mut body = format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"c.csv\"\r\n\
+             content-type: text/csv\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(&file);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let address = server.base.trim_start_matches("http://");
+        let head = format!(
+            "POST {} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {}\r\n\
+             content-type: multipart/form-data; boundary={boundary}\r\ncontent-length: {}\r\n\r\n",
+            import_path(&campaign),
+            user.token,
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(address).await.expect("connects");
+        stream.write_all(head.as_bytes()).await.expect("head sent");
+        stream.write_all(&body).await.expect("body sent");
+        // Once the parser runs, walk away without reading the answer.
+        eventually("the import to start parsing", std::time::Duration::from_secs(30), || async {
+            (metric(&server, "herald_csv_imports_running").await >= 1.0).then_some(())
+        })
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        drop(stream);
+        eventually("the parser to notice and stop", std::time::Duration::from_secs(30), || async {
+            (metric(&server, ABANDONED).await > before).then_some(())
+        })
+        .await;
+        assert_eq!(total(&server, &user, &campaign).await, 0, "nothing was imported");
+    }
+}
