@@ -7,6 +7,7 @@
 #   bench/run.sh dispatch end-to-end sending (queued -> rendered -> carrier-log -> sent persisted),
 #                         embedded (SQLite, in-process) and PostgreSQL + NATS JetStream
 #                         (dispatch-embedded, dispatch-nats: one of them)
+#   bench/run.sh hostile  hostile CSV uploads (SPEC §9): wall time, server CPU and peak RSS of each
 #   bench/run.sh all      all of the above
 #
 # Environment: BENCH_ROWS (default 1000000), BENCH_DURATION (wrk seconds, default 20),
@@ -112,6 +113,42 @@ bench_rss() {
     stop_server
 }
 
+# hostile_once LABEL FILE: uploads FILE, prints the answer, the wall time, the
+# server's CPU time (utime + stime) and its RSS before and at its peak during the request.
+hostile_once() {
+    local label="$1" file="$2" campaign tck rss peak cpu0 cpu1 start end code
+    tck="$(getconf CLK_TCK)"
+    campaign="$(api -X POST "localhost:$PORT/api/v1/campaigns" -d '{"name":"Hostile","message_template":"Hi {{name}}"}' | jq -r .id)"
+    echo 5 >"/proc/$SERVER_PID/clear_refs" # peak RSS (VmHWM) starts again from the current RSS
+    rss="$(awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status")"
+    cpu0="$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")"
+    start=$(date +%s.%N)
+    code="$(curl -s -o "$WORK/answer.json" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -F "file=@$file" \
+        "localhost:$PORT/api/v1/campaigns/$campaign/contacts/import")"
+    end=$(date +%s.%N)
+    cpu1="$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")"
+    peak="$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")"
+    echo "== $label ($(du -h "$file" | cut -f1)): HTTP $code $(head -c 160 "$WORK/answer.json")"
+    echo "   wall $(echo "$end - $start" | bc) s, server CPU $(( (cpu1 - cpu0) * 1000 / tck )) ms, RSS $((rss / 1024)) MiB -> peak $((peak / 1024)) MiB"
+}
+
+bench_hostile() {
+    local dir="$WORK/hostile"
+    mkdir -p "$dir"
+    start_server "$dir/data"
+    { printf 'phone_number,name\n5551230001,"'; head -c 60000000 /dev/zero | tr '\0' '\n'; printf '"\n5551230002,Ada\n'; } >"$dir/newlines.csv"
+    hostile_once "one quoted field of 60,000,000 newlines" "$dir/newlines.csv"
+    { printf 'phone_number,name\n5551230001,'; head -c 200000000 /dev/zero | tr '\0' x; printf '\n5551230002,Ada\n'; } >"$dir/line.csv"
+    hostile_once "one line of 200,000,000 bytes" "$dir/line.csv"
+    awk 'BEGIN { printf "phone_number,name"; for (i = 0; i < 1000000; i++) printf ",c%d", i; print "" }' >"$dir/named.csv"
+    hostile_once "a header of 1,000,000 named columns" "$dir/named.csv"
+    awk 'BEGIN { printf "phone_number,name"; for (i = 0; i < 300000; i++) printf ",c%d", i; print "" }' >"$dir/named300k.csv"
+    hostile_once "a header of 300,000 named columns" "$dir/named300k.csv"
+    { printf 'phone_number,name'; head -c 1000000 /dev/zero | tr '\0' ,; printf '\n'; } >"$dir/empty.csv"
+    hostile_once "a header of 1,000,000 empty columns" "$dir/empty.csv"
+    stop_server
+}
+
 # A send window open now whatever the time: a fixed-offset zone where it is about noon.
 open_window() {
     local hour ahead zone
@@ -196,6 +233,7 @@ case "${1:-all}" in
     dispatch) bench_dispatch_embedded; bench_dispatch_nats ;;
     dispatch-embedded) bench_dispatch_embedded ;;
     dispatch-nats) bench_dispatch_nats ;;
+    hostile) bench_hostile ;;
     all) bench_rss; bench_list; bench_import; bench_dispatch_embedded; bench_dispatch_nats ;;
-    *) echo "usage: $0 list|import|rss|dispatch|dispatch-embedded|dispatch-nats|all" >&2; exit 2 ;;
+    *) echo "usage: $0 list|import|rss|dispatch|dispatch-embedded|dispatch-nats|hostile|all" >&2; exit 2 ;;
 esac

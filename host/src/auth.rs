@@ -51,7 +51,7 @@ pub enum AuthSetupError {
     ExternalIssuer,
 }
 
-/// What Herald reads from a verified token. `exp`, `iss` and `aud` (a string or
+/// What Herald reads from a verified token. `exp`, `nbf`, `iss` and `aud` (a string or
 /// a list, RFC 7519 §4.1.3) are checked by the validation, not deserialized here.
 #[derive(Debug, Deserialize)]
 struct VerifiedClaims {
@@ -85,7 +85,10 @@ impl Verifier {
         };
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // The same leeway applies to `nbf` as to `exp`: a token from a clock
+        // slightly ahead is accepted, one not valid for another minute is not.
         validation.leeway = 30;
+        validation.validate_nbf = true;
         if let Some(issuer) = &config.issuer {
             validation.set_issuer(&[issuer]);
             validation.required_spec_claims.insert("iss".into());

@@ -91,6 +91,10 @@ on_both_backends! {
             ("missing sub", bearer(&hs256_token(SECRET, json!({ "exp": in_an_hour() })))),
             ("non-UUID sub", bearer(&hs256_token(SECRET, json!({ "sub": "alice", "exp": in_an_hour() })))),
             ("missing exp", bearer(&hs256_token(SECRET, json!({ "sub": user })))),
+            (
+                "not valid before a time beyond the leeway",
+                bearer(&hs256_token(SECRET, json!({ "sub": user, "exp": in_an_hour(), "nbf": now() + 120 }))),
+            ),
         ];
         for (label, authorization) in &cases {
             refused_like(&server, &expected, label, Some(authorization)).await;
@@ -108,6 +112,13 @@ on_both_backends! {
         // The scheme name is case-insensitive (RFC 9110 §11.1).
         let reply = server.get_with_authorization(CAMPAIGNS, Some(&format!("bearer {}", user.token))).await;
         reply.expect(200);
+    }
+
+    async fn nbf_within_the_leeway_or_past_is_accepted(server) {
+        for (label, nbf) in [("nbf in the past", now() - 60), ("nbf 10 s ahead, inside the 30 s leeway", now() + 10)] {
+            let token = hs256_token(SECRET, json!({ "sub": Uuid::now_v7().to_string(), "exp": in_an_hour(), "nbf": nbf }));
+            accepted(&server, label, &token).await;
+        }
     }
 
     async fn public_endpoints_need_no_token(server) {

@@ -552,3 +552,119 @@ per_backend!(mod uploads_over_the_limit => uploads_over_the_limit_are_413);
 per_backend!(
     mod crlf_line_numbers => crlf_files_report_file_line_numbers
 );
+
+on_both_backends! {
+    async fn nul_in_a_field_is_a_row_error_naming_it_and_in_a_header_refuses_the_file(server) {
+        let user = server.new_user();
+        let campaign = server.create_campaign(&user, json!({})).await;
+        let file = b"phone_number,name,city\n\
+                     5551230001,Ada,Paris\n\
+                     5551230002,Gr\0ace,Paris\n\
+                     555123\x000003,Alan,Paris\n\
+                     5551230004,Edsger,Par\0is\n"
+            .to_vec();
+        let details = [
+            at_line(3, "name must not contain a NUL character"),
+            at_line(4, "phone number must not contain a NUL character"),
+            at_line(5, "attribute \"city\" must not contain a NUL character"),
+        ];
+        assert_report(import(&server, &user, &campaign, file).await, report(1, 0, 3, 1, &details));
+        assert_eq!(phones(&server, &user, &campaign).await, ["+15551230001"]);
+
+        let other = server.create_campaign(&user, json!({})).await;
+        let file = csv(&["phone_number,name,ci\0ty", "5551230001,Ada,Paris"]);
+        import(&server, &user, &other, file).await.expect_problem(400);
+        assert_eq!(total(&server, &user, &other).await, 0);
+    }
+
+    async fn a_field_of_millions_of_newlines_is_one_row_error_answered_quickly(server) {
+        // SPEC §9: "a field of a million newlines". The row is skipped as it streams
+        // past, never buffered; the rows around it import with their own line numbers.
+        const NEWLINES: usize = 20_000_000;
+        let user = server.new_user();
+        let campaign = server.create_campaign(&user, json!({})).await;
+        let mut file = b"phone_number,name,note\n5551230001,Ada,x\n5551230002,Grace,\"".to_vec();
+        file.resize(file.len() + NEWLINES, b'\n');
+        file.extend_from_slice(b"\"\n12345,Alan,x\n5551230003,Edsger,x\n");
+        let started = std::time::Instant::now();
+        let reply = import(&server, &user, &campaign, file).await;
+        let elapsed = started.elapsed();
+        let details = [
+            at_line(3, "the row is longer than 262144 bytes"),
+            at_line(3 + NEWLINES as u64 + 1, INVALID_12345),
+        ];
+        assert_report(reply, report(2, 0, 2, 2, &details));
+        assert!(elapsed < std::time::Duration::from_secs(20), "took {elapsed:?}");
+    }
+
+    async fn a_header_of_300_000_columns_is_400_at_once(server) {
+        let user = server.new_user();
+        let campaign = server.create_campaign(&user, json!({})).await;
+        let named: String = (0..300_000).map(|i| format!(",c{i}")).collect();
+        let empty = ",".repeat(300_000);
+        for (what, extra) in [("named columns", named), ("empty columns", empty)] {
+            let file = format!("phone_number,name{extra}\n5551230001,Ada{extra}\n").into_bytes();
+            let started = std::time::Instant::now();
+            let reply = import(&server, &user, &campaign, file).await;
+            let elapsed = started.elapsed();
+            assert_eq!(reply.status, 400, "{what}: {}", reply.text);
+            reply.expect_problem(400);
+            assert!(elapsed < std::time::Duration::from_secs(2), "{what}: took {elapsed:?}");
+        }
+        assert_eq!(total(&server, &user, &campaign).await, 0);
+    }
+}
+
+/// The value of a counter or gauge in `/metrics` (0 before it is first recorded).
+async fn metric(server: &TestServer, name: &str) -> f64 {
+    let text = server.get_anonymous("/metrics").await.expect(200).text;
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+on_both_backends! {
+    async fn an_import_the_client_abandons_stops_parsing(server) {
+        use tokio::io::AsyncWriteExt;
+        const ABANDONED: &str = "herald_csv_imports_abandoned_total";
+        let user = server.new_user();
+        let campaign = server.create_campaign(&user, json!({})).await;
+        let before = metric(&server, ABANDONED).await;
+        // 60 MB in one quoted field: seconds of parsing after the upload is in.
+        let mut file = b"phone_number,name\n5551230001,\"".to_vec();
+        file.resize(60_000_000, b'\n');
+        file.extend_from_slice(b"\"\n");
+        let boundary = "herald-test-boundary";
+        let mut body = format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"c.csv\"\r\n\
+             content-type: text/csv\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(&file);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let address = server.base.trim_start_matches("http://");
+        let head = format!(
+            "POST {} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {}\r\n\
+             content-type: multipart/form-data; boundary={boundary}\r\ncontent-length: {}\r\n\r\n",
+            import_path(&campaign),
+            user.token,
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(address).await.expect("connects");
+        stream.write_all(head.as_bytes()).await.expect("head sent");
+        stream.write_all(&body).await.expect("body sent");
+        // Once the parser runs, walk away without reading the answer.
+        eventually("the import to start parsing", std::time::Duration::from_secs(30), || async {
+            (metric(&server, "herald_csv_imports_running").await >= 1.0).then_some(())
+        })
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        drop(stream);
+        eventually("the parser to notice and stop", std::time::Duration::from_secs(30), || async {
+            (metric(&server, ABANDONED).await > before).then_some(())
+        })
+        .await;
+        assert_eq!(total(&server, &user, &campaign).await, 0, "nothing was imported");
+    }
+}

@@ -8,6 +8,7 @@ mod campaigns;
 mod contacts;
 mod edges;
 mod import;
+mod input_edges;
 mod operations;
 mod outbox;
 mod sending;

@@ -341,6 +341,15 @@ impl TestServer {
         self.send(request).await
     }
 
+    /// GET with one extra header (for oversized header sections).
+    pub async fn get_with_header(&self, path: &str, user: &User, name: &str, value: &str) -> Reply {
+        self.send(
+            self.request(reqwest::Method::GET, path, Some(&user.token))
+                .header(name, value),
+        )
+        .await
+    }
+
     pub async fn post(&self, path: &str, user: &User, body: Value) -> Reply {
         self.send(self.request(reqwest::Method::POST, path, Some(&user.token)).json(&body))
             .await

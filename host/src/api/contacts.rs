@@ -1,6 +1,7 @@
 //! Contact endpoints: add (JSON), import (CSV), list, get, patch.
 
 use std::fs::File;
+use std::io::Read;
 
 use salvo::prelude::*;
 
@@ -21,8 +22,64 @@ use crate::domain::csv_import::{CsvContacts, CsvFileError, ImportReport, Row};
 use crate::domain::event::build;
 use crate::store::{ContactBatch, ContactBatches};
 
-/// Contacts handed to the store per message while a file is parsed.
+/// Contacts handed to the store per message while a file is parsed: at most
+/// this many, and at most about this many bytes of them.
 const IMPORT_BATCH: usize = 8_000;
+const IMPORT_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Contacts parsed from a file and not yet handed to the store.
+#[derive(Default)]
+struct Batch {
+    contacts: Vec<NewContact>,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Adds a contact; true when the batch is full and should be sent.
+    fn push(&mut self, contact: NewContact) -> bool {
+        self.bytes += contact.phone_number.len()
+            + contact.name.len()
+            + contact.attributes.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        self.contacts.push(contact);
+        self.contacts.len() >= IMPORT_BATCH || self.bytes >= IMPORT_BATCH_BYTES
+    }
+}
+
+/// The upload as the CSV parser reads it: reading fails once the request that
+/// wants the rows is gone, so an abandoned import stops parsing at its next read
+/// (every 64 KiB) instead of running to the end of the file. Each stop counts in
+/// `herald_csv_imports_abandoned_total`.
+struct WhileWanted<R> {
+    inner: R,
+    receiver: mpsc::Sender<ContactBatch>,
+}
+
+impl<R: Read> Read for WhileWanted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.receiver.is_closed() {
+            metrics::counter!("herald_csv_imports_abandoned_total").increment(1);
+            return Err(std::io::Error::other("the request was abandoned"));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// Counts CSV parsers running (`herald_csv_imports_running`), so an operator (and
+/// a test) can see that an abandoned import stopped.
+struct RunningImport;
+
+impl RunningImport {
+    fn start() -> Self {
+        metrics::gauge!("herald_csv_imports_running").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for RunningImport {
+    fn drop(&mut self) {
+        metrics::gauge!("herald_csv_imports_running").decrement(1.0);
+    }
+}
 
 /// Add contacts to a campaign (all-or-nothing validation).
 #[utoipa::path(post, path = "/api/v1/campaigns/{id}/contacts", tag = "contacts", request_body = AddContacts,
@@ -126,19 +183,23 @@ pub async fn import(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
     let (tx, rx) = mpsc::channel(2);
     let policy = app.phone_policy.clone();
     // The parser owns `file`, which keeps the temporary upload alive until it is done.
+    // It runs only as long as this request: if the client goes away, the request
+    // future (and with it the receiver) is dropped, and the parser's next read fails.
     let parser = tokio::task::spawn_blocking(move || -> Result<ImportReport, CsvFileError> {
+        let _running = RunningImport::start();
         let input = File::open(file.path()).map_err(|e| CsvFileError::Read(e.to_string()))?;
+        let input = WhileWanted {
+            inner: input,
+            receiver: tx.clone(),
+        };
         let mut rows = CsvContacts::new(input, policy)?;
         let mut report = ImportReport::default();
-        let mut batch: Vec<NewContact> = Vec::with_capacity(IMPORT_BATCH);
-        let send = |batch: Vec<NewContact>| tx.blocking_send(ContactBatch::Rows(batch)).is_ok();
+        let mut batch = Batch::default();
+        let send = |batch: Batch| tx.blocking_send(ContactBatch::Rows(batch.contacts)).is_ok();
         loop {
             match rows.next_row() {
                 Ok(Some(Row::Contact(c))) => {
-                    batch.push(c);
-                    if batch.len() == IMPORT_BATCH
-                        && !send(std::mem::replace(&mut batch, Vec::with_capacity(IMPORT_BATCH)))
-                    {
+                    if batch.push(c) && !send(std::mem::take(&mut batch)) {
                         break;
                     }
                 }
@@ -151,7 +212,7 @@ pub async fn import(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
                 }
             }
         }
-        if !batch.is_empty() {
+        if !batch.contacts.is_empty() {
             send(batch);
         }
         let _ = tx.blocking_send(ContactBatch::End);

@@ -36,6 +36,11 @@ pub async fn json<T: DeserializeOwned>(req: &mut Request, limit: u64) -> Result<
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Syntax first: serde reports whatever it meets first, so `{"name": "x", `
+    // read into a struct would be an unknown-field error (422) rather than the
+    // end of input it also is (400). A body that is not JSON is always 400.
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
     // serde would also read a struct from a JSON array of its fields in order.
     if bytes.trim_ascii_start().first() == Some(&b'[') {
         return Err(ApiError::Invalid(vec![FieldError::new(
@@ -136,7 +141,17 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_bad_requests() {
-        for body in ["{", "", "{\"items\": []} trailing", "nope"] {
+        for body in [
+            "{",
+            "",
+            "{\"items\": []} trailing",
+            "nope",
+            // serde meets a shape error before the syntax error in each of these.
+            "{\"unknown\": 1, ",
+            "{\"items\": [{\"name\": 1}",
+            "[\"a\", ",
+            "{\"items\": \"x\"}}",
+        ] {
             assert!(
                 matches!(parse_json::<Wrapper>(body.as_bytes()), Err(ApiError::BadRequest(_))),
                 "{body}"

@@ -128,20 +128,30 @@ impl App {
 #[derive(Debug, Clone, Copy)]
 pub struct CurrentUser(pub Uuid);
 
+/// Rounds of an optimistic read-modify-write before the API gives up.
+const WRITE_ATTEMPTS: u32 = 50;
+
 /// Runs an optimistic read-modify-write until it lands; `Ok(None)` from `attempt`
-/// means someone else wrote first.
+/// means someone else wrote first. Every lost round is another writer's win, so
+/// with N writers at once each lands within N rounds; a short random pause keeps
+/// them from retrying in lockstep. Only a resource rewritten by more than
+/// [`WRITE_ATTEMPTS`] requests at once is refused, as a busy database is: 503
+/// with `Retry-After` (docs/decisions.md). Clients never see a 409.
 async fn retry_on_conflict<T, F, Fut>(mut attempt: F) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, ApiError>>,
 {
-    for _ in 0..5 {
+    for round in 0..WRITE_ATTEMPTS {
         if let Some(done) = attempt().await? {
             return Ok(done);
         }
+        let most = 2 * u64::from(round.min(10) + 1);
+        let pause = rand::random::<u64>() % (most + 1);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
-    Err(ApiError::Conflict(
-        "the resource is being changed concurrently; retry".into(),
+    Err(ApiError::Unavailable(
+        "the resource is being changed by many requests at once; retry shortly".into(),
     ))
 }
 
@@ -210,6 +220,36 @@ async fn observe(req: &mut Request, depot: &mut Depot, res: &mut Response, ctrl:
     metrics::counter!("herald_http_requests_total", "method" => method, "route" => route.clone(), "status" => status.to_string()).increment(1);
     metrics::histogram!("herald_http_request_duration_seconds", "method" => method, "route" => route)
         .record(elapsed.as_secs_f64());
+}
+
+/// Herald's limits on the request target and the header section. They sit below
+/// hyper's own (a target of 65,534 bytes, a header section of 408 KiB or 100
+/// header lines), which hyper answers itself with a bare `414` / `431` status line
+/// and no body before closing the connection; under these, the answer is a problem
+/// document like every other error.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Refuses over-long request targets (414) and header sections (431).
+#[handler]
+async fn request_limits(req: &mut Request, res: &mut Response, ctrl: &mut FlowCtrl) {
+    let target = req.uri().path_and_query().map_or(0, |t| t.as_str().len());
+    // As on the wire: `name: value\r\n`.
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let refused = if target > MAX_URI_BYTES {
+        ApiError::UriTooLong(MAX_URI_BYTES)
+    } else if headers > MAX_HEADER_BYTES {
+        ApiError::HeadersTooLarge(MAX_HEADER_BYTES)
+    } else {
+        return;
+    };
+    res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    problem::write_problem(res, &refused.to_problem());
+    ctrl.skip_rest();
 }
 
 /// Headroom for multipart framing around an upload of `max_import_bytes`.
@@ -308,5 +348,6 @@ pub fn router(app: Arc<App>) -> Router {
 pub fn service(app: Arc<App>) -> Service {
     Service::new(router(app))
         .hoop(observe)
+        .hoop(request_limits)
         .catcher(Catcher::default().hoop(problem::catcher))
 }

@@ -20,10 +20,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0} not found")]
     NotFound(&'static str),
-    #[error("{0}")]
-    Conflict(String),
     #[error("the request body is larger than the limit of {0} bytes")]
     TooLarge(u64),
+    #[error("the request target is longer than the limit of {0} bytes")]
+    UriTooLong(usize),
+    #[error("the request headers are larger than the limit of {0} bytes")]
+    HeadersTooLarge(usize),
     #[error("the request has invalid fields")]
     Invalid(Vec<FieldError>),
     #[error("{0}")]
@@ -64,8 +66,9 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -77,8 +80,9 @@ impl ApiError {
             Self::BadRequest(_) => "bad-request",
             Self::Unauthorized => "unauthorized",
             Self::NotFound(_) => "not-found",
-            Self::Conflict(_) => "conflict",
             Self::TooLarge(_) => "too-large",
+            Self::UriTooLong(_) => "uri-too-long",
+            Self::HeadersTooLarge(_) => "headers-too-large",
             Self::Invalid(_) => "validation",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
@@ -154,6 +158,8 @@ pub async fn catcher(res: &mut Response, ctrl: &mut FlowCtrl) {
         StatusCode::NOT_FOUND => ("not-found", "no such resource"),
         StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "this method is not allowed on this resource"),
         StatusCode::PAYLOAD_TOO_LARGE => ("too-large", "the request body is too large"),
+        StatusCode::URI_TOO_LONG => ("uri-too-long", "the request target is too long"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ("headers-too-large", "the request headers are too large"),
         s if s.is_client_error() => ("bad-request", s.canonical_reason().unwrap_or("bad request")),
         _ => ("internal", "internal error"),
     };

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 pub use super::check_name;
 use super::phone::PhonePolicy;
-use super::{DomainError, Errors, char_len};
+use super::{DomainError, Errors, char_len, check_text};
 
 pub const MAX_BATCH: usize = 10_000;
 pub const MAX_ATTRIBUTES: usize = 50;
@@ -83,6 +83,8 @@ pub fn check_attributes(attributes: &Attributes) -> Result<(), String> {
         ));
     }
     for (key, value) in attributes {
+        check_text(key).map_err(|e| format!("attribute name {key:?} {e}"))?;
+        check_text(value).map_err(|e| format!("attribute {key:?} {e}"))?;
         let key_len = char_len(key);
         if key.trim().is_empty() || key_len > MAX_ATTRIBUTE_KEY_CHARS {
             return Err(format!(

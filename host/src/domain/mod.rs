@@ -76,10 +76,25 @@ pub(crate) fn char_len(s: &str) -> usize {
     s.chars().count()
 }
 
+/// The rule every free-text string of a request passes before anything else:
+/// no NUL character. PostgreSQL's `text` cannot store one (the write would fail
+/// with a 500) while SQLite would store it, so Herald refuses it up front, the same
+/// way on both databases. (Invalid UTF-8 never gets this far: serde and the CSV
+/// reader refuse it.)
+pub fn check_text(value: &str) -> Result<(), String> {
+    match value.contains('\0') {
+        true => Err(NUL_MESSAGE.into()),
+        false => Ok(()),
+    }
+}
+
+pub const NUL_MESSAGE: &str = "must not contain a NUL character";
+
 /// Names of campaigns and contacts: not blank, at most this many characters.
 pub const MAX_NAME_CHARS: usize = 100;
 
 pub fn check_name(name: &str) -> Result<(), String> {
+    check_text(name)?;
     let len = char_len(name);
     if name.trim().is_empty() {
         Err("must not be blank".into())

@@ -28,6 +28,7 @@ impl PhonePolicy {
 
     /// Normalizes `input` to E.164 (`+` and digits) or explains why it is not valid.
     pub fn normalize(&self, input: &str) -> Result<String, String> {
+        super::check_text(input).map_err(|e| format!("phone number {e}"))?;
         let invalid = || format!("invalid phone number {:?}", input);
         let trimmed = input.trim();
         let (plus, rest) = match trimmed.strip_prefix('+') {
