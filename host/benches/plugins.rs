@@ -93,7 +93,7 @@ async fn main() {
             metadata: vec![],
         };
         measure("carrier-log send (fresh instance + call)", || async {
-            assert!(matches!(carrier.send(&message).await, Ok(Ok(_))));
+            assert!(matches!(carrier.send(&message).await.0, Ok(Ok(_))));
         })
         .await;
 
@@ -110,7 +110,7 @@ async fn main() {
         let wasm = builtin::resolve("builtin:http").expect("built in");
         let carrier = CarrierPlugin::load(&runtime, identity, http, &wasm).expect("loads");
         measure("carrier-http send to a loopback gateway", || async {
-            assert!(matches!(carrier.send(&message).await, Ok(Ok(_))));
+            assert!(matches!(carrier.send(&message).await.0, Ok(Ok(_))));
         })
         .await;
     }
