@@ -7,7 +7,7 @@
 #   bench/run.sh dispatch end-to-end sending (queued -> rendered -> carrier-log -> sent persisted),
 #                         embedded (SQLite, in-process) and PostgreSQL + NATS JetStream
 #                         (dispatch-embedded, dispatch-nats: one of them)
-#   bench/run.sh hostile  hostile CSV uploads (SPEC §9): wall time, server CPU and peak RSS of each
+#   bench/run.sh hostile  hostile CSV uploads and webhook bodies (SPEC §9): wall time, server CPU and peak RSS of each
 #   bench/run.sh all      all of the above
 #
 # Environment: BENCH_ROWS (default 1000000), BENCH_DURATION (wrk seconds, default 20),
@@ -146,6 +146,58 @@ bench_hostile() {
     hostile_once "a header of 300,000 named columns" "$dir/named300k.csv"
     { printf 'phone_number,name'; head -c 1000000 /dev/zero | tr '\0' ,; printf '\n'; } >"$dir/empty.csv"
     hostile_once "a header of 1,000,000 empty columns" "$dir/empty.csv"
+    stop_server
+    bench_hostile_webhooks
+}
+
+# measure LABEL COMMAND...: runs COMMAND against the server, prints its output,
+# the wall time, the server's CPU time and its RSS before and at its peak.
+measure() {
+    local label="$1" tck rss peak cpu0 cpu1 start end out
+    shift
+    tck="$(getconf CLK_TCK)"
+    echo 5 >"/proc/$SERVER_PID/clear_refs"
+    rss="$(awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status")"
+    cpu0="$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")"
+    start=$(date +%s.%N)
+    out="$("$@" 2>&1 | sort | uniq -c | tr '\n' ' ')"
+    end=$(date +%s.%N)
+    cpu1="$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")"
+    peak="$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")"
+    echo "== $label: answers (count, status) $out"
+    echo "   wall $(echo "$end - $start" | bc) s, server CPU $(( (cpu1 - cpu0) * 1000 / tck )) ms, RSS $((rss / 1024)) MiB -> peak $((peak / 1024)) MiB"
+}
+
+WEBHOOK_SECRET="bench-webhook-secret"
+
+# chunked_webhook BYTES: streams BYTES of JSON-ish spaces with no declared length.
+chunked_webhook() {
+    head -c "$1" /dev/zero | tr '\0' ' ' | curl -s -o /dev/null -w '%{http_code}\n' -X POST -T - \
+        -H 'Content-Type: application/json' -H "X-Herald-Webhook-Secret: $WEBHOOK_SECRET" \
+        "localhost:$PORT/webhooks/log/status" || echo "reset"
+}
+
+parallel_chunked_webhooks() {
+    for _ in 1 2 3 4; do chunked_webhook 536870912 & done
+    wait
+}
+
+# webhook_flood N FILE: N anonymous posts of FILE, 8 at a time.
+webhook_flood() {
+    seq "$1" | xargs -P 8 -I{} curl -s -o /dev/null -w '%{http_code}\n' -X POST -H 'Content-Type: application/json' \
+        --data-binary "@$2" "localhost:$PORT/webhooks/log/status"
+}
+
+bench_hostile_webhooks() {
+    local dir="$WORK/webhooks"
+    mkdir -p "$dir"
+    printf '[[carriers]]\nname = "log"\nplugin = "builtin:log"\ndefault = true\n[carriers.settings]\nwebhook_secret = "%s"\n' \
+        "$WEBHOOK_SECRET" >"$dir/herald.toml"
+    HERALD_CONFIG="$dir/herald.toml" start_server "$dir/data"
+    measure "a 512 MiB chunked webhook body" chunked_webhook 536870912
+    measure "four 512 MiB chunked webhook bodies at once" parallel_chunked_webhooks
+    python3 -c 'import sys; sys.stdout.write("[" + ",".join(["0"] * 500000) + "]")' >"$dir/array.json"
+    measure "200 anonymous 1 MB JSON arrays to the log carrier's status webhook" webhook_flood 200 "$dir/array.json"
     stop_server
 }
 
