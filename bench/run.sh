@@ -14,14 +14,15 @@
 # BENCH_CAMPAIGNS (dispatch: campaigns of 1,000 messages each, default 30),
 # BENCH_NATS_URL (default nats://127.0.0.1:4222), BENCH_LOG_LEVEL (server log filter, default warn),
 # BENCH_KEEP_LOGS (a directory to copy the server's log into),
-# BENCH_PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+# BENCH_PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres), BENCH_BIN (the herald binary to run),
+# BENCH_PORT (default 18181).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROWS="${BENCH_ROWS:-1000000}"
 DURATION="${BENCH_DURATION:-20}"
 PG_ADMIN_URL="${BENCH_PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-PORT=18181
+PORT="${BENCH_PORT:-18181}"
 WORK="$(mktemp -d /tmp/herald-bench.XXXXXX)"
 SERVER_PID=""
 
@@ -39,7 +40,7 @@ need curl curl
 need jq jq
 
 [ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release -p herald >&2
-BIN="${CARGO_TARGET_DIR:-target}/release/herald"
+BIN="${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/herald}"
 
 # start_server DATA_DIR [DATABASE_URL] [herald args...]
 start_server() {
