@@ -289,8 +289,14 @@ on_both_backends! {
         let campaign = active_campaign(&server, &user, window_open_now(), &["+12025550177".to_string()]).await;
         send(&server, &user, &campaign).await;
         server.wait_settled(&user, &campaign, 1, SETTLE).await;
+        // Text no database can store is refused or ignored, the same on both.
+        let secret = Some(LOG_WEBHOOK_SECRET);
+        let nul = json!({ "from": "+1202555\u{0}177", "to": "x\u{0}", "body": "hi\u{0}" });
+        server.post_webhook("/webhooks/log/inbound", nul, secret).await.expect(204);
+        let nul = json!({ "carrier_message_id": "log-\u{0}", "status": "delivered" });
+        server.post_webhook("/webhooks/log/status", nul, secret).await.expect_problem(400);
         let stop = json!({ "from": "+1 (202) 555-0177", "to": "x", "body": "STOP" });
-        server.post_webhook("/webhooks/log/inbound", stop, Some(LOG_WEBHOOK_SECRET)).await.expect(204);
+        server.post_webhook("/webhooks/log/inbound", stop, secret).await.expect(204);
         let contact = &server.get(&format!("/api/v1/campaigns/{campaign}/contacts"), &user).await.body["contacts"][0];
         assert_eq!(contact["opted_out"], true, "{contact}");
     }

@@ -13,6 +13,7 @@ use crate::domain::contact::ConsentSource;
 use crate::domain::event::{Event, build};
 use crate::domain::message::{MessageStatus, Receipt, ReceiptOutcome};
 use crate::domain::schedule::{Keyword, classify_inbound};
+use crate::domain::{NUL_MESSAGE, check_text};
 use crate::plugin::carrier::{DeliveryStatus, WebhookError, WebhookEvent, WebhookKind, WebhookRequest};
 use crate::plugin::http::plugin_headers;
 use crate::store::ConsentTarget;
@@ -155,6 +156,11 @@ async fn apply(
     let now = app.clock.now();
     match event {
         WebhookEvent::Delivery(update) => {
+            // Text the database cannot store (PostgreSQL refuses NUL) is not a
+            // carrier id Herald ever recorded.
+            if check_text(&update.carrier_message_id).is_err() {
+                return Err(ApiError::BadRequest(format!("carrier_message_id {NUL_MESSAGE}")));
+            }
             let receipt = Receipt {
                 carrier: carrier.to_string(),
                 carrier_message_id: update.carrier_message_id,
@@ -163,7 +169,7 @@ async fn apply(
                     DeliveryStatus::Failed => MessageStatus::Failed,
                     DeliveryStatus::Sent => MessageStatus::Sent,
                 },
-                error: update.error,
+                error: update.error.map(|e| e.replace('\0', "")),
                 message_id,
                 at: now,
             };
@@ -177,11 +183,12 @@ async fn apply(
             }
         }
         WebhookEvent::Inbound(message) => {
-            // Numbered like contacts, so "+1 (202) 555-0177" finds "+12025550177".
-            let from = app
-                .phone_policy
-                .normalize(&message.from)
-                .unwrap_or_else(|_| message.from.trim().to_string());
+            // Numbered like contacts, so "+1 (202) 555-0177" finds "+12025550177";
+            // a sender no contact can have (not a number, NUL…) changes nothing.
+            let Ok(from) = app.phone_policy.normalize(&message.from) else {
+                tracing::debug!(carrier, "inbound message from a number no contact can have; ignored");
+                return Ok(Vec::new());
+            };
             let opted_out = match classify_inbound(&message.body) {
                 Keyword::OptOut => true,
                 Keyword::OptIn => false,
