@@ -128,7 +128,7 @@ impl Scheduler {
         self.opt_out_refused(&changes, &applied, now).await?;
         if !applied.is_empty() {
             // Receipts that came first wait for exactly these results.
-            self.apply_early_receipts(now).await?;
+            self.apply_early_receipts(now, false).await?;
         }
         Ok(())
     }
@@ -173,8 +173,8 @@ impl Scheduler {
 
     /// Applies receipts that arrived before their send result and publishes
     /// what they changed.
-    async fn apply_early_receipts(&self, now: DateTime<Utc>) -> Result<(), SchedulerError> {
-        let forget_before = now - chrono::Duration::from_std(EARLY_RECEIPT_TTL).unwrap_or_default();
+    async fn apply_early_receipts(&self, now: DateTime<Utc>, purge: bool) -> Result<(), SchedulerError> {
+        let forget_before = purge.then(|| now - chrono::Duration::from_std(EARLY_RECEIPT_TTL).unwrap_or_default());
         let applied = self.store.apply_early_receipts(forget_before).await?;
         if !applied.is_empty() {
             tracing::debug!(
@@ -193,7 +193,7 @@ impl Scheduler {
     /// unknown past `dispatch.unknown_outcome_secs`, which fail.
     pub(super) async fn reconcile(&self) -> Result<(), SchedulerError> {
         let now = self.clock.now();
-        self.apply_early_receipts(now).await?;
+        self.apply_early_receipts(now, true).await?;
         let cutoff = now - chrono::Duration::seconds(self.config.unknown_outcome_secs.min(i64::MAX as u64) as i64);
         loop {
             let expired = self.store.expire_unknown_outcomes(cutoff, now, 1_000).await?;

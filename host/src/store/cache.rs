@@ -286,7 +286,10 @@ impl SendingStore for CachedStore {
     async fn apply_receipt(&self, receipt: &Receipt) -> Result<ReceiptOutcome, StoreError> {
         self.inner.apply_receipt(receipt).await
     }
-    async fn apply_early_receipts(&self, forget_before: DateTime<Utc>) -> Result<Vec<MessageRecord>, StoreError> {
+    async fn apply_early_receipts(
+        &self,
+        forget_before: Option<DateTime<Utc>>,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
         self.inner.apply_early_receipts(forget_before).await
     }
     async fn expire_unknown_outcomes(

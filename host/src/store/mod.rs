@@ -251,8 +251,12 @@ pub trait SendingStore: Send + Sync + 'static {
     /// naming its carrier id lands. Idempotent.
     async fn apply_receipt(&self, receipt: &Receipt) -> Result<ReceiptOutcome, StoreError>;
     /// Applies kept receipts whose send result has landed since, and forgets
-    /// those received before `forget_before`. Returns the messages that changed.
-    async fn apply_early_receipts(&self, forget_before: DateTime<Utc>) -> Result<Vec<MessageRecord>, StoreError>;
+    /// those received before `forget_before` when given (a write: the periodic
+    /// sweep does it, not every batch of results). Returns the messages that changed.
+    async fn apply_early_receipts(
+        &self,
+        forget_before: Option<DateTime<Utc>>,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
     /// Fails (reason `unknown_outcome`) up to `max` messages held with an
     /// unknown outcome since before `cutoff`.
     async fn expire_unknown_outcomes(

@@ -400,12 +400,13 @@ macro_rules! impl_sending_store {
 
         async fn apply_early_receipts(
             &self,
-            forget_before: chrono::DateTime<chrono::Utc>,
+            forget_before: Option<chrono::DateTime<chrono::Utc>>,
         ) -> Result<Vec<$crate::domain::message::MessageRecord>, $crate::store::StoreError> {
             use $crate::domain::message::{MessageStatus, Receipt};
-            let mut tx = self.pool.begin().await?;
             // Receipts whose message now carries their carrier id (its send
-            // result landed), or is held with an unknown outcome they name.
+            // result landed), or is held with an unknown outcome they name. Read
+            // outside a transaction: after most batches there are none, and the
+            // writes below are guarded, so a receipt applied twice changes nothing.
             let landed: Vec<(String, String, String, Option<String>, Option<uuid::Uuid>, chrono::DateTime<chrono::Utc>)> =
                 sqlx::query_as(
                     "SELECT r.carrier, r.carrier_message_id, r.status, r.error, r.message_id, r.received_at \
@@ -415,8 +416,12 @@ macro_rules! impl_sending_store {
                      AND m.outcome_unknown_at IS NOT NULL) \
                      ORDER BY r.received_at LIMIT 500",
                 )
-                .fetch_all(&mut *tx)
+                .fetch_all(&self.pool)
                 .await?;
+            if landed.is_empty() && forget_before.is_none() {
+                return Ok(Vec::new());
+            }
+            let mut tx = self.pool.begin().await?;
             let mut applied = Vec::new();
             for (carrier, carrier_message_id, status, error, message_id, at) in landed {
                 let receipt = Receipt {
@@ -438,10 +443,12 @@ macro_rules! impl_sending_store {
                     .execute(&mut *tx)
                     .await?;
             }
-            sqlx::query("DELETE FROM early_receipts WHERE received_at < $1")
-                .bind(forget_before)
-                .execute(&mut *tx)
-                .await?;
+            if let Some(forget_before) = forget_before {
+                sqlx::query("DELETE FROM early_receipts WHERE received_at < $1")
+                    .bind(forget_before)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
             Ok(applied)
         }
