@@ -2,6 +2,7 @@
 //! bearer token: the carrier's plugin verifies each request (e.g. Twilio's
 //! signature) and turns it into events.
 
+use http_body_util::BodyExt;
 use salvo::prelude::*;
 use uuid::Uuid;
 
@@ -131,12 +132,7 @@ async fn webhook_request(app: &App, req: &mut Request) -> Result<WebhookRequest,
         }
     };
     let headers = plugin_headers(req.headers());
-    let limit = app.config.server.max_webhook_bytes;
-    let body = req
-        .payload_with_max_size(limit as usize)
-        .await
-        .map_err(|e| ApiError::from_body(e, limit))?
-        .to_vec();
+    let body = read_limited(req, app.config.server.max_webhook_bytes).await?;
     Ok(WebhookRequest {
         method: req.method().as_str().to_string(),
         url,
@@ -144,6 +140,37 @@ async fn webhook_request(app: &App, req: &mut Request) -> Result<WebhookRequest,
         headers,
         body,
     })
+}
+
+/// Past the limit, this much more of a body is read and dropped (for at most
+/// [`DRAIN_TIME`]) so a client still sending sees the 413, not a reset.
+const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The body, counted as it streams (declared length or not), never buffered
+/// past `limit`.
+async fn read_limited(req: &mut Request, limit: u64) -> Result<Vec<u8>, ApiError> {
+    let mut stream = req.take_body();
+    let mut body = Vec::new();
+    while let Some(frame) = stream.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("the request body could not be read: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if (body.len() + data.len()) as u64 > limit {
+            drop(body);
+            let mut drained = 0u64;
+            let drain = async {
+                while drained < DRAIN_BYTES
+                    && let Some(Ok(frame)) = stream.frame().await
+                {
+                    drained += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            return Err(ApiError::TooLarge(limit));
+        }
+        body.extend_from_slice(&data);
+    }
+    Ok(body)
 }
 
 /// Applies one webhook event; returns the events to publish.
