@@ -119,7 +119,8 @@ pub use config::ConfigError;
 pub use http::{HttpError, Request as HttpRequest, Response as HttpResponse};
 pub use types::{
     Accepted, DeliveryStatus, DeliveryUpdate, Encoding, Header, InboundMessage, Level, MISCONFIGURED_PREFIX, Message,
-    OPTED_OUT_PREFIX, Rendered, SendError, TemplateError, WebhookError, WebhookEvent, WebhookKind, WebhookRequest,
+    OPTED_OUT_PREFIX, OUTCOME_UNKNOWN_PREFIX, Rendered, SendError, TemplateError, WebhookError, WebhookEvent,
+    WebhookKind, WebhookRequest,
 };
 
 /// The current time in milliseconds since the Unix epoch (UTC), from Herald.

@@ -111,6 +111,14 @@ pub const OPTED_OUT_PREFIX: &str = "opted-out:";
 /// [`SendError::misconfigured`].
 pub const MISCONFIGURED_PREFIX: &str = "misconfigured:";
 
+/// The start of a [`SendError::Retryable`] reason saying the carrier answered
+/// but the plugin cannot tell whether it took the message (a success status
+/// without the carrier's message id, say). Herald then holds the message for
+/// reconciliation, as when no answer came at all, instead of sending it again
+/// (unless the carrier is configured `idempotent`). Build it with
+/// [`SendError::outcome_unknown`].
+pub const OUTCOME_UNKNOWN_PREFIX: &str = "outcome-unknown:";
+
 /// Why `send` failed (WIT `carrier.send-error`).
 ///
 /// The WIT variant has three cases; two kinds of permanent refusal are told
@@ -164,6 +172,19 @@ impl SendError {
     /// ```
     pub fn misconfigured(detail: impl fmt::Display) -> Self {
         SendError::Permanent(format!("{MISCONFIGURED_PREFIX} {detail}"))
+    }
+
+    /// The carrier may have taken the message and the plugin cannot tell: a
+    /// retryable error whose reason is [`OUTCOME_UNKNOWN_PREFIX`], a space and
+    /// `detail`. Herald holds the message instead of sending it again.
+    ///
+    /// ```
+    /// # use herald_sdk::SendError;
+    /// let error = SendError::outcome_unknown("HTTP 201 without a message id");
+    /// assert_eq!(error, SendError::Retryable("outcome-unknown: HTTP 201 without a message id".into()));
+    /// ```
+    pub fn outcome_unknown(detail: impl fmt::Display) -> Self {
+        SendError::Retryable(format!("{OUTCOME_UNKNOWN_PREFIX} {detail}"))
     }
 
     /// Whether this is a permanent error whose reason starts with [`OPTED_OUT_PREFIX`].

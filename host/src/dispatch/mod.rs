@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::campaign::{SendDays, parse_time_of_day};
 use crate::domain::event::{Event, build};
-use crate::domain::refusal::{Refusal, classify};
+use crate::domain::refusal::{Refusal, classify, outcome_unknown};
 use crate::domain::schedule::SendWindow;
 use crate::plugin::carrier::{Message, Reach, SendError};
 use crate::plugin::{PluginError, Plugins};
@@ -269,7 +269,9 @@ impl Dispatcher {
                         self.postpone(self.misconfigured_pause, &reason)
                     }
                 },
-                Ok(Err(SendError::Retryable(reason))) if reach == Reach::Unanswered => unknown(reason),
+                Ok(Err(SendError::Retryable(reason))) if reach == Reach::Unanswered || outcome_unknown(&reason) => {
+                    unknown(reason)
+                }
                 Ok(Err(SendError::Retryable(reason))) => SendOutcome::Retry {
                     reason,
                     retry_after_ms: None,

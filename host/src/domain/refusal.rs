@@ -1,4 +1,4 @@
-//! What a carrier's permanent refusal means beyond "this message failed".
+//! What a carrier's refusal means beyond "this message failed" (or "try again").
 //!
 //! WIT `send-error` has no variant for these (the 0.1.0 contract is frozen),
 //! so a plugin marks them with a prefix on `permanent`'s reason; the SDK's
@@ -11,6 +11,10 @@ pub const OPTED_OUT_PREFIX: &str = "opted-out:";
 /// sender the account does not own): no message can go until an operator acts.
 pub const MISCONFIGURED_PREFIX: &str = "misconfigured:";
 
+/// On `retryable`: the carrier answered, but whether it took the message is
+/// unknown (a success without its message id): held like an unanswered request.
+pub const OUTCOME_UNKNOWN_PREFIX: &str = "outcome-unknown:";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// Only this message cannot go.
@@ -21,15 +25,23 @@ pub enum Refusal {
     CarrierMisconfigured,
 }
 
+/// Whether `reason` starts with `prefix` (case-insensitive, leading spaces ignored).
+fn starts_with(reason: &str, prefix: &str) -> bool {
+    reason
+        .trim_start()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+}
+
+/// Whether a `retryable` reason says the outcome is unknown.
+pub fn outcome_unknown(reason: &str) -> bool {
+    starts_with(reason, OUTCOME_UNKNOWN_PREFIX)
+}
+
 /// Classifies a `permanent` reason by its prefix (case-insensitive, leading
 /// spaces ignored).
 pub fn classify(reason: &str) -> Refusal {
-    let reason = reason.trim_start();
-    let has = |prefix: &str| {
-        reason
-            .get(..prefix.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-    };
+    let has = |prefix: &str| starts_with(reason, prefix);
     if has(OPTED_OUT_PREFIX) {
         Refusal::RecipientOptedOut
     } else if has(MISCONFIGURED_PREFIX) {
@@ -54,5 +66,11 @@ mod tests {
         assert_eq!(classify("Twilio HTTP 400 error 21211"), Refusal::Message);
         assert_eq!(classify("opted"), Refusal::Message);
         assert_eq!(classify("ü"), Refusal::Message, "no panic on a char boundary");
+    }
+
+    #[test]
+    fn a_retryable_reason_can_say_the_outcome_is_unknown() {
+        assert!(outcome_unknown("outcome-unknown: Twilio answered 201 without a `sid`"));
+        assert!(!outcome_unknown("Twilio HTTP 503"));
     }
 }

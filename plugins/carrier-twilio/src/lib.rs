@@ -21,6 +21,7 @@
 //! | Twilio | Herald |
 //! |---|---|
 //! | 200/201 | accepted with the `sid`; `queued`, `accepted`, `scheduled`, `sending`, `sent` → sent; `delivered`, `read` → delivered; `failed`, `undelivered`, `canceled` → failed |
+//! | 200/201 without JSON or a `sid` | outcome unknown (`SendError::outcome_unknown`): Twilio may have queued it, so Herald holds it for reconciliation |
 //! | 429, or error code 20429 / 14107 | rate-limited after `Retry-After` seconds (1 s when absent) |
 //! | HTTP 401 whatever the code, or error code 20003 (authenticate), 20005 (account not active), 20404 (resource not found: a wrong Account SID), 21212 (invalid `From`), 21603 (`From` required), 21606 (`From` is not an SMS-capable number of this account) | misconfigured (`misconfigured: …`): Herald pauses the carrier and keeps its messages waiting |
 //! | error code 21610 (unsubscribed recipient: the number replied STOP) | opted out (`opted-out: …`): Herald fails the message and opts the contact out |
@@ -243,11 +244,11 @@ pub fn map_response(response: &Response) -> Result<Accepted, SendError> {
     match response.status {
         200 | 201 => {
             let body =
-                body.ok_or_else(|| SendError::Retryable(format!("Twilio answered {} without JSON", response.status)))?;
-            let sid = body["sid"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| SendError::Retryable(format!("Twilio answered {} without a `sid`", response.status)))?;
+                // Twilio may have queued it: never send it again blindly.
+                body.ok_or_else(|| SendError::outcome_unknown(format!("Twilio answered {} without JSON", response.status)))?;
+            let sid = body["sid"].as_str().filter(|s| !s.is_empty()).ok_or_else(|| {
+                SendError::outcome_unknown(format!("Twilio answered {} without a `sid`", response.status))
+            })?;
             Ok(Accepted {
                 carrier_message_id: sid.to_string(),
                 status: body["status"].as_str().and_then(map_status),
@@ -527,12 +528,13 @@ mod tests {
         }
         let ok = Response::new(200).with_json(&json!({"sid": "SM9"}));
         assert_eq!(map_response(&ok).unwrap().carrier_message_id, "SM9");
+        // A success Herald cannot match to a message: held, never sent again blindly.
         assert!(
-            matches!(map_response(&Response::new(201).with_json(&json!({}))), Err(SendError::Retryable(r)) if r.contains("sid"))
+            matches!(map_response(&Response::new(201).with_json(&json!({}))), Err(SendError::Retryable(r)) if r.starts_with(herald_sdk::OUTCOME_UNKNOWN_PREFIX) && r.contains("sid"))
         );
         assert!(matches!(
             map_response(&Response::new(201).with_body("<html>")),
-            Err(SendError::Retryable(_))
+            Err(SendError::Retryable(r)) if r.starts_with(herald_sdk::OUTCOME_UNKNOWN_PREFIX)
         ));
     }
 
