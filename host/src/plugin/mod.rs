@@ -13,7 +13,6 @@ mod host;
 pub mod http;
 mod registry;
 pub mod template;
-pub mod tool;
 mod world;
 
 use std::sync::Arc;
@@ -25,6 +24,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use host::PluginIdentity;
 pub use registry::Plugins;
+pub use world::SUPPORTED_VERSIONS;
 
 /// Bytes of each instance slot's memory and tables reset in place on reuse.
 const KEEP_RESIDENT: usize = 1 << 20;

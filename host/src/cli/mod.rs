@@ -1,5 +1,7 @@
 //! The `herald` command line.
 
+mod plugin_tool;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,7 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied ({})", store.backend());
             Ok(())
         }
-        Command::Plugin(command) => crate::plugin::tool::run(&config, command).await,
+        Command::Plugin(command) => plugin_tool::run(&config, command).await,
         Command::Token { sub, ttl } => {
             let secret = auth::resolve_secret(&config.auth, &config.data_dir)?;
             println!("{}", auth::issue(&config.auth, &secret.value, sub, ttl)?);

@@ -3,12 +3,11 @@
 use anyhow::{Context, bail};
 use wasmtime::component::Component;
 
-use super::carrier::Message;
-use super::http::PluginHttp;
-use super::template::TemplatePlugin;
-use super::world::SUPPORTED_VERSIONS;
-use super::{PluginIdentity, PluginRuntime, Plugins, builtin};
-use crate::cli::PluginCommand;
+use super::PluginCommand;
+use crate::plugin::carrier::{CarrierPlugin, Message};
+use crate::plugin::http::PluginHttp;
+use crate::plugin::template::TemplatePlugin;
+use crate::plugin::{PluginIdentity, PluginRuntime, Plugins, SUPPORTED_VERSIONS, builtin};
 use crate::config::Config;
 use crate::domain::phone::PhonePolicy;
 
@@ -53,7 +52,7 @@ fn inspect(config: &Config, file: &str) -> anyhow::Result<()> {
     let loaded = match world {
         "carrier-plugin" => {
             let http = PluginHttp::new(&[], false, &config.plugins)?;
-            super::carrier::CarrierPlugin::load(&runtime, identity, http, &wasm).map(|_| ())
+            CarrierPlugin::load(&runtime, identity, http, &wasm).map(|_| ())
         }
         _ => TemplatePlugin::load(&runtime, identity, &wasm).map(|_| ()),
     };
