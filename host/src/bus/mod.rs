@@ -17,6 +17,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use uuid::Uuid;
 
 use crate::domain::event::Event;
+pub use crate::domain::message::{SendOutcome, SendResult};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -64,46 +65,6 @@ pub struct WindowSpec {
     pub end: String,
     /// `mon`…`sun`
     pub days: Vec<String>,
-}
-
-/// What became of a job, sent back to the api role, which persists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SendResult {
-    pub message_id: Uuid,
-    pub dispatch: i32,
-    /// Carrier attempts before this job (copied from the job).
-    pub attempts: i32,
-    pub outcome: SendOutcome,
-    pub at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SendOutcome {
-    /// The carrier accepted the message.
-    Sent {
-        carrier_message_id: String,
-        segments: u32,
-        /// The carrier said it is already delivered.
-        delivered: bool,
-    },
-    /// A permanent failure: never retried.
-    Failed { reason: String },
-    /// A retryable failure; counts as an attempt.
-    Retry {
-        reason: String,
-        retry_after_ms: Option<u64>,
-    },
-    /// Not handed to the carrier (window closed, carrier tripped, paused or
-    /// rate-limited for too long): queue again from `until`, without counting
-    /// an attempt or a slot of the daily limit.
-    Postponed { until: DateTime<Utc>, reason: String },
-    /// The request may have reached a carrier that does not deduplicate, and no
-    /// answer came back: held for reconciliation, never sent again blindly.
-    Unknown { reason: String },
-    /// The carrier refused because the recipient opted out with it: the
-    /// message fails and the contact is opted out.
-    OptedOut { reason: String },
 }
 
 /// One message taken from the bus. Acknowledge it once handled; until then a

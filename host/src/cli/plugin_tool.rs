@@ -4,12 +4,12 @@ use anyhow::{Context, bail};
 use wasmtime::component::Component;
 
 use super::PluginCommand;
+use crate::config::Config;
+use crate::domain::phone::PhonePolicy;
 use crate::plugin::carrier::{CarrierPlugin, Message};
 use crate::plugin::http::PluginHttp;
 use crate::plugin::template::TemplatePlugin;
 use crate::plugin::{PluginIdentity, PluginRuntime, Plugins, SUPPORTED_VERSIONS, builtin};
-use crate::config::Config;
-use crate::domain::phone::PhonePolicy;
 
 pub async fn run(config: &Config, command: PluginCommand) -> anyhow::Result<()> {
     match command {

@@ -1,6 +1,7 @@
 //! Messages: one per (campaign, contact), from `queued` to a final state.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::contact::Attributes;
@@ -154,4 +155,44 @@ pub enum ReceiptOutcome {
     Kept,
     /// Already applied, or about a message already final: nothing to do.
     Ignored,
+}
+
+/// What became of a job, sent back to the api role, which persists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendResult {
+    pub message_id: Uuid,
+    pub dispatch: i32,
+    /// Carrier attempts before this job (copied from the job).
+    pub attempts: i32,
+    pub outcome: SendOutcome,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SendOutcome {
+    /// The carrier accepted the message.
+    Sent {
+        carrier_message_id: String,
+        segments: u32,
+        /// The carrier said it is already delivered.
+        delivered: bool,
+    },
+    /// A permanent failure: never retried.
+    Failed { reason: String },
+    /// A retryable failure; counts as an attempt.
+    Retry {
+        reason: String,
+        retry_after_ms: Option<u64>,
+    },
+    /// Not handed to the carrier (window closed, carrier tripped, paused or
+    /// rate-limited for too long): queue again from `until`, without counting
+    /// an attempt or a slot of the daily limit.
+    Postponed { until: DateTime<Utc>, reason: String },
+    /// The request may have reached a carrier that does not deduplicate, and no
+    /// answer came back: held for reconciliation, never sent again blindly.
+    Unknown { reason: String },
+    /// The carrier refused because the recipient opted out with it: the
+    /// message fails and the contact is opted out.
+    OptedOut { reason: String },
 }

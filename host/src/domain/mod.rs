@@ -10,6 +10,7 @@ pub mod message;
 pub mod page;
 pub mod phone;
 pub mod refusal;
+pub mod result;
 pub mod schedule;
 pub mod stats;
 pub mod template;

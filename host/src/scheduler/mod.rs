@@ -20,11 +20,10 @@ use crate::clock::Clock;
 use crate::config::DispatchConfig;
 use crate::domain::campaign::{Campaign, format_time_of_day};
 use crate::domain::message::ClaimedMessage;
+use crate::domain::result::RecentOutcomes;
 use crate::domain::schedule::{RetryPolicy, SendWindow, Variant};
 use crate::outbox::EventOutbox;
 use crate::store::{Store, StoreError};
-
-pub use results::plan_change;
 
 /// How long to wait before trying again after the database or the bus failed.
 const BACKOFF: Duration = Duration::from_secs(1);
@@ -47,7 +46,7 @@ pub struct Scheduler {
     config: DispatchConfig,
     /// Woken when work may be due now (a send was queued, results freed room).
     wake: Notify,
-    outcomes: results::RecentOutcomes,
+    outcomes: RecentOutcomes,
 }
 
 impl Scheduler {
@@ -63,7 +62,7 @@ impl Scheduler {
             bus,
             outbox,
             clock,
-            outcomes: results::RecentOutcomes::new(config.pause_window),
+            outcomes: RecentOutcomes::new(config.pause_window),
             config,
             wake: Notify::new(),
         })
