@@ -10,8 +10,9 @@ use super::problem::{ApiError, Problem};
 use crate::domain::campaign;
 use crate::domain::event::build;
 use crate::domain::message::SendRequest;
-use crate::domain::schedule::{SendWindow, variant_for};
 use crate::domain::stats::{Counters, task_status};
+use crate::domain::variant::variant_for;
+use crate::domain::window::SendWindow;
 
 /// Queue the campaign's eligible contacts for sending.
 ///

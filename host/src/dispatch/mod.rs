@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::domain::campaign::{SendDays, parse_time_of_day};
 use crate::domain::event::{Event, build};
 use crate::domain::refusal::{Refusal, classify, outcome_unknown};
-use crate::domain::schedule::SendWindow;
+use crate::domain::window::SendWindow;
 use crate::plugin::carrier::{Message, Reach, SendError};
 use crate::plugin::{PluginError, Plugins};
 use gate::CarrierGate;

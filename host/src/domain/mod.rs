@@ -6,14 +6,17 @@ pub mod campaign;
 pub mod contact;
 pub mod csv_import;
 pub mod event;
+pub mod keyword;
 pub mod message;
 pub mod page;
 pub mod phone;
 pub mod refusal;
 pub mod result;
-pub mod schedule;
+pub mod retry;
 pub mod stats;
 pub mod template;
+pub mod variant;
+pub mod window;
 
 use serde::Serialize;
 

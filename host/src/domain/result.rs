@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::message::{MessageChange, MessageStatus, OPTED_OUT, SendOutcome, SendResult};
-use super::schedule::RetryPolicy;
+use super::retry::RetryPolicy;
 
 /// The write a dispatcher's result asks for. Pure: `jitter` in `[0, 1)` comes from the caller.
 pub fn plan_change(result: &SendResult, policy: &RetryPolicy, now: DateTime<Utc>, jitter: f64) -> MessageChange {

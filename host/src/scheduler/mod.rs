@@ -21,7 +21,9 @@ use crate::config::DispatchConfig;
 use crate::domain::campaign::{Campaign, format_time_of_day};
 use crate::domain::message::ClaimedMessage;
 use crate::domain::result::RecentOutcomes;
-use crate::domain::schedule::{RetryPolicy, SendWindow, Variant};
+use crate::domain::retry::RetryPolicy;
+use crate::domain::variant::Variant;
+use crate::domain::window::SendWindow;
 use crate::outbox::EventOutbox;
 use crate::store::{Store, StoreError};
 

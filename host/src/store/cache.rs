@@ -27,7 +27,7 @@ use crate::domain::message::{
     ClaimedMessage, MessageChange, MessageRecord, Receipt, ReceiptOutcome, SendRequest, TaskReport,
 };
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::schedule::Variant;
+use crate::domain::variant::Variant;
 
 const CAPACITY: u64 = 100_000;
 /// A safety net: even a missed invalidation heals within this time.

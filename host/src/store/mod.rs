@@ -25,7 +25,7 @@ use crate::domain::message::{
     ClaimedMessage, MessageChange, MessageRecord, Receipt, ReceiptOutcome, SendRequest, TaskReport,
 };
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::schedule::Variant;
+use crate::domain::variant::Variant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

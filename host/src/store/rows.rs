@@ -9,7 +9,7 @@ use crate::domain::campaign::{Campaign, SendDays, parse_time_of_day};
 use crate::domain::contact::{Attributes, Contact};
 use crate::domain::event::Event;
 use crate::domain::message::{ClaimedMessage, MessageRecord, MessageStatus};
-use crate::domain::schedule::Variant;
+use crate::domain::variant::Variant;
 
 #[derive(sqlx::FromRow)]
 pub(super) struct CampaignRow {

@@ -46,7 +46,7 @@ macro_rules! impl_sending_store {
             &self,
             request: &$crate::domain::message::SendRequest,
             total_limit: Option<i32>,
-            assign: &(dyn Fn(uuid::Uuid) -> $crate::domain::schedule::Variant + Sync),
+            assign: &(dyn Fn(uuid::Uuid) -> $crate::domain::variant::Variant + Sync),
         ) -> Result<Option<u64>, $crate::store::StoreError> {
             let mut tx = self.pool.begin().await?;
             // A no-op write: takes the campaign's row lock (PostgreSQL) or the
