@@ -202,6 +202,12 @@ bench_hostile_webhooks() {
     stop_server
 }
 
+# rate COUNT SECONDS (bc expressions): messages/s, or a note when the interval
+# is too short to time (a fast run can cross 10% and 90% between two polls).
+rate() {
+    if [ "$(echo "$2 > 0" | bc)" = 1 ]; then echo "$(echo "($1) / ($2)" | bc) messages/s"; else echo "n/a (faster than the polling interval)"; fi
+}
+
 # A send window open now whatever the time: a fixed-offset zone where it is about noon.
 open_window() {
     local hour ahead zone
@@ -263,8 +269,8 @@ TOML
     local elapsed
     elapsed=$(echo "$now - $start" | bc)
     echo "all $total final in: $elapsed s -> $(echo "$total / $elapsed" | bc) messages/s (send calls included)"
-    echo "steady state (10% -> 90%): $(echo "($n90 - $n10) / ($t90 - $t10)" | bc) messages/s"
-    echo "once everything was queued: $(echo "($total - $queued_done) / ($now - $queued_at)" | bc) messages/s"
+    echo "steady state (10% -> 90%): $(rate "$n90 - $n10" "$t90 - $t10")"
+    echo "once everything was queued: $(rate "$total - $queued_done" "$now - $queued_at")"
     api "localhost:$PORT/api/v1/campaigns/${ids[0]}/stats" | jq -c .
     stop_server
 }

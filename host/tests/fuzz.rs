@@ -8,7 +8,7 @@
 //! few thousand cases in a few seconds; a long run is
 //!
 //! ```sh
-//! HERALD_FUZZ_CASES=2000000 HERALD_FUZZ_SEED=$RANDOM cargo test --release -p herald --test fuzz -- --nocapture
+//! FUZZ_CASES=2000000 FUZZ_SEED=$RANDOM cargo test --release -p herald --test fuzz -- --nocapture
 //! ```
 //!
 //! A failure prints its seed, case number and input: pin the input as a regression
@@ -50,8 +50,8 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 /// Runs `case` on `cases` generated inputs; a panic names the seed, the case and the input.
 fn fuzz<T: std::fmt::Debug>(target: &str, default_cases: u64, generate: impl Fn(&mut Rng) -> T, check: impl Fn(&T)) {
-    let cases = env_or("HERALD_FUZZ_CASES", default_cases);
-    let seed = env_or("HERALD_FUZZ_SEED", 0x5EED);
+    let cases = env_or("FUZZ_CASES", default_cases);
+    let seed = env_or("FUZZ_SEED", 0x5EED);
     let started = Instant::now();
     for case in 0..cases {
         let mut rng = Rng((seed ^ case.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);

@@ -2,7 +2,7 @@
 //! `tests/subscriber/subscribe.py`, on the published nats-py client, listens
 //! while a campaign is created, filled, activated and sent, and its output is
 //! checked against the documented subjects, CloudEvents envelope and `data`.
-//! PostgreSQL + NATS stack only. The Python comes from `HERALD_TEST_PYTHON`
+//! PostgreSQL + NATS stack only. The Python comes from `TEST_PYTHON`
 //! (default `python3`) and needs nats-py; without it the test is skipped with a
 //! notice, or fails under `CI=true`.
 
@@ -383,7 +383,7 @@ fn script() -> PathBuf {
 /// The Python to run the subscriber with, if it has nats-py; otherwise a notice
 /// and `None`, or a failure under CI.
 fn python_with_nats_py() -> Option<String> {
-    let python = std::env::var("HERALD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let probe = Command::new(&python)
         .args(["-c", "import nats"])
         .stdout(Stdio::null())
@@ -393,10 +393,10 @@ fn python_with_nats_py() -> Option<String> {
         return Some(python);
     }
     let help = format!(
-        "the NATS subscriber test needs a Python with nats-py, and `{python}` (HERALD_TEST_PYTHON, default \
+        "the NATS subscriber test needs a Python with nats-py, and `{python}` (TEST_PYTHON, default \
          python3) has none. Install it with:\n    python3 -m venv /var/tmp/herald-ci-venv\n    \
          /var/tmp/herald-ci-venv/bin/pip install -r tests/subscriber/requirements.txt\nthen run with \
-         HERALD_TEST_PYTHON=/var/tmp/herald-ci-venv/bin/python (.ci/run does both)"
+         TEST_PYTHON=/var/tmp/herald-ci-venv/bin/python (.ci/run does both)"
     );
     if herald_tests::in_ci() {
         panic!("{help}");

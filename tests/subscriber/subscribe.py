@@ -3,11 +3,11 @@
 
 How to run the subscriber test locally: the test `subscriber` in tests/api
 (`cargo test -p herald-tests --test api subscriber`) starts this script with the
-Python named by `HERALD_TEST_PYTHON` (default `python3`), which must have nats-py:
+Python named by `TEST_PYTHON` (default `python3`), which must have nats-py:
 
     python3 -m venv /var/tmp/herald-ci-venv
     /var/tmp/herald-ci-venv/bin/pip install -r tests/subscriber/requirements.txt
-    HERALD_TEST_PYTHON=/var/tmp/herald-ci-venv/bin/python \
+    TEST_PYTHON=/var/tmp/herald-ci-venv/bin/python \
         cargo test -p herald-tests --test api subscriber
 
 It also needs PostgreSQL and a NATS server with JetStream (`TEST_NATS_URL`, default
