@@ -22,8 +22,8 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
+use crate::bus::event::Event;
 use crate::bus::{self, Bus};
-use crate::domain::event::Event;
 use crate::store::Store;
 
 /// How often the relay looks at the table without being woken: rows written by

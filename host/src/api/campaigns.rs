@@ -9,9 +9,9 @@ use super::dto::{CampaignBody, CampaignInput, CampaignList, CampaignQuery, Campa
 use super::extract::{self, app, user};
 use super::problem::{ApiError, Problem};
 use super::{App, retry_on_conflict};
+use crate::bus::event::build;
 use crate::domain::FieldError;
 use crate::domain::campaign::{self, Campaign, CampaignChanges, CampaignStatus};
-use crate::domain::event::build;
 use crate::domain::stats::tally;
 
 /// Asks the template plugin about every template the request sets.

@@ -16,10 +16,10 @@ use super::dto::{
 use super::extract::{self, app, user};
 use super::problem::{ApiError, Problem};
 use super::retry_on_conflict;
+use crate::bus::event::build;
 use crate::domain::campaign;
 use crate::domain::contact::{self, ConsentSource, ContactInput, NewContact};
 use crate::domain::csv_import::{CsvContacts, CsvFileError, ImportReport, Row};
-use crate::domain::event::build;
 use crate::store::{ContactBatch, ContactBatches};
 
 /// Contacts handed to the store per message while a file is parsed: at most

@@ -30,10 +30,10 @@ use uuid::Uuid;
 
 use crate::auth::Verifier;
 use crate::bus::Bus;
+use crate::bus::event::Event;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::campaign::CampaignRules;
-use crate::domain::event::Event;
 use crate::domain::phone::PhonePolicy;
 use crate::outbox::EventOutbox;
 use crate::plugin::Plugins;

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::{BusError, Delivery, DeliveryHandle, Inbox, SendJob, SendResult, Transport};
-use crate::domain::event::Event;
+use crate::bus::event::Event;
 
 /// A multi-consumer queue: every consumer takes from the same items.
 struct Queue<T> {

@@ -3,6 +3,7 @@
 //! implementations: in-process ([`memory`], the embedded default) and NATS
 //! JetStream ([`nats`]). Everything above this module is the same for both.
 
+pub mod event;
 pub mod memory;
 pub mod nats;
 
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
 use uuid::Uuid;
 
-use crate::domain::event::Event;
+use crate::bus::event::Event;
 pub use crate::domain::message::{SendOutcome, SendResult};
 
 #[derive(Debug, thiserror::Error)]
@@ -374,7 +375,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
-    use crate::domain::event::build;
+    use crate::bus::event::build;
 
     /// A bus that refuses events while `down`, and records what it took.
     #[derive(Default)]

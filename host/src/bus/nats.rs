@@ -41,8 +41,8 @@ use futures::StreamExt;
 use futures::future::join_all;
 use serde::de::DeserializeOwned;
 
+use crate::bus::event::Event;
 use crate::bus::{BusError, Delivery, DeliveryHandle, Inbox, SendJob, SendResult, Transport, dispatch_key};
-use crate::domain::event::Event;
 
 /// How long `connect` keeps trying before it reports the server unreachable,
 /// so a misconfigured process fails at start instead of hanging.

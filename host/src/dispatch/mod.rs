@@ -13,11 +13,11 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::bus::event::{Event, build};
 use crate::bus::{self, Backlog, Bus, Consumer, Delivery, SendJob, SendOutcome, SendResult, WindowSpec};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::campaign::{SendDays, parse_time_of_day};
-use crate::domain::event::{Event, build};
 use crate::domain::refusal::{Refusal, classify, outcome_unknown};
 use crate::domain::window::SendWindow;
 use crate::plugin::carrier::{Message, Reach, SendError};

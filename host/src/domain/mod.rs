@@ -5,7 +5,6 @@
 pub mod campaign;
 pub mod contact;
 pub mod csv_import;
-pub mod event;
 pub mod keyword;
 pub mod message;
 pub mod page;

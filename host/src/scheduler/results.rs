@@ -10,9 +10,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{BACKOFF, RESULT_BATCH, Scheduler, SchedulerError};
+use crate::bus::event::{Event, build};
 use crate::bus::{Consumer, Delivery, SendResult};
 use crate::domain::contact::ConsentSource;
-use crate::domain::event::{Event, build};
 use crate::domain::message::{MessageChange, MessageRecord, MessageStatus, OPTED_OUT};
 use crate::domain::result::plan_change;
 use crate::store::ConsentTarget;

@@ -20,9 +20,9 @@ use moka::sync::Cache;
 use uuid::Uuid;
 
 use super::{ConsentTarget, ContactBatches, LinkOutcome, MessageCounts, SendingStore, Store, StoreError};
+use crate::bus::event::Event;
 use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::contact::{ConsentSource, Contact};
-use crate::domain::event::Event;
 use crate::domain::message::{
     ClaimedMessage, MessageChange, MessageRecord, Receipt, ReceiptOutcome, SendRequest, TaskReport,
 };

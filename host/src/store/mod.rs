@@ -17,10 +17,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::bus::event::Event;
 use crate::config::DatabaseConfig;
 use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::contact::{ConsentSource, Contact, NewContact};
-use crate::domain::event::Event;
 use crate::domain::message::{
     ClaimedMessage, MessageChange, MessageRecord, Receipt, ReceiptOutcome, SendRequest, TaskReport,
 };
@@ -350,7 +350,7 @@ mod tests {
             daily_limit: 7,
             ..read.clone()
         };
-        let event = |c: &Campaign| crate::domain::event::build::campaign("updated", c, None, now);
+        let event = |c: &Campaign| crate::bus::event::build::campaign("updated", c, None, now);
         let landed = event(&renamed);
         assert!(
             store

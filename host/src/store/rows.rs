@@ -5,9 +5,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::StoreError;
+use crate::bus::event::Event;
 use crate::domain::campaign::{Campaign, SendDays, parse_time_of_day};
 use crate::domain::contact::{Attributes, Contact};
-use crate::domain::event::Event;
 use crate::domain::message::{ClaimedMessage, MessageRecord, MessageStatus};
 use crate::domain::variant::Variant;
 

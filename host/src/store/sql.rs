@@ -123,7 +123,7 @@ macro_rules! impl_store {
             async fn insert_campaign(
                 &self,
                 campaign: &$crate::domain::campaign::Campaign,
-                events: &[$crate::domain::event::Event],
+                events: &[$crate::bus::event::Event],
             ) -> Result<(), $crate::store::StoreError> {
                 let b = $crate::store::sql::CampaignBinds::from(campaign);
                 let mut tx = self.pool.begin().await?;
@@ -187,7 +187,7 @@ macro_rules! impl_store {
                 &self,
                 campaign: &$crate::domain::campaign::Campaign,
                 seen_version: i64,
-                events: &[$crate::domain::event::Event],
+                events: &[$crate::bus::event::Event],
             ) -> Result<bool, $crate::store::StoreError> {
                 let b = $crate::store::sql::CampaignBinds::from(campaign);
                 let mut tx = self.pool.begin().await?;
@@ -217,7 +217,7 @@ macro_rules! impl_store {
                 user_id: uuid::Uuid,
                 id: uuid::Uuid,
                 seen_version: i64,
-                events: &[$crate::domain::event::Event],
+                events: &[$crate::bus::event::Event],
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 // Messages and contact links go with it (ON DELETE CASCADE).
@@ -289,7 +289,7 @@ macro_rules! impl_store {
                 contact: &$crate::domain::contact::Contact,
                 seen_version: i64,
                 consent: Option<$crate::domain::contact::ConsentSource>,
-                events: &[$crate::domain::event::Event],
+                events: &[$crate::bus::event::Event],
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
@@ -343,14 +343,14 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
             }
 
-            async fn enqueue_events(&self, events: &[$crate::domain::event::Event]) -> Result<(), $crate::store::StoreError> {
+            async fn enqueue_events(&self, events: &[$crate::bus::event::Event]) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 Self::append_events(&mut *tx, events).await?;
                 tx.commit().await?;
                 Ok(())
             }
 
-            async fn outbox_events(&self, max: u32) -> Result<Vec<(i64, $crate::domain::event::Event)>, $crate::store::StoreError> {
+            async fn outbox_events(&self, max: u32) -> Result<Vec<(i64, $crate::bus::event::Event)>, $crate::store::StoreError> {
                 let rows: Vec<$crate::store::rows::OutboxRow> = sqlx::query_as(
                     "SELECT seq, id, owner, entity, action, subject, time, data FROM event_outbox ORDER BY seq LIMIT $1",
                 )
@@ -374,7 +374,7 @@ macro_rules! impl_store {
             /// Appends events to the outbox inside the caller's transaction.
             async fn append_events(
                 conn: &mut <$db as sqlx::Database>::Connection,
-                events: &[$crate::domain::event::Event],
+                events: &[$crate::bus::event::Event],
             ) -> Result<(), $crate::store::StoreError> {
                 for chunk in events.chunks($crate::store::sending::ROWS_PER_STATEMENT) {
                     let mut insert = sqlx::QueryBuilder::<$db>::new(
