@@ -205,7 +205,7 @@ pub async fn stats(req: &mut Request, depot: &mut Depot) -> Result<Json<Campaign
     let campaign = load(app, user(depot), extract::path_id(req, "id")?).await?;
     let counts = app.store.message_counts(campaign.id).await?;
     let total_contacts = app.store.count_campaign_contacts(campaign.id).await?;
-    let (all, mut by_variant) = tally(counts.iter().map(|(v, s, n)| (v.as_str(), s.as_str(), *n)));
+    let (all, mut by_variant) = tally(counts.iter().map(|(v, s, n)| (v.as_str(), *s, *n)));
     let variants = campaign.message_template_b.is_some().then(|| {
         ["a", "b"]
             .into_iter()

@@ -8,6 +8,7 @@ use super::json::Json;
 use super::dto::Health;
 use super::extract::app;
 use super::problem::{ApiError, Problem};
+use crate::domain::message::MessageStatus;
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
@@ -35,10 +36,6 @@ pub async fn readyz(depot: &mut Depot) -> Result<Json<Health>, ApiError> {
     Ok(Json(Health { status: "ready" }))
 }
 
-/// Every status a message can have, so a status that empties reads 0, not its last
-/// count. `queued` is the queue depth; `sending` is what dispatchers hold.
-const MESSAGE_STATUSES: &[&str] = &["queued", "sending", "sent", "delivered", "failed"];
-
 /// Prometheus metrics in text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses(
     (status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
@@ -47,9 +44,11 @@ const MESSAGE_STATUSES: &[&str] = &["queued", "sending", "sent", "delivered", "f
 pub async fn metrics(depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
     let app = app(depot);
     let counts = app.store.messages_by_status().await?;
-    for status in MESSAGE_STATUSES {
-        let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
-        ::metrics::gauge!("herald_messages", "status" => *status).set(count as f64);
+    // Every status, so one that empties reads 0, not its last count. `queued`
+    // is the queue depth; `sending` is what dispatchers hold.
+    for status in MessageStatus::ALL {
+        let count = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+        ::metrics::gauge!("herald_messages", "status" => status.as_str()).set(count as f64);
     }
     let _ = res.add_header(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8", true);
     res.render(crate::telemetry::prometheus().render());

@@ -9,7 +9,7 @@ use super::extract::{self, app, user};
 use super::problem::{ApiError, Problem};
 use crate::bus::event::build;
 use crate::domain::campaign;
-use crate::domain::message::SendRequest;
+use crate::domain::message::{MessageStatus, SendRequest};
 use crate::domain::stats::{Counters, task_status};
 use crate::domain::variant::variant_for;
 use crate::domain::window::SendWindow;
@@ -102,8 +102,8 @@ pub async fn task(req: &mut Request, depot: &mut Depot) -> Result<Json<TaskBody>
     let mut counters = Counters::default();
     let mut handed_out = false;
     for (status, count) in &report.counts {
-        counters.add(status, *count);
-        handed_out |= status != "queued";
+        counters.add(*status, *count);
+        handed_out |= *status != MessageStatus::Queued;
     }
     let now = app.clock.now();
     let window_opened = report.scheduled_for.is_none_or(|at| at <= now);

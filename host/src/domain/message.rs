@@ -27,10 +27,11 @@ impl MessageStatus {
         }
     }
 
+    /// Every status, in the order a message moves through them.
+    pub const ALL: [Self; 5] = [Self::Queued, Self::Sending, Self::Sent, Self::Delivered, Self::Failed];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Queued, Self::Sending, Self::Sent, Self::Delivered, Self::Failed]
-            .into_iter()
-            .find(|status| status.as_str() == s)
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
     }
 
     pub fn is_final(self) -> bool {
@@ -127,7 +128,7 @@ pub struct TaskReport {
     pub created_at: DateTime<Utc>,
     pub scheduled_for: Option<DateTime<Utc>>,
     /// `(status, count)` of the task's messages now.
-    pub counts: Vec<(String, u64)>,
+    pub counts: Vec<(MessageStatus, u64)>,
 }
 
 /// A carrier's verified delivery receipt.

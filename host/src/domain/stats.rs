@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use super::message::MessageStatus;
+
 /// Message counters of a campaign (or of one A/B variant).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Counters {
@@ -14,16 +16,16 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Adds `count` messages in `status` (a stored message status).
-    pub fn add(&mut self, status: &str, count: u64) {
+    /// Adds `count` messages in `status`.
+    pub fn add(&mut self, status: MessageStatus, count: u64) {
         match status {
-            "sent" => self.sent += count,
-            "delivered" => {
+            MessageStatus::Sent => self.sent += count,
+            MessageStatus::Delivered => {
                 self.sent += count;
                 self.delivered += count;
             }
-            "failed" => self.failed += count,
-            _ => self.pending += count,
+            MessageStatus::Failed => self.failed += count,
+            MessageStatus::Queued | MessageStatus::Sending => self.pending += count,
         }
     }
 
@@ -51,7 +53,9 @@ fn ratio(part: u64, whole: u64) -> f64 {
 }
 
 /// Counters overall and per variant, from `(variant, status, count)` rows.
-pub fn tally<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str, u64)>) -> (Counters, BTreeMap<String, Counters>) {
+pub fn tally<'a>(
+    rows: impl IntoIterator<Item = (&'a str, MessageStatus, u64)>,
+) -> (Counters, BTreeMap<String, Counters>) {
     let mut overall = Counters::default();
     let mut variants: BTreeMap<String, Counters> = BTreeMap::new();
     for (variant, status, count) in rows {
@@ -92,12 +96,8 @@ mod tests {
 
     #[test]
     fn delivered_counts_as_sent_so_rates_stay_within_one() {
-        let (all, variants) = tally([
-            ("a", "delivered", 3),
-            ("a", "sent", 1),
-            ("b", "failed", 1),
-            ("b", "queued", 2),
-        ]);
+        use MessageStatus::*;
+        let (all, variants) = tally([("a", Delivered, 3), ("a", Sent, 1), ("b", Failed, 1), ("b", Queued, 2)]);
         assert_eq!(
             all,
             Counters {

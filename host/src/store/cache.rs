@@ -24,7 +24,7 @@ use crate::bus::event::Event;
 use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::contact::{ConsentSource, Contact};
 use crate::domain::message::{
-    ClaimedMessage, MessageChange, MessageRecord, Receipt, ReceiptOutcome, SendRequest, TaskReport,
+    ClaimedMessage, MessageChange, MessageRecord, MessageStatus, Receipt, ReceiptOutcome, SendRequest, TaskReport,
 };
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::variant::Variant;
@@ -214,7 +214,7 @@ impl Store for CachedStore {
     async fn message_counts(&self, campaign_id: Uuid) -> Result<MessageCounts, StoreError> {
         self.inner.message_counts(campaign_id).await
     }
-    async fn messages_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    async fn messages_by_status(&self) -> Result<Vec<(MessageStatus, u64)>, StoreError> {
         self.inner.messages_by_status().await
     }
     async fn enqueue_events(&self, events: &[Event]) -> Result<(), StoreError> {

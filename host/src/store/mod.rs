@@ -22,7 +22,7 @@ use crate::config::DatabaseConfig;
 use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::contact::{ConsentSource, Contact, NewContact};
 use crate::domain::message::{
-    ClaimedMessage, MessageChange, MessageRecord, Receipt, ReceiptOutcome, SendRequest, TaskReport,
+    ClaimedMessage, MessageChange, MessageRecord, MessageStatus, Receipt, ReceiptOutcome, SendRequest, TaskReport,
 };
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::variant::Variant;
@@ -104,7 +104,7 @@ pub struct LinkOutcome {
 }
 
 /// Message counts of a campaign: `(variant, status, count)`.
-pub type MessageCounts = Vec<(String, String, u64)>;
+pub type MessageCounts = Vec<(String, MessageStatus, u64)>;
 
 /// Storage operations. Every write to a campaign must go through a method that
 /// names the campaign's user, so the read cache (`cache.rs`) can invalidate it.
@@ -172,7 +172,7 @@ pub trait Store: SendingStore + Send + Sync + 'static {
 
     async fn message_counts(&self, campaign_id: Uuid) -> Result<MessageCounts, StoreError>;
     /// Messages of every campaign by status, for `/metrics`.
-    async fn messages_by_status(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    async fn messages_by_status(&self) -> Result<Vec<(MessageStatus, u64)>, StoreError>;
 
     /// Appends events to the outbox, in order, all or none.
     async fn enqueue_events(&self, events: &[Event]) -> Result<(), StoreError>;

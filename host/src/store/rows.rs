@@ -151,8 +151,7 @@ impl TryFrom<MessageRow> for MessageRecord {
 
     fn try_from(r: MessageRow) -> Result<Self, StoreError> {
         Ok(MessageRecord {
-            status: MessageStatus::parse(&r.status)
-                .ok_or_else(|| StoreError::Corrupt(format!("message {}: bad status", r.id)))?,
+            status: message_status(&r.status)?,
             id: r.id,
             user_id: r.user_id,
             campaign_id: r.campaign_id,
@@ -199,4 +198,9 @@ impl TryFrom<OutboxRow> for (i64, Event) {
         };
         Ok((r.seq, event))
     }
+}
+
+/// A stored message status; anything else is corrupt data, never "pending".
+pub fn message_status(stored: &str) -> Result<MessageStatus, StoreError> {
+    MessageStatus::parse(stored).ok_or_else(|| StoreError::Corrupt(format!("unknown message status {stored:?}")))
 }

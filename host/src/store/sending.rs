@@ -153,7 +153,10 @@ macro_rules! impl_sending_store {
                 queued: queued as u64,
                 created_at,
                 scheduled_for,
-                counts: counts.into_iter().map(|(s, n)| (s, n as u64)).collect(),
+                counts: counts
+                    .into_iter()
+                    .map(|(s, n)| Ok(($crate::store::rows::message_status(&s)?, n as u64)))
+                    .collect::<Result<_, $crate::store::StoreError>>()?,
             }))
         }
 

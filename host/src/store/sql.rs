@@ -333,14 +333,20 @@ macro_rules! impl_store {
                 .bind(campaign_id)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows.into_iter().map(|(v, s, n)| (v, s, n as u64)).collect())
+                rows.into_iter()
+                    .map(|(v, s, n)| Ok((v, $crate::store::rows::message_status(&s)?, n as u64)))
+                    .collect()
             }
 
-            async fn messages_by_status(&self) -> Result<Vec<(String, u64)>, $crate::store::StoreError> {
+            async fn messages_by_status(
+                &self,
+            ) -> Result<Vec<($crate::domain::message::MessageStatus, u64)>, $crate::store::StoreError> {
                 let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM messages GROUP BY status")
                     .fetch_all(&self.pool)
                     .await?;
-                Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
+                rows.into_iter()
+                    .map(|(s, n)| Ok(($crate::store::rows::message_status(&s)?, n as u64)))
+                    .collect()
             }
 
             async fn enqueue_events(&self, events: &[$crate::bus::event::Event]) -> Result<(), $crate::store::StoreError> {
