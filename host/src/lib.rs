@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backoff;
 pub mod bus;
 pub mod cli;
 pub mod clock;

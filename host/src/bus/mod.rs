@@ -158,19 +158,27 @@ impl Queued for SendResult {
     }
 }
 
-/// How long a consumer waits before trying again after the bus failed.
-const REOPEN_AFTER: Duration = Duration::from_secs(1);
-
 /// A consumer that opens its inbox when needed and opens it again after an
 /// error: a bus outage becomes a pause (logged), not a failure of its loop.
 pub struct Consumer<T: Queued> {
     transport: Arc<dyn Transport>,
     inbox: Option<Box<dyn Inbox<T>>>,
+    /// Delays between tries after failures; reset by a successful read.
+    delays: crate::backoff::Delays,
 }
 
 impl<T: Queued> Consumer<T> {
     pub fn new(transport: Arc<dyn Transport>) -> Self {
-        Self { transport, inbox: None }
+        Self {
+            transport,
+            inbox: None,
+            delays: crate::backoff::delays(),
+        }
+    }
+
+    /// Waits before the next try after a failure.
+    async fn back_off(&mut self) {
+        tokio::time::sleep(self.delays.next().unwrap_or_default()).await;
     }
 
     /// Up to `max` deliveries available within `wait`; none while the bus is down.
@@ -181,17 +189,20 @@ impl<T: Queued> Consumer<T> {
                 Ok(opened) => self.inbox.insert(opened),
                 Err(e) => {
                     tracing::warn!(error = %e, queue = T::QUEUE, "cannot consume; retrying");
-                    tokio::time::sleep(REOPEN_AFTER).await;
+                    self.back_off().await;
                     return Vec::new();
                 }
             },
         };
         match inbox.next(max, wait).await {
-            Ok(batch) => batch,
+            Ok(batch) => {
+                self.delays = crate::backoff::delays();
+                batch
+            }
             Err(e) => {
                 tracing::warn!(error = %e, queue = T::QUEUE, "reading failed; reopening");
                 self.inbox = None;
-                tokio::time::sleep(REOPEN_AFTER).await;
+                self.back_off().await;
                 Vec::new()
             }
         }
@@ -253,8 +264,6 @@ pub trait Outbox: Send + Sync + 'static {
 
 /// Events published per bus request by [`relay`].
 const RELAY_BATCH: usize = 500;
-const RELAY_MIN_BACKOFF: Duration = Duration::from_millis(100);
-const RELAY_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Publishes `outbox` on `transport` in order, in batches, until `stop` turns
 /// true; an event is forgotten only once the bus confirmed it. While the bus or
@@ -267,11 +276,11 @@ pub async fn relay(
     idle: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = RELAY_MIN_BACKOFF;
+    let mut delays = crate::backoff::delays();
     while !*stop.borrow() {
         match relay_batch(transport, outbox).await {
             Ok(relayed) => {
-                backoff = RELAY_MIN_BACKOFF;
+                delays = crate::backoff::delays();
                 if relayed == RELAY_BATCH {
                     continue;
                 }
@@ -282,12 +291,12 @@ pub async fn relay(
                 }
             }
             Err(e) => {
-                tracing::warn!("events wait for the bus: {e:#}; retrying in {backoff:?}");
+                let delay = delays.next().unwrap_or_default();
+                tracing::warn!("events wait for the bus: {e:#}; retrying in {delay:?}");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                     _ = stop.changed() => {}
                 }
-                backoff = (backoff * 2).min(RELAY_MAX_BACKOFF);
             }
         }
     }

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::backoff;
 use crate::bus::event::{Event, build};
 use crate::bus::{self, Backlog, Bus, Consumer, Delivery, SendJob, SendOutcome, SendResult, WindowSpec};
 use crate::clock::Clock;
@@ -31,7 +32,6 @@ const RESULT_BATCH: usize = 500;
 /// How long a job may wait on a rate-limited carrier before it is handed back
 /// to the scheduler (without spending an attempt).
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
-const BACKOFF: Duration = Duration::from_secs(1);
 /// How often a job waiting for its carrier tells the bus it is still being
 /// worked on (well within JetStream's ack wait), so it is not delivered twice.
 const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -339,16 +339,18 @@ impl Dispatcher {
         let mut batch = Vec::with_capacity(RESULT_BATCH);
         while finished.recv_many(&mut batch, RESULT_BATCH).await > 0 {
             let results: Vec<SendResult> = batch.iter().map(|f| f.result.clone()).collect();
-            let mut tries = 0u32;
+            let mut delays = backoff::delays();
+            let mut told = tokio::time::Instant::now();
             while let Err(e) = self.bus.transport.publish_results(&results).await {
-                tries += 1;
                 tracing::warn!(error = %e, results = results.len(), "publishing results failed; retrying");
-                if tries.is_multiple_of(10) {
+                // Keep the jobs ours while their results wait for the bus.
+                if told.elapsed() >= HEARTBEAT {
                     for f in &batch {
                         f.delivery.working().await;
                     }
+                    told = tokio::time::Instant::now();
                 }
-                tokio::time::sleep(BACKOFF).await;
+                tokio::time::sleep(delays.next().unwrap_or_default()).await;
             }
             for f in batch.drain(..) {
                 f.delivery.ack().await;

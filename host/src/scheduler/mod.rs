@@ -15,6 +15,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use crate::backoff;
 use crate::bus::{Bus, SendJob, WindowSpec};
 use crate::clock::Clock;
 use crate::config::DispatchConfig;
@@ -27,8 +28,8 @@ use crate::domain::window::SendWindow;
 use crate::outbox::EventOutbox;
 use crate::store::{Store, StoreError};
 
-/// How long to wait before trying again after the database or the bus failed.
-const BACKOFF: Duration = Duration::from_secs(1);
+/// Tries to publish a batch of jobs before leaving it to the recovery sweep.
+const PUBLISH_ATTEMPTS: u32 = 5;
 /// Results applied per transaction.
 const RESULT_BATCH: usize = 500;
 /// Result loops applying batches concurrently (on disjoint messages).
@@ -221,12 +222,14 @@ impl Scheduler {
         let mut new_hand_off = false;
         let lease = chrono::Duration::seconds(self.config.lease_secs as i64);
         let every = Duration::from_secs(self.config.lease_secs.div_ceil(4).max(1));
+        let mut delays = backoff::delays();
         while !*stop.borrow() {
             if let Err(e) = self.reconcile().await {
                 tracing::warn!(error = %e, "reconciling receipts and unknown outcomes failed; retrying");
             }
             match self.recover(cutoff, new_hand_off).await {
                 Ok(0) => {
+                    delays = backoff::delays();
                     tokio::select! {
                         _ = tokio::time::sleep(every) => {}
                         _ = stop.changed() => {}
@@ -234,10 +237,10 @@ impl Scheduler {
                     cutoff = self.clock.now() - lease;
                     new_hand_off = true;
                 }
-                Ok(_) => {}
+                Ok(_) => delays = backoff::delays(),
                 Err(e) => {
                     tracing::warn!(error = %e, "recovery sweep failed; retrying");
-                    tokio::time::sleep(BACKOFF).await;
+                    tokio::time::sleep(delays.next().unwrap_or_default()).await;
                 }
             }
         }
@@ -270,12 +273,12 @@ impl Scheduler {
 /// Publishes jobs whose messages are committed as `sending`. If the bus stays
 /// down they stay `sending`, and the recovery sweep hands them out again.
 async fn publish(bus: Bus, jobs: Vec<SendJob>) {
-    for attempt in 1..=3 {
+    for (attempt, delay) in (1..=PUBLISH_ATTEMPTS).zip(backoff::delays()) {
         match bus.transport.publish_jobs(&jobs).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, jobs = jobs.len(), attempt, "publishing jobs failed");
-                tokio::time::sleep(BACKOFF).await;
+                tokio::time::sleep(delay).await;
             }
         }
     }

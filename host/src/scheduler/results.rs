@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{BACKOFF, RESULT_BATCH, Scheduler, SchedulerError};
+use super::{RESULT_BATCH, Scheduler, SchedulerError};
+use crate::backoff;
 use crate::bus::event::{Event, build};
 use crate::bus::{Consumer, Delivery, SendResult};
 use crate::domain::contact::ConsentSource;
@@ -32,9 +33,10 @@ impl Scheduler {
                 continue;
             }
             let started = std::time::Instant::now();
+            let mut delays = backoff::delays();
             while let Err(e) = self.apply(&batch).await {
                 tracing::warn!(error = %e, "applying results failed; retrying");
-                tokio::time::sleep(BACKOFF).await;
+                tokio::time::sleep(delays.next().unwrap_or_default()).await;
                 if *stop.borrow() {
                     return;
                 }
