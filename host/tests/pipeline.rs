@@ -299,8 +299,8 @@ fn production_tuning() -> Tuning {
 struct Row {
     id: Uuid,
     status: String,
-    /// Hand-offs to a dispatcher (the job's deduplication key is `<id>.<dispatches>`).
-    dispatches: i32,
+    /// Hand-offs to a dispatcher (the job's deduplication key is `<id>.<hand_offs>`).
+    hand_offs: i32,
     attempts: i32,
 }
 
@@ -476,24 +476,24 @@ url = "{url}/send/{name}"
         // Unfinished messages by (status, hand-off number, reached the gateway).
         let mut stuck: BTreeMap<(String, i32, bool), usize> = BTreeMap::new();
         for Row {
-            id, status, dispatches, ..
+            id, status, hand_offs, ..
         } in self.messages().await
         {
             *by_status.entry(status.clone()).or_default() += 1;
             if status == "queued" || status == "sending" {
                 let seen = calls.contains_key(&id.to_string());
-                *stuck.entry((status, dispatches, seen)).or_default() += 1;
+                *stuck.entry((status, hand_offs, seen)).or_default() += 1;
             }
         }
         panic!(
             "campaigns not settled after {timeout:?}: {progress}; messages by status {by_status:?}; \
-             unfinished by (status, dispatches, seen by the gateway): {stuck:?}"
+             unfinished by (status, hand_offs, seen by the gateway): {stuck:?}"
         );
     }
 
     /// Every message row.
     async fn messages(&self) -> Vec<Row> {
-        const QUERY: &str = "SELECT id, status, dispatches, attempts FROM messages";
+        const QUERY: &str = "SELECT id, status, hand_offs, attempts FROM messages";
         match &self.database {
             Database::Sqlite => {
                 let url = format!("{}?mode=ro", self.database_url());

@@ -156,10 +156,10 @@ mod tests {
     use chrono::Utc;
     use uuid::Uuid;
 
-    fn result(dispatch: i32) -> SendResult {
+    fn result(hand_off: i32) -> SendResult {
         SendResult {
             message_id: Uuid::now_v7(),
-            dispatch,
+            hand_off,
             attempts: 0,
             outcome: SendOutcome::Failed { reason: "x".into() },
             at: Utc::now(),
@@ -179,7 +179,7 @@ mod tests {
         assert_eq!((taken.len(), rest.len()), (2, 1), "each item goes to one consumer");
 
         let item = rest.into_iter().next().unwrap();
-        let dispatch = item.payload.dispatch;
+        let hand_off = item.payload.hand_off;
         item.retry_later(Duration::from_millis(20)).await;
         assert!(
             first.next(10, Duration::from_millis(5)).await.unwrap().is_empty(),
@@ -187,8 +187,8 @@ mod tests {
         );
         let again = first.next(10, Duration::from_millis(500)).await.unwrap();
         assert_eq!(
-            again.iter().map(|d| d.payload.dispatch).collect::<Vec<_>>(),
-            vec![dispatch]
+            again.iter().map(|d| d.payload.hand_off).collect::<Vec<_>>(),
+            vec![hand_off]
         );
     }
 

@@ -39,8 +39,10 @@ pub struct SendJob {
     pub user_id: Uuid,
     /// Which hand-off of this message this job is; its result names it, and a
     /// result for an older hand-off is ignored. With `message_id` it is the
-    /// job's deduplication key.
-    pub dispatch: i32,
+    /// job's deduplication key. (Called `dispatch` before 0.1's edges work:
+    /// jobs still queued under that name are read too.)
+    #[serde(alias = "dispatch")]
+    pub hand_off: i32,
     /// Carrier attempts made before this one.
     pub attempts: i32,
     pub carrier: String,
@@ -122,9 +124,9 @@ pub trait Transport: Send + Sync + 'static {
         true
     }
     async fn ping(&self) -> Result<(), BusError>;
-    /// Returns once the bus holds every job. Deduplicated by `(message_id, dispatch)`.
+    /// Returns once the bus holds every job. Deduplicated by `(message_id, hand_off)`.
     async fn publish_jobs(&self, jobs: &[SendJob]) -> Result<(), BusError>;
-    /// Returns once the bus holds every result. Deduplicated by `(message_id, dispatch)`.
+    /// Returns once the bus holds every result. Deduplicated by `(message_id, hand_off)`.
     async fn publish_results(&self, results: &[SendResult]) -> Result<(), BusError>;
     /// Returns once the bus holds every event. Deduplicated by event id.
     async fn publish_events(&self, events: &[Event]) -> Result<(), BusError>;
@@ -375,8 +377,8 @@ impl Outbox for Backlog {
 }
 
 /// The deduplication key of a job or result.
-pub fn dispatch_key(message_id: Uuid, dispatch: i32) -> String {
-    format!("{message_id}.{dispatch}")
+pub fn hand_off_key(message_id: Uuid, hand_off: i32) -> String {
+    format!("{message_id}.{hand_off}")
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use futures::future::join_all;
 use serde::de::DeserializeOwned;
 
 use crate::bus::event::Event;
-use crate::bus::{BusError, Delivery, DeliveryHandle, Inbox, SendJob, SendResult, Transport, dispatch_key};
+use crate::bus::{BusError, Delivery, DeliveryHandle, Inbox, SendJob, SendResult, Transport, hand_off_key};
 
 /// How long `connect` keeps trying before it reports the server unreachable,
 /// so a misconfigured process fails at start instead of hanging.
@@ -409,7 +409,7 @@ impl Transport for NatsTransport {
                 let payload = serde_json::to_vec(job).map_err(|err| unavailable("encoding a job", err))?;
                 Ok((
                     self.layout.job_subject(&job.carrier),
-                    dispatch_key(job.message_id, job.dispatch),
+                    hand_off_key(job.message_id, job.hand_off),
                     payload,
                 ))
             })
@@ -425,7 +425,7 @@ impl Transport for NatsTransport {
                 let payload = serde_json::to_vec(result).map_err(|err| unavailable("encoding a result", err))?;
                 Ok((
                     subject.clone(),
-                    dispatch_key(result.message_id, result.dispatch),
+                    hand_off_key(result.message_id, result.hand_off),
                     payload,
                 ))
             })

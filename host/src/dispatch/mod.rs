@@ -144,7 +144,7 @@ impl Dispatcher {
             delivery.ack().await;
             return None;
         }
-        let key = (job.message_id, job.dispatch);
+        let key = (job.message_id, job.hand_off);
         if !self.working.lock().expect("working lock").insert(key) {
             // The bus redelivered a job this dispatcher is still on; the first
             // copy answers and acknowledges it.
@@ -172,7 +172,7 @@ impl Dispatcher {
         metrics::counter!("herald_dispatch_outcomes_total", "outcome" => outcome_label(&outcome)).increment(1);
         let result = SendResult {
             message_id: job.message_id,
-            dispatch: job.dispatch,
+            hand_off: job.hand_off,
             attempts: job.attempts,
             outcome,
             at: self.clock.now(),

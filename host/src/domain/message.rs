@@ -67,7 +67,7 @@ pub struct ClaimedMessage {
     pub campaign_id: Uuid,
     pub contact_id: Uuid,
     pub variant: Variant,
-    pub dispatch: i32,
+    pub hand_off: i32,
     pub attempts: i32,
     pub carrier: String,
     pub phone_number: String,
@@ -80,7 +80,7 @@ pub struct ClaimedMessage {
 pub struct MessageChange {
     pub id: Uuid,
     /// Applies only while the message is `sending` on this hand-off.
-    pub dispatch: i32,
+    pub hand_off: i32,
     pub status: MessageStatus,
     pub attempts: i32,
     pub carrier_message_id: Option<String>,
@@ -116,7 +116,7 @@ pub struct MessageRecord {
     pub error: Option<String>,
     pub not_before: DateTime<Utc>,
     /// The hand-off it is on (or was last on).
-    pub dispatch: i32,
+    pub hand_off: i32,
 }
 
 /// A send task and its message counters.
@@ -162,7 +162,9 @@ pub enum ReceiptOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SendResult {
     pub message_id: Uuid,
-    pub dispatch: i32,
+    /// The hand-off of the job this answers (read under its former name too).
+    #[serde(alias = "dispatch")]
+    pub hand_off: i32,
     /// Carrier attempts before this job (copied from the job).
     pub attempts: i32,
     pub outcome: SendOutcome,

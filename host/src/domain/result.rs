@@ -16,7 +16,7 @@ use super::retry::RetryPolicy;
 pub fn plan_change(result: &SendResult, policy: &RetryPolicy, now: DateTime<Utc>, jitter: f64) -> MessageChange {
     let mut change = MessageChange {
         id: result.message_id,
-        dispatch: result.dispatch,
+        hand_off: result.hand_off,
         status: MessageStatus::Failed,
         attempts: result.attempts + 1,
         carrier_message_id: None,
@@ -119,7 +119,7 @@ mod tests {
     fn result(outcome: SendOutcome, attempts: i32) -> SendResult {
         SendResult {
             message_id: Uuid::now_v7(),
-            dispatch: 3,
+            hand_off: 3,
             attempts,
             outcome,
             at: Utc::now(),
@@ -144,7 +144,7 @@ mod tests {
         };
         let change = plan_change(&result(sent, 0), &policy(), now, 0.5);
         assert_eq!(change.status, MessageStatus::Sent);
-        assert_eq!((change.attempts, change.dispatch), (1, 3));
+        assert_eq!((change.attempts, change.hand_off), (1, 3));
         assert_eq!(change.carrier_message_id.as_deref(), Some("SM1"));
         assert_eq!(change.segments, Some(2));
     }

@@ -198,7 +198,7 @@ impl Scheduler {
                     message_id: m.id,
                     campaign_id: m.campaign_id,
                     user_id: campaign.user_id,
-                    dispatch: m.dispatch,
+                    hand_off: m.hand_off,
                     attempts: m.attempts,
                     carrier: m.carrier,
                     to: m.phone_number,

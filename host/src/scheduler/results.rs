@@ -173,7 +173,7 @@ impl Scheduler {
             .filter(|m| {
                 pending
                     .get(&m.id)
-                    .is_some_and(|c| c.dispatch == m.dispatch && c.status == m.status)
+                    .is_some_and(|c| c.hand_off == m.hand_off && c.status == m.status)
             })
             .filter_map(|m| build::message(m, now))
             .collect();

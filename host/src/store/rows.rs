@@ -104,7 +104,7 @@ pub(super) struct ClaimedRow {
     campaign_id: Uuid,
     contact_id: Uuid,
     variant: String,
-    dispatches: i32,
+    hand_offs: i32,
     attempts: i32,
     carrier: String,
     phone_number: String,
@@ -119,7 +119,7 @@ impl From<ClaimedRow> for ClaimedMessage {
             campaign_id: r.campaign_id,
             contact_id: r.contact_id,
             variant: if r.variant == "b" { Variant::B } else { Variant::A },
-            dispatch: r.dispatches,
+            hand_off: r.hand_offs,
             attempts: r.attempts,
             carrier: r.carrier,
             phone_number: r.phone_number,
@@ -143,7 +143,7 @@ pub(super) struct MessageRow {
     attempts: i32,
     last_error: Option<String>,
     not_before: DateTime<Utc>,
-    dispatches: i32,
+    hand_offs: i32,
 }
 
 impl TryFrom<MessageRow> for MessageRecord {
@@ -163,7 +163,7 @@ impl TryFrom<MessageRow> for MessageRecord {
             attempts: r.attempts,
             error: r.last_error,
             not_before: r.not_before,
-            dispatch: r.dispatches,
+            hand_off: r.hand_offs,
         })
     }
 }

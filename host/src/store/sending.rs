@@ -8,7 +8,7 @@ macro_rules! message_columns {
         "messages.id, (SELECT user_id FROM campaigns WHERE campaigns.id = messages.campaign_id) AS user_id, \
          messages.campaign_id, messages.contact_id, messages.variant, messages.status, messages.carrier, \
          messages.carrier_message_id, messages.segments, messages.attempts, messages.last_error, messages.not_before, \
-         messages.dispatches"
+         messages.hand_offs"
     };
 }
 
@@ -16,7 +16,7 @@ macro_rules! message_columns {
 /// attributes (scalar subqueries: SQLite's `RETURNING` cannot join).
 macro_rules! claimed_returning {
     () => {
-        "messages.id, messages.campaign_id, messages.contact_id, messages.variant, messages.dispatches, \
+        "messages.id, messages.campaign_id, messages.contact_id, messages.variant, messages.hand_offs, \
          messages.attempts, messages.carrier, messages.phone_number, \
          (SELECT name FROM contacts WHERE contacts.id = messages.contact_id) AS name, \
          (SELECT attributes FROM contacts WHERE contacts.id = messages.contact_id) AS attributes"
@@ -229,7 +229,7 @@ macro_rules! impl_sending_store {
             }
             // One statement takes the oldest due messages and returns what their jobs need.
             let rows: Vec<$crate::store::rows::ClaimedRow> = sqlx::query_as(concat!(
-                "UPDATE messages SET status = 'sending', dispatches = dispatches + 1, updated_at = $2, handed_day = $4 \
+                "UPDATE messages SET status = 'sending', hand_offs = hand_offs + 1, updated_at = $2, handed_day = $4 \
                  WHERE status = 'queued' AND id IN (SELECT m.id FROM messages m JOIN contacts k ON k.id = m.contact_id \
                  WHERE m.campaign_id = $1 AND m.status = 'queued' AND m.not_before <= $2 AND NOT k.opted_out \
                  ORDER BY m.not_before, m.id LIMIT $3) RETURNING ",
@@ -282,7 +282,7 @@ macro_rules! impl_sending_store {
             new_hand_off: bool,
         ) -> Result<Vec<$crate::domain::message::ClaimedMessage>, $crate::store::StoreError> {
             let rows: Vec<$crate::store::rows::ClaimedRow> = sqlx::query_as(concat!(
-                "UPDATE messages SET updated_at = $2, dispatches = dispatches + $4 WHERE id IN \
+                "UPDATE messages SET updated_at = $2, hand_offs = hand_offs + $4 WHERE id IN \
                  (SELECT id FROM messages WHERE status = 'sending' AND outcome_unknown_at IS NULL AND updated_at < $1 \
                  ORDER BY updated_at LIMIT $3) AND status = 'sending' RETURNING ",
                 claimed_returning!()
@@ -306,14 +306,14 @@ macro_rules! impl_sending_store {
                 // Slots first: the guard below reads the hand-off the change is for.
                 let releasing: Vec<_> = chunk.iter().filter(|c| c.release_slot).collect();
                 if !releasing.is_empty() {
-                    let mut release = sqlx::QueryBuilder::<$db>::new("WITH v (id, dispatch) AS (");
+                    let mut release = sqlx::QueryBuilder::<$db>::new("WITH v (id, hand_off) AS (");
                     release.push_values(&releasing, |mut row, c| {
-                        row.push_bind(c.id).push_bind(c.dispatch);
+                        row.push_bind(c.id).push_bind(c.hand_off);
                     });
                     release.push(
                         ") UPDATE campaign_days SET handed = campaign_days.handed - d.n FROM \
                          (SELECT m.campaign_id, m.handed_day, COUNT(*) AS n FROM messages m \
-                         JOIN v ON m.id = v.id AND m.dispatches = v.dispatch \
+                         JOIN v ON m.id = v.id AND m.hand_offs = v.hand_off \
                          WHERE m.status = 'sending' AND m.handed_day IS NOT NULL \
                          GROUP BY m.campaign_id, m.handed_day) AS d \
                          WHERE campaign_days.campaign_id = d.campaign_id AND campaign_days.day = d.handed_day",
@@ -321,12 +321,12 @@ macro_rules! impl_sending_store {
                     release.build().execute(&mut *tx).await?;
                 }
                 let mut update = sqlx::QueryBuilder::<$db>::new(
-                    "WITH v (id, dispatch, status, attempts, carrier_message_id, segments, not_before, error, at, \
+                    "WITH v (id, hand_off, status, attempts, carrier_message_id, segments, not_before, error, at, \
                      release_slot, unknown) AS (",
                 );
                 update.push_values(chunk, |mut row, c| {
                     row.push_bind(c.id)
-                        .push_bind(c.dispatch)
+                        .push_bind(c.hand_off)
                         .push_bind(c.status.as_str())
                         .push_bind(c.attempts)
                         .push_bind(c.carrier_message_id.as_deref())
@@ -346,7 +346,7 @@ macro_rules! impl_sending_store {
                      delivered_at = CASE WHEN v.status = 'delivered' THEN v.at ELSE messages.delivered_at END, \
                      outcome_unknown_at = CASE WHEN v.unknown THEN v.at ELSE NULL END, \
                      handed_day = CASE WHEN v.release_slot THEN NULL ELSE messages.handed_day END \
-                     FROM v WHERE messages.id = v.id AND messages.status = 'sending' AND messages.dispatches = v.dispatch \
+                     FROM v WHERE messages.id = v.id AND messages.status = 'sending' AND messages.hand_offs = v.hand_off \
                      AND messages.outcome_unknown_at IS NULL \
                      RETURNING ", message_columns!()
                 ));
