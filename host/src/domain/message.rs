@@ -199,3 +199,20 @@ pub enum SendOutcome {
     /// message fails and the contact is opted out.
     OptedOut { reason: String },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_queued_under_the_former_field_name_is_read() {
+        let id = Uuid::now_v7();
+        let json = format!(
+            r#"{{"message_id":"{id}","dispatch":3,"attempts":0,"outcome":{{"kind":"failed","reason":"x"}},"at":"2026-11-30T00:00:00Z"}}"#
+        );
+        let result: SendResult = serde_json::from_str(&json).expect("old results still parse");
+        assert_eq!(result.hand_off, 3);
+        let written = serde_json::to_value(&result).unwrap();
+        assert_eq!(written["hand_off"], 3, "written under the new name");
+    }
+}
