@@ -6,9 +6,11 @@
 //! Each test runs its own processes against a loopback fake gateway living in
 //! the test process (the `builtin:http` carrier plugin posts `{"id": <message id>,
 //! ...}` to `/send/<process name>`, so the gateway knows which process sent what).
-//! The PostgreSQL tests use a database of their own on
-//! `postgres://postgres@127.0.0.1:5432/postgres` and stream prefixes of their own
-//! on the NATS server at 127.0.0.1:4222; when either is unreachable they are
+//! The PostgreSQL tests use a database of their own on the server of
+//! `TEST_POSTGRES_ADMIN_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
+//! and stream prefixes of their own
+//! on the NATS server at 127.0.0.1:4222 (the NATS-restart test runs `nats-server`
+//! from the `PATH`); when either is unreachable they are
 //! skipped with a notice, except under `CI=true`, where they fail.
 //!
 //! On failure the tail of every process's log is printed and the scratch
@@ -30,9 +32,11 @@ use sqlx::Connection;
 use uuid::Uuid;
 
 const SECRET: &str = "pipeline-test-secret-0123456789abcdef-xyz";
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// PostgreSQL to create the tests' databases on, unless `TEST_POSTGRES_ADMIN_URL` names another.
+const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const SHARED_NATS: &str = "nats://127.0.0.1:4222";
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
+/// The NATS server binary, found on the `PATH` like the other tests' servers.
+const NATS_SERVER: &str = "nats-server";
 /// Leftover databases of crashed runs older than this are dropped (the shared
 /// harness does the same for `HT_<unix time>_…` streams).
 const STALE_AFTER: Duration = Duration::from_secs(2 * 3600);
@@ -223,8 +227,9 @@ async fn two_dispatchers_share_a_campaign_without_sending_twice() {
 /// again on the same port and storage: the campaign completes when it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restarted_mid_campaign_and_the_campaign_completes() {
-    if !Path::new(NATS_SERVER).exists() {
-        unavailable::<()>("nats-server", &format!("{NATS_SERVER} is not installed"));
+    let runs = Command::new(NATS_SERVER).arg("--version").output();
+    if !runs.is_ok_and(|out| out.status.success()) {
+        unavailable::<()>("nats-server", &format!("{NATS_SERVER} is not on the PATH"));
         return;
     }
     let Some(admin) = postgres_admin().await else { return };
@@ -992,7 +997,8 @@ impl Gateway {
 
 /// The admin URL when PostgreSQL answers; stale test databases are dropped on the way.
 async fn postgres_admin() -> Option<String> {
-    let connected = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(ADMIN_URL)).await;
+    let admin_url = std::env::var("TEST_POSTGRES_ADMIN_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.into());
+    let connected = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin_url)).await;
     let mut admin = match connected {
         Ok(Ok(admin)) => admin,
         Ok(Err(e)) => return unavailable("PostgreSQL", &e.to_string()),
@@ -1011,7 +1017,7 @@ async fn postgres_admin() -> Option<String> {
         }
     }
     let _ = admin.close().await;
-    Some(ADMIN_URL.to_string())
+    Some(admin_url)
 }
 
 /// A database of the test's own, dropped when the test ends.
