@@ -10,8 +10,8 @@ use herald::config::CarrierConfig;
 use herald_tests::gateway::{FakeGateway, message_id_of, twilio_carrier, twilio_sid};
 use herald_tests::serde_json::json;
 use herald_tests::{
-    LOG_WEBHOOK_SECRET, LOG_WEBHOOK_SECRET_HEADER, ManualClock, TestServer, eventually, on_both_backends,
-    twilio_signed, window_open_now,
+    LOG_WEBHOOK_SECRET, LOG_WEBHOOK_SECRET_HEADER, ManualClock, TestServer, eventually, fast_retries, on_both_backends,
+    plugin_carrier, twilio_signed, window_open_now,
 };
 
 use crate::sending::{SETTLE, TUESDAY_10AM, active_campaign, at, phones, send, stats_after_a_while};
@@ -69,8 +69,7 @@ on_both_backends! {
         let carriers = vec![twilio_named(&slow, "slow", true), twilio_named(&slower, "slower", false)];
         let Some(server) = TestServer::launch(backend, None, true, |config| {
             config.carriers = carriers;
-            config.dispatch.retry_base_ms = 50;
-            config.dispatch.retry_max_ms = 100;
+            fast_retries(config);
         }).await else { return };
         let user = server.new_user();
         let first = active_campaign(&server, &user, window_open_now(), &phones(3, 0)).await;
@@ -96,8 +95,7 @@ on_both_backends! {
         let Some(server) = TestServer::launch(backend, None, true, |config| {
             config.carriers = vec![twilio];
             config.plugins.http_timeout_ms = 500;
-            config.dispatch.retry_base_ms = 50;
-            config.dispatch.retry_max_ms = 100;
+            fast_retries(config);
             config.dispatch.lease_secs = 8;
             config.dispatch.unknown_outcome_secs = 4;
         }).await else { return };
@@ -138,8 +136,7 @@ on_both_backends! {
         let Some(server) = TestServer::launch(backend, None, true, |config| {
             config.carriers = vec![carrier];
             config.plugins.http_timeout_ms = 300;
-            config.dispatch.retry_base_ms = 50;
-            config.dispatch.retry_max_ms = 100;
+            fast_retries(config);
             config.dispatch.max_attempts = 2;
         }).await else { return };
         let user = server.new_user();
@@ -304,17 +301,7 @@ on_both_backends! {
     async fn a_webhook_flood_neither_trips_the_carrier_nor_stops_sending(server) {
         let backend = server.backend;
         drop(server);
-        let trap = CarrierConfig {
-            name: "trap".into(),
-            plugin: herald_tests::fixtures::WEBHOOK_TRAP.into(),
-            default: true,
-            allowed_hosts: Vec::new(),
-            allow_insecure_http: false,
-            max_per_second: 1_000,
-            max_concurrency: 16,
-            idempotent: false,
-            settings: Default::default(),
-        };
+        let trap = plugin_carrier("trap", herald_tests::fixtures::WEBHOOK_TRAP);
         let Some(server) = TestServer::launch(backend, None, true, |config| {
             config.carriers = vec![trap];
             config.plugins.trip_after_traps = 2;

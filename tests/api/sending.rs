@@ -344,15 +344,8 @@ on_both_backends! {
         let backend = server.backend;
         drop(server);
         let broken = herald::config::CarrierConfig {
-            name: "broken".into(),
-            plugin: herald_tests::fixtures::HOSTILE_CARRIER.into(),
-            default: true,
-            allowed_hosts: Vec::new(),
-            allow_insecure_http: false,
-            max_per_second: 100,
             max_concurrency: 1,
-            idempotent: false,
-            settings: Default::default(),
+            ..herald_tests::plugin_carrier("broken", herald_tests::fixtures::HOSTILE_CARRIER)
         };
         let Some(server) = TestServer::launch(backend, None, true, |config| {
             config.carriers = vec![broken];

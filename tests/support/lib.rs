@@ -48,6 +48,22 @@ pub const LOG_WEBHOOK_SECRET_HEADER: &str = "x-herald-webhook-secret";
 /// The webhook secret [`with_log_webhooks`] configures.
 pub const LOG_WEBHOOK_SECRET: &str = "log-webhook-secret";
 
+/// The default carrier of a test: the plugin at `plugin` (a fixture's path
+/// or `builtin:…`), no HTTP, the shipped rate and concurrency defaults.
+pub fn plugin_carrier(name: &str, plugin: &str) -> herald::config::CarrierConfig {
+    let mut carrier = Config::default().carriers.remove(0);
+    carrier.name = name.into();
+    carrier.plugin = plugin.into();
+    carrier
+}
+
+/// Retries after a few milliseconds instead of the production 30 s, so a
+/// test sees every attempt a message gets.
+pub fn fast_retries(config: &mut Config) {
+    config.dispatch.retry_base_ms = 50;
+    config.dispatch.retry_max_ms = 100;
+}
+
 /// The defaults every test server starts from: log-carrier webhooks enabled.
 fn test_defaults() -> Config {
     let mut config = Config::default();

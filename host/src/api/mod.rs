@@ -260,6 +260,21 @@ const MULTIPART_SLACK: u64 = 64 * 1024;
 const DRAIN_CAP: u64 = 256 * 1024 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Reads and drops up to `max` more bytes of `body`, for at most `timeout`:
+/// a client still sending an oversized body then reads the 413 instead of
+/// seeing its connection reset.
+pub(crate) async fn drain(body: &mut salvo::http::ReqBody, max: u64, timeout: Duration) {
+    let mut drained = 0u64;
+    let read = async {
+        while drained < max
+            && let Some(Ok(frame)) = body.frame().await
+        {
+            drained += frame.data_ref().map_or(0, |data| data.len() as u64);
+        }
+    };
+    let _ = tokio::time::timeout(timeout, read).await;
+}
+
 /// Caps request bodies at the given number of bytes: declared-too-large bodies
 /// get a 413 before any handler runs; bodies of unknown length are cut off when read.
 struct BodyLimit(u64);
@@ -277,9 +292,7 @@ impl Handler for BodyLimit {
             return;
         };
         if declared <= DRAIN_CAP {
-            let mut body = req.take_body();
-            let drain = async { while let Some(Ok(_)) = body.frame().await {} };
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+            drain(&mut req.take_body(), DRAIN_CAP, DRAIN_TIMEOUT).await;
         }
         res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
         problem::write_problem(res, &ApiError::TooLarge(self.0).to_problem());

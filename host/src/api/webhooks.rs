@@ -6,9 +6,9 @@ use http_body_util::BodyExt;
 use salvo::prelude::*;
 use uuid::Uuid;
 
-use super::App;
 use super::extract::app;
 use super::problem::{ApiError, Problem};
+use super::{App, drain};
 use crate::bus::event::{Event, build};
 use crate::config::CarrierConfig;
 use crate::domain::contact::ConsentSource;
@@ -110,7 +110,7 @@ fn webhooks_enabled(carrier: &CarrierConfig) -> bool {
 const LOG_WEBHOOK_SECRET: &str = "webhook_secret";
 
 /// The query parameter naming Herald's message id in a status callback URL.
-pub const MESSAGE_ID_PARAM: &str = "herald_message_id";
+const MESSAGE_ID_PARAM: &str = "herald_message_id";
 
 fn query_message_id(query: &str) -> Option<Uuid> {
     form_urlencoded::parse(query.as_bytes())
@@ -142,8 +142,8 @@ async fn webhook_request(app: &App, req: &mut Request) -> Result<WebhookRequest,
     })
 }
 
-/// Past the limit, this much more of a body is read and dropped (for at most
-/// [`DRAIN_TIME`]) so a client still sending sees the 413, not a reset.
+/// Past the limit, this much more of a body is drained (for at most
+/// [`DRAIN_TIME`]): less than for declared lengths, since nothing bounds it.
 const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -157,15 +157,7 @@ async fn read_limited(req: &mut Request, limit: u64) -> Result<Vec<u8>, ApiError
         let Ok(data) = frame.into_data() else { continue };
         if (body.len() + data.len()) as u64 > limit {
             drop(body);
-            let mut drained = 0u64;
-            let drain = async {
-                while drained < DRAIN_BYTES
-                    && let Some(Ok(frame)) = stream.frame().await
-                {
-                    drained += frame.data_ref().map_or(0, |d| d.len() as u64);
-                }
-            };
-            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            drain(&mut stream, DRAIN_BYTES, DRAIN_TIME).await;
             return Err(ApiError::TooLarge(limit));
         }
         body.extend_from_slice(&data);

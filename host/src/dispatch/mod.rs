@@ -159,7 +159,7 @@ impl Dispatcher {
                 }
             };
             tokio::select! {
-                outcome = self.deliver(job, &delivery, now) => outcome,
+                outcome = self.deliver(job, now) => outcome,
                 () = heartbeat => unreachable!("the heartbeat never ends"),
             }
         };
@@ -182,7 +182,7 @@ impl Dispatcher {
 
     /// The job's outcome; `None` when it waited so long that it may already be
     /// handed out again (the job is dropped unsent).
-    async fn deliver(&self, job: &SendJob, delivery: &Delivery<SendJob>, now: DateTime<Utc>) -> Option<SendOutcome> {
+    async fn deliver(&self, job: &SendJob, now: DateTime<Utc>) -> Option<SendOutcome> {
         let window = match parse_window(&job.window) {
             Ok(window) => window,
             Err(reason) => return Some(SendOutcome::Failed { reason }),
@@ -284,8 +284,8 @@ impl Dispatcher {
                     if waiting_since.elapsed() + pause > MAX_RATE_LIMIT_WAIT {
                         return Some(self.postpone(pause, "carrier rate-limited"));
                     }
-                    // Slow down instead of spending an attempt: wait, then try again.
-                    delivery.working().await;
+                    // Slow down instead of spending an attempt: wait (the heartbeat
+                    // keeps the job ours), then try again.
                     continue;
                 }
                 Err(PluginError::Tripped { retry_in, .. }) => {
