@@ -16,6 +16,8 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::ids::UserId;
+
 use crate::config::AuthConfig;
 
 const SECRET_FILE: &str = "jwt_secret";
@@ -104,14 +106,17 @@ impl Verifier {
     }
 
     /// The user id (`sub`) of a valid token.
-    pub fn verify(&self, token: &str) -> Result<Uuid, AuthError> {
+    pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
         let data = jsonwebtoken::decode::<VerifiedClaims>(token, &self.key, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
-        Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::Invalid("sub is not a UUID".into()))
+        data.claims
+            .sub
+            .parse()
+            .map_err(|_| AuthError::Invalid("sub is not a UUID".into()))
     }
 
     /// The user id of an `Authorization` header value.
-    pub fn verify_header(&self, header: Option<&str>) -> Result<Uuid, AuthError> {
+    pub fn verify_header(&self, header: Option<&str>) -> Result<UserId, AuthError> {
         let value = header.ok_or(AuthError::Missing)?;
         let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Missing)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
@@ -234,8 +239,8 @@ mod tests {
     #[test]
     fn issued_token_verifies_and_yields_sub() {
         let config = AuthConfig::default();
-        let sub = Uuid::now_v7();
-        let token = issue(&config, SECRET, sub, Duration::from_secs(60)).unwrap();
+        let sub = UserId::new();
+        let token = issue(&config, SECRET, sub.as_uuid(), Duration::from_secs(60)).unwrap();
         let verifier = Verifier::new(&config, SECRET).unwrap();
         assert_eq!(verifier.verify_header(Some(&format!("Bearer {token}"))).unwrap(), sub);
         assert!(matches!(

@@ -1,8 +1,10 @@
 //! Herald: a self-hostable SMS campaign platform.
 //!
-//! Layout by responsibility: [`domain`] (rules, no I/O), [`store`] (sqlx, SQLite and
-//! PostgreSQL behind one trait), [`auth`] (JWT), [`api`] (salvo HTTP edge),
-//! [`config`] and [`cli`].
+//! Layout by responsibility (see `docs/architecture.md`): [`domain`] (rules, no
+//! I/O), [`service`] (use cases over the store), [`store`] (sqlx, SQLite and
+//! PostgreSQL behind capability traits), [`bus`], [`scheduler`], [`dispatch`],
+//! [`plugin`] (the Wasm runtime), [`auth`], [`api`] (salvo HTTP edge), [`config`]
+//! and [`cli`].
 
 pub mod api;
 pub mod auth;
@@ -17,5 +19,6 @@ pub mod outbox;
 pub mod plugin;
 pub mod scheduler;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod telemetry;

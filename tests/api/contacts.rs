@@ -201,7 +201,7 @@ on_both_backends! {
         tx.send(ContactBatch::Abort("the upload broke off".to_string())).await.unwrap();
         drop(tx);
         let campaign_id = campaign.parse().unwrap();
-        let result = store.link_contacts(user.id, campaign_id, rx, chrono::Utc::now()).await;
+        let result = store.link_contacts(user.id.into(), campaign_id, rx, chrono::Utc::now()).await;
         assert!(matches!(result, Err(herald::store::StoreError::Aborted(_))), "{result:?}");
         assert!(phones(&server, &user, &campaign).await.is_empty());
 
@@ -209,7 +209,7 @@ on_both_backends! {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tx.send(ContactBatch::Rows(batch(0))).await.unwrap();
         drop(tx);
-        let result = store.link_contacts(user.id, campaign_id, rx, chrono::Utc::now()).await;
+        let result = store.link_contacts(user.id.into(), campaign_id, rx, chrono::Utc::now()).await;
         assert!(matches!(result, Err(herald::store::StoreError::Aborted(_))), "{result:?}");
         assert!(phones(&server, &user, &campaign).await.is_empty());
         let other = server.create_campaign(&user, json!({})).await;

@@ -3,7 +3,8 @@
 use salvo::prelude::*;
 
 use super::json::Json;
-use uuid::Uuid;
+
+use crate::domain::ids::{CampaignId, UserId};
 
 use super::dto::{CampaignBody, CampaignInput, CampaignList, CampaignQuery, CampaignStats};
 use super::extract::{self, app, user};
@@ -38,7 +39,7 @@ async fn check_templates(app: &App, changes: &CampaignChanges) -> Result<(), Api
     }
 }
 
-pub(super) async fn load(app: &App, user_id: Uuid, id: Uuid) -> Result<Campaign, ApiError> {
+pub(super) async fn load(app: &App, user_id: UserId, id: CampaignId) -> Result<Campaign, ApiError> {
     app.store
         .campaign(user_id, id)
         .await?
@@ -83,7 +84,7 @@ pub async fn create(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
     let input: CampaignInput = extract::json(req, app.config.server.max_body_bytes).await?;
     let changes: CampaignChanges = input.into();
     let created = campaign::create(
-        Uuid::now_v7(),
+        CampaignId::new(),
         user(depot),
         changes.clone(),
         &app.rules(),

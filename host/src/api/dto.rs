@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
-use crate::domain::campaign::{Campaign, CampaignChanges, CampaignStatus, format_time_of_day};
+use crate::domain::campaign::{Campaign, CampaignChanges, CampaignStatus, SendDays};
 use crate::domain::contact::{Contact, ContactChanges, ContactInput};
 use crate::domain::csv_import::ImportReport;
+use crate::domain::ids::{CampaignId, ContactId, TaskId};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::stats::Counters;
+use crate::domain::window::{TimeOfDay, Zone};
 
 /// RFC 3339 in UTC with microseconds, e.g. `2026-11-24T06:17:12.852809Z`: one fixed
 /// width for every timestamp, and several times cheaper than chrono's formatter.
@@ -48,7 +49,8 @@ impl From<CampaignStatus> for Status {
 /// A campaign.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CampaignBody {
-    pub id: Uuid,
+    #[schema(value_type = uuid::Uuid)]
+    pub id: CampaignId,
     #[schema(example = "Spring sale")]
     pub name: String,
     #[schema(example = "Hi {{first_name | default:\"there\"}}, 20% off today!")]
@@ -60,14 +62,14 @@ pub struct CampaignBody {
     pub daily_limit: i32,
     pub total_limit: Option<i32>,
     pub status: Status,
-    #[schema(example = "America/New_York")]
-    pub timezone: String,
-    #[schema(example = "09:00")]
-    pub send_window_start: String,
-    #[schema(example = "18:00")]
-    pub send_window_end: String,
-    #[schema(example = json!(["mon", "tue", "wed", "thu", "fri"]))]
-    pub send_days: Vec<String>,
+    #[schema(value_type = String, example = "America/New_York")]
+    pub timezone: Zone,
+    #[schema(value_type = String, example = "09:00")]
+    pub send_window_start: TimeOfDay,
+    #[schema(value_type = String, example = "18:00")]
+    pub send_window_end: TimeOfDay,
+    #[schema(value_type = Vec<String>, example = json!(["mon", "tue", "wed", "thu", "fri"]))]
+    pub send_days: SendDays,
     /// Configured carrier name; null means the default carrier.
     pub carrier: Option<String>,
     #[serde(serialize_with = "rfc3339")]
@@ -87,10 +89,10 @@ impl From<Campaign> for CampaignBody {
             daily_limit: c.daily_limit,
             total_limit: c.total_limit,
             status: c.status.into(),
-            timezone: c.timezone.name().to_string(),
-            send_window_start: format_time_of_day(c.send_window_start),
-            send_window_end: format_time_of_day(c.send_window_end),
-            send_days: c.send_days.names().into_iter().map(String::from).collect(),
+            timezone: c.timezone,
+            send_window_start: c.send_window_start,
+            send_window_end: c.send_window_end,
+            send_days: c.send_days,
             carrier: c.carrier,
             created_at: c.created_at,
             updated_at: c.updated_at,
@@ -221,7 +223,8 @@ impl CampaignList {
 /// A contact.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ContactBody {
-    pub id: Uuid,
+    #[schema(value_type = uuid::Uuid)]
+    pub id: ContactId,
     #[schema(example = "+15551234567")]
     pub phone_number: String,
     pub name: String,
@@ -412,7 +415,8 @@ pub struct Health {
 /// `202` answer to `POST /campaigns/{id}/send`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SendAccepted {
-    pub task_id: Uuid,
+    #[schema(value_type = uuid::Uuid)]
+    pub task_id: TaskId,
     /// `Campaign sending initiated`, or `Campaign queued for next business day`
     /// when the send window is closed now.
     #[schema(example = "Campaign sending initiated")]
@@ -426,8 +430,10 @@ pub struct SendAccepted {
 /// A send task and its messages' progress.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskBody {
-    pub task_id: Uuid,
-    pub campaign_id: Uuid,
+    #[schema(value_type = uuid::Uuid)]
+    pub task_id: TaskId,
+    #[schema(value_type = uuid::Uuid)]
+    pub campaign_id: CampaignId,
     /// `scheduled` (waiting for the window), `running`, or `completed` (every message final).
     #[schema(example = "running")]
     pub status: &'static str,

@@ -3,7 +3,9 @@
 use salvo::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
-use uuid::Uuid;
+use std::str::FromStr;
+
+use crate::domain::ids::UserId;
 
 use super::problem::ApiError;
 use super::{App, CurrentUser};
@@ -18,7 +20,7 @@ pub fn app(depot: &Depot) -> &App {
 }
 
 /// The authenticated user, set by the auth hoop.
-pub fn user(depot: &Depot) -> Uuid {
+pub fn user(depot: &Depot) -> UserId {
     depot
         .get_typed::<CurrentUser>()
         .expect("auth hoop runs before handlers")
@@ -78,10 +80,11 @@ fn shape_error(path: &str, message: &str) -> FieldError {
     FieldError::new(if field.is_empty() { "body".into() } else { field }, message)
 }
 
-/// A path id; anything but a UUID is a 400.
-pub fn path_id(req: &Request, name: &str) -> Result<Uuid, ApiError> {
+/// A path id (`CampaignId`, `ContactId`, …); anything but a UUID is a 400.
+pub fn path_id<Id: FromStr>(req: &Request, name: &str) -> Result<Id, ApiError> {
     let raw = req.param::<String>(name).unwrap_or_default();
-    Uuid::parse_str(&raw).map_err(|_| ApiError::BadRequest(format!("{name} {raw:?} is not a UUID")))
+    raw.parse()
+        .map_err(|_| ApiError::BadRequest(format!("{name} {raw:?} is not a UUID")))
 }
 
 pub fn page(req: &Request) -> Result<PageRequest, ApiError> {

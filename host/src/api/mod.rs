@@ -28,6 +28,8 @@ use salvo::http::{HeaderValue, Method};
 use salvo::prelude::*;
 use uuid::Uuid;
 
+use crate::domain::ids::UserId;
+
 use crate::auth::Verifier;
 use crate::bus::Bus;
 use crate::bus::event::Event;
@@ -58,7 +60,7 @@ pub struct App {
     /// Webhook calls per carrier at once (`server.webhook_concurrency`).
     webhook_slots: HashMap<String, Arc<Semaphore>>,
     /// Users known to exist, so provisioning costs one write per user, not per request.
-    known_users: RwLock<HashSet<Uuid>>,
+    known_users: RwLock<HashSet<UserId>>,
 }
 
 impl App {
@@ -114,7 +116,7 @@ impl App {
         }
     }
 
-    async fn ensure_user(&self, user_id: Uuid) -> Result<(), ApiError> {
+    async fn ensure_user(&self, user_id: UserId) -> Result<(), ApiError> {
         if self.known_users.read().expect("lock").contains(&user_id) {
             return Ok(());
         }
@@ -126,7 +128,7 @@ impl App {
 
 /// The authenticated user of a request.
 #[derive(Debug, Clone, Copy)]
-pub struct CurrentUser(pub Uuid);
+pub struct CurrentUser(pub UserId);
 
 /// Rounds of an optimistic read-modify-write before the API gives up.
 const WRITE_ATTEMPTS: u32 = 50;

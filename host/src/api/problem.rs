@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use crate::domain::csv_import::CsvFileError;
 use crate::domain::{DomainError, FieldError};
+use crate::service::ServiceError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +190,18 @@ impl From<StoreError> for ApiError {
             StoreError::Busy(_) => Self::Unavailable("the database is busy; retry shortly".into()),
             StoreError::MissingReference(_) => Self::NotFound("campaign"),
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Domain(e) => e.into(),
+            ServiceError::Csv(e) => e.into(),
+            ServiceError::NotSendable(reason) => Self::BadRequest(reason),
+            ServiceError::Internal(reason) => Self::Internal(reason),
         }
     }
 }

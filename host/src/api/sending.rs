@@ -1,18 +1,15 @@
 //! Sending a campaign and following its task (SPEC §3.8).
 
 use salvo::prelude::*;
-use uuid::Uuid;
 
 use super::campaigns::load;
 use super::dto::{SendAccepted, TaskBody};
 use super::extract::{self, app, user};
 use super::problem::{ApiError, Problem};
-use crate::bus::event::build;
 use crate::domain::campaign;
-use crate::domain::message::{MessageStatus, SendRequest};
+use crate::domain::message::MessageStatus;
 use crate::domain::stats::{Counters, task_status};
-use crate::domain::variant::variant_for;
-use crate::domain::window::SendWindow;
+use crate::service;
 
 /// Queue the campaign's eligible contacts for sending.
 ///
@@ -33,50 +30,18 @@ pub async fn send(req: &mut Request, depot: &mut Depot, res: &mut Response) -> R
     let user_id = user(depot);
     let campaign = load(app, user_id, extract::path_id(req, "id")?).await?;
     campaign::check_sendable(&campaign)?;
-    let now = app.clock.now();
-    let window = SendWindow::of(&campaign);
-    let scheduled_for = (!window.is_open(now)).then(|| window.next_open(now));
-    let carrier = campaign
-        .carrier
-        .clone()
-        .or_else(|| app.config.default_carrier().map(str::to_string))
-        .ok_or_else(|| ApiError::BadRequest("no carrier is configured for this campaign".into()))?;
-    let b_percentage = campaign.message_template_b.as_ref().and(campaign.ab_test_percentage);
-    let request = SendRequest {
-        task_id: Uuid::now_v7(),
-        user_id,
-        campaign_id: campaign.id,
-        b_percentage,
-        carrier,
-        not_before: scheduled_for.unwrap_or(now),
-        scheduled_for,
-        now,
-    };
-    let assign = |contact: Uuid| variant_for(campaign.id, contact, b_percentage);
-    let queued = app
-        .store
-        .queue_send(&request, campaign.total_limit, &assign)
-        .await?
-        .ok_or_else(|| ApiError::BadRequest("only an active campaign can be sent".into()))?;
-    app.publish(vec![build::send_started(
-        user_id,
-        campaign.id,
-        request.task_id,
-        queued,
-        scheduled_for,
-        now,
-    )])
-    .await;
+    let queued = service::sending::queue(&*app.store, &campaign, app.config.default_carrier(), app.clock.now()).await?;
+    app.publish(vec![queued.event.clone()]).await;
     app.scheduler.wake();
     res.status_code(StatusCode::ACCEPTED);
     res.render(Json(SendAccepted {
-        task_id: request.task_id,
-        message: match scheduled_for {
+        task_id: queued.task_id,
+        message: match queued.scheduled_for {
             None => "Campaign sending initiated",
             Some(_) => "Campaign queued for next business day",
         },
-        queued,
-        scheduled_for,
+        queued: queued.queued,
+        scheduled_for: queued.scheduled_for,
     }));
     Ok(())
 }

@@ -4,20 +4,16 @@
 
 use http_body_util::BodyExt;
 use salvo::prelude::*;
-use uuid::Uuid;
+
+use crate::domain::ids::MessageId;
 
 use super::extract::app;
 use super::problem::{ApiError, Problem};
 use super::{App, drain};
-use crate::bus::event::{Event, build};
 use crate::config::CarrierConfig;
-use crate::domain::contact::ConsentSource;
-use crate::domain::keyword::{Keyword, classify_inbound};
-use crate::domain::message::{MessageStatus, Receipt, ReceiptOutcome};
-use crate::domain::{NUL_MESSAGE, check_text};
-use crate::plugin::carrier::{DeliveryStatus, WebhookError, WebhookEvent, WebhookKind, WebhookRequest};
+use crate::plugin::carrier::{WebhookError, WebhookEvent, WebhookKind, WebhookRequest};
 use crate::plugin::http::plugin_headers;
-use crate::store::ConsentTarget;
+use crate::service;
 
 /// Delivery receipts from a carrier.
 #[utoipa::path(post, path = "/webhooks/{carrier}/status", tag = "webhooks",
@@ -89,7 +85,17 @@ async fn receive(req: &mut Request, depot: &Depot, res: &mut Response, kind: Web
     };
     let mut published = Vec::new();
     for event in events {
-        published.extend(apply(app, &name, event, message_id).await?);
+        published.extend(
+            service::webhook::apply(
+                &*app.store,
+                &app.phone_policy,
+                &name,
+                event,
+                message_id,
+                app.clock.now(),
+            )
+            .await?,
+        );
     }
     app.publish(published).await;
     res.status_code(StatusCode::NO_CONTENT);
@@ -112,7 +118,7 @@ const LOG_WEBHOOK_SECRET: &str = "webhook_secret";
 /// The query parameter naming Herald's message id in a status callback URL.
 const MESSAGE_ID_PARAM: &str = "herald_message_id";
 
-fn query_message_id(query: &str) -> Option<Uuid> {
+fn query_message_id(query: &str) -> Option<MessageId> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == MESSAGE_ID_PARAM)
         .and_then(|(_, value)| value.parse().ok())
@@ -163,74 +169,4 @@ async fn read_limited(req: &mut Request, limit: u64) -> Result<Vec<u8>, ApiError
         body.extend_from_slice(&data);
     }
     Ok(body)
-}
-
-/// Applies one webhook event; returns the events to publish.
-async fn apply(
-    app: &App,
-    carrier: &str,
-    event: WebhookEvent,
-    message_id: Option<Uuid>,
-) -> Result<Vec<Event>, ApiError> {
-    let now = app.clock.now();
-    match event {
-        WebhookEvent::Delivery(update) => {
-            // Text the database cannot store (PostgreSQL refuses NUL) is not a
-            // carrier id Herald ever recorded.
-            if check_text(&update.carrier_message_id).is_err() {
-                return Err(ApiError::BadRequest(format!("carrier_message_id {NUL_MESSAGE}")));
-            }
-            let receipt = Receipt {
-                carrier: carrier.to_string(),
-                carrier_message_id: update.carrier_message_id,
-                status: match update.status {
-                    DeliveryStatus::Delivered => MessageStatus::Delivered,
-                    DeliveryStatus::Failed => MessageStatus::Failed,
-                    DeliveryStatus::Sent => MessageStatus::Sent,
-                },
-                error: update.error.map(|e| e.replace('\0', "")),
-                message_id,
-                at: now,
-            };
-            match app.store.apply_receipt(&receipt).await? {
-                ReceiptOutcome::Applied(message) => Ok(build::message(&message, now).into_iter().collect()),
-                ReceiptOutcome::Kept => {
-                    tracing::debug!(carrier, id = %receipt.carrier_message_id, "receipt before its send result; kept");
-                    Ok(Vec::new())
-                }
-                ReceiptOutcome::Ignored => Ok(Vec::new()),
-            }
-        }
-        WebhookEvent::Inbound(message) => {
-            // Numbered like contacts, so "+1 (202) 555-0177" finds "+12025550177";
-            // a sender no contact can have (not a number, NUL…) changes nothing.
-            let Ok(from) = app.phone_policy.normalize(&message.from) else {
-                tracing::debug!(carrier, "inbound message from a number no contact can have; ignored");
-                return Ok(Vec::new());
-            };
-            let opted_out = match classify_inbound(&message.body) {
-                Keyword::OptOut => true,
-                Keyword::OptIn => false,
-                Keyword::Other => {
-                    let owners = app.store.owners_messaged(carrier, &from).await?;
-                    return Ok(owners
-                        .into_iter()
-                        .map(|owner| build::inbound(owner, carrier, &from, &message.to, &message.body, now))
-                        .collect());
-                }
-            };
-            let detail = format!("{} via {carrier}", message.body.trim().to_uppercase());
-            let target = ConsentTarget::Phone {
-                carrier,
-                phone_number: &from,
-            };
-            let (contacts, cancelled) = app
-                .store
-                .set_consent(target, opted_out, ConsentSource::Keyword, &detail, now)
-                .await?;
-            let mut events: Vec<Event> = contacts.iter().map(|c| build::consent(c, "keyword", now)).collect();
-            events.extend(cancelled.iter().filter_map(|m| build::message(m, now)));
-            Ok(events)
-        }
-    }
 }

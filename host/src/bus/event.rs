@@ -1,6 +1,7 @@
 //! Events (SPEC §6): every change of state, as a CloudEvents 1.0 envelope.
 //! Schemas of `data` are documented and versioned in `docs/events.md`.
 
+use crate::domain::ids::UserId;
 use std::borrow::Cow;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -18,7 +19,7 @@ pub const SYSTEM_OWNER: &str = "system";
 pub struct Event {
     pub id: Uuid,
     /// The tenant it belongs to; `None` for system events.
-    pub owner: Option<Uuid>,
+    pub owner: Option<UserId>,
     /// `campaign`, `contacts`, `send`, `message`, `contact`, `inbound`, `carrier`.
     /// Owned only when read back from the outbox.
     pub entity: Cow<'static, str>,
@@ -47,7 +48,7 @@ struct CloudEvent<'a> {
 impl Event {
     /// A new event with a fresh id.
     pub fn new(
-        owner: Option<Uuid>,
+        owner: Option<UserId>,
         entity: &'static str,
         action: &'static str,
         subject: impl ToString,
@@ -108,11 +109,11 @@ impl Event {
 pub mod build {
     use chrono::{DateTime, Utc};
     use serde_json::json;
-    use uuid::Uuid;
 
     use super::Event;
     use crate::domain::campaign::Campaign;
     use crate::domain::contact::Contact;
+    use crate::domain::ids::{CampaignId, TaskId, UserId};
     use crate::domain::message::{MessageRecord, MessageStatus};
 
     /// `campaign.created|updated|deleted|status_changed`.
@@ -134,8 +135,8 @@ pub mod build {
 
     /// `contacts.imported`: contacts added to a campaign (JSON or CSV).
     pub fn contacts_imported(
-        user: Uuid,
-        campaign_id: Uuid,
+        user: UserId,
+        campaign_id: CampaignId,
         added: u64,
         duplicates: u64,
         errors: u64,
@@ -160,9 +161,9 @@ pub mod build {
 
     /// `send.started`: a send request queued messages.
     pub fn send_started(
-        user: Uuid,
-        campaign_id: Uuid,
-        task_id: Uuid,
+        user: UserId,
+        campaign_id: CampaignId,
+        task_id: TaskId,
         queued: u64,
         scheduled_for: Option<DateTime<Utc>>,
         at: DateTime<Utc>,
@@ -231,7 +232,7 @@ pub mod build {
     }
 
     /// `inbound.received`: a message from a contact that is not a keyword.
-    pub fn inbound(user: Uuid, carrier: &str, from: &str, to: &str, body: &str, at: DateTime<Utc>) -> Event {
+    pub fn inbound(user: UserId, carrier: &str, from: &str, to: &str, body: &str, at: DateTime<Utc>) -> Event {
         Event::new(
             Some(user),
             "inbound",
@@ -262,7 +263,7 @@ mod tests {
 
     #[test]
     fn envelope_is_cloudevents_structured_json() {
-        let user = Uuid::now_v7();
+        let user = UserId::new();
         let event = Event::new(
             Some(user),
             "campaign",

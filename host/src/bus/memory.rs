@@ -154,11 +154,10 @@ mod tests {
     use super::*;
     use crate::bus::{SendOutcome, SendResult};
     use chrono::Utc;
-    use uuid::Uuid;
 
     fn result(hand_off: i32) -> SendResult {
         SendResult {
-            message_id: Uuid::now_v7(),
+            message_id: crate::domain::ids::MessageId::new(),
             hand_off,
             attempts: 0,
             outcome: SendOutcome::Failed { reason: "x".into() },

@@ -7,6 +7,8 @@ pub mod event;
 pub mod memory;
 pub mod nats;
 
+use crate::domain::ids::{CampaignId, MessageId, UserId};
+use crate::domain::window::SendWindow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +17,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast, watch};
-use uuid::Uuid;
 
 use crate::bus::event::Event;
 pub use crate::domain::message::{SendOutcome, SendResult};
@@ -34,9 +35,9 @@ pub enum BusError {
 /// database credentials, so nothing may be looked up later.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SendJob {
-    pub message_id: Uuid,
-    pub campaign_id: Uuid,
-    pub user_id: Uuid,
+    pub message_id: MessageId,
+    pub campaign_id: CampaignId,
+    pub user_id: UserId,
     /// Which hand-off of this message this job is; its result names it, and a
     /// result for an older hand-off is ignored. With `message_id` it is the
     /// job's deduplication key. (Called `dispatch` before 0.1's edges work:
@@ -52,22 +53,10 @@ pub struct SendJob {
     pub template: String,
     pub variables: Vec<(String, String)>,
     /// The campaign's send window, checked again just before sending.
-    pub window: WindowSpec,
+    pub window: SendWindow,
     /// After this instant the job is stale: the api role will have handed the
     /// message out again, so a dispatcher drops it unsent.
     pub deadline: DateTime<Utc>,
-}
-
-/// A campaign's send window as it travels in a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WindowSpec {
-    pub timezone: String,
-    /// `HH:MM`
-    pub start: String,
-    /// `HH:MM`
-    pub end: String,
-    /// `mon`…`sun`
-    pub days: Vec<String>,
 }
 
 /// One message taken from the bus. Acknowledge it once handled; until then a
@@ -377,7 +366,7 @@ impl Outbox for Backlog {
 }
 
 /// The deduplication key of a job or result.
-pub fn hand_off_key(message_id: Uuid, hand_off: i32) -> String {
+pub fn hand_off_key(message_id: MessageId, hand_off: i32) -> String {
     format!("{message_id}.{hand_off}")
 }
 
@@ -392,7 +381,7 @@ mod tests {
     #[derive(Default)]
     struct Flaky {
         down: AtomicBool,
-        taken: Mutex<Vec<Uuid>>,
+        taken: Mutex<Vec<uuid::Uuid>>,
     }
 
     #[async_trait]
@@ -441,7 +430,7 @@ mod tests {
 
         bus.down.store(false, Ordering::Release);
         assert_eq!(relay_batch(&bus, &backlog).await.unwrap(), 3);
-        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
         assert_eq!(*bus.taken.lock().unwrap(), ids);
         assert!(backlog.oldest(10).await.unwrap().is_empty(), "forgotten once taken");
     }

@@ -15,12 +15,11 @@ use tokio::task::JoinSet;
 
 use crate::backoff;
 use crate::bus::event::{Event, build};
-use crate::bus::{self, Backlog, Bus, Consumer, Delivery, SendJob, SendOutcome, SendResult, WindowSpec};
+use crate::bus::{self, Backlog, Bus, Consumer, Delivery, SendJob, SendOutcome, SendResult};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::domain::campaign::{SendDays, parse_time_of_day};
+use crate::domain::ids::MessageId;
 use crate::domain::refusal::{Refusal, classify, outcome_unknown};
-use crate::domain::window::SendWindow;
 use crate::plugin::carrier::{Message, Reach, SendError};
 use crate::plugin::{PluginError, Plugins};
 use gate::CarrierGate;
@@ -51,7 +50,7 @@ pub struct Dispatcher {
     workers: Arc<Semaphore>,
     /// Jobs being worked on here, by message and hand-off: a redelivery of one
     /// of them (the bus's ack wait passed) is not sent a second time.
-    working: Mutex<HashSet<(uuid::Uuid, i32)>>,
+    working: Mutex<HashSet<(MessageId, i32)>>,
     /// The latest a carrier call may start before a job's deadline.
     start_by: chrono::Duration,
     /// How long a carrier reporting itself misconfigured is paused.
@@ -183,10 +182,7 @@ impl Dispatcher {
     /// The job's outcome; `None` when it waited so long that it may already be
     /// handed out again (the job is dropped unsent).
     async fn deliver(&self, job: &SendJob, now: DateTime<Utc>) -> Option<SendOutcome> {
-        let window = match parse_window(&job.window) {
-            Ok(window) => window,
-            Err(reason) => return Some(SendOutcome::Failed { reason }),
-        };
+        let window = job.window;
         if !window.is_open(now) {
             return Some(SendOutcome::Postponed {
                 until: window.next_open(now),
@@ -373,15 +369,4 @@ fn outcome_label(outcome: &SendOutcome) -> &'static str {
         SendOutcome::Unknown { .. } => "unknown",
         SendOutcome::OptedOut { .. } => "opted_out",
     }
-}
-
-/// The window a job carries, back in domain form.
-pub fn parse_window(spec: &WindowSpec) -> Result<SendWindow, String> {
-    let bad = |what: &str| format!("job has a bad send window ({what})");
-    Ok(SendWindow {
-        timezone: spec.timezone.parse().map_err(|_| bad("timezone"))?,
-        start: parse_time_of_day(&spec.start).map_err(|_| bad("start"))?,
-        end: parse_time_of_day(&spec.end).map_err(|_| bad("end"))?,
-        days: SendDays::parse(&spec.days).map_err(|_| bad("days"))?,
-    })
 }

@@ -1,19 +1,20 @@
 //! Campaigns: field rules, defaults, status moves and what may change when.
 
-use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveTime, Utc, Weekday};
-use chrono_tz::Tz;
-use uuid::Uuid;
+use chrono::{DateTime, Utc, Weekday};
+use serde::{Deserialize, Serialize};
 
+use super::ids::{CampaignId, UserId};
+use super::window::{TimeOfDay, Zone};
 use super::{DomainError, Errors, check_name, template};
 
 pub const DEFAULT_DAILY_LIMIT: i32 = 125;
 pub const MAX_DAILY_LIMIT: i64 = 1000;
 pub const DEFAULT_AB_PERCENTAGE: i32 = 50;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::Display, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum CampaignStatus {
     Draft,
     Active,
@@ -25,12 +26,7 @@ impl CampaignStatus {
     pub const ALL: [CampaignStatus; 4] = [Self::Draft, Self::Active, Self::Paused, Self::Completed];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Draft => "draft",
-            Self::Active => "active",
-            Self::Paused => "paused",
-            Self::Completed => "completed",
-        }
+        self.into()
     }
 
     /// The status moves a user may make; `completed` is final.
@@ -40,12 +36,6 @@ impl CampaignStatus {
             (self, to),
             (Draft, Active) | (Active, Paused) | (Paused, Active) | (Active, Completed) | (Paused, Completed)
         )
-    }
-}
-
-impl fmt::Display for CampaignStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -59,9 +49,33 @@ impl FromStr for CampaignStatus {
     }
 }
 
-/// The weekdays a campaign may send on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The weekdays a campaign may send on; written as a list of `mon`…`sun`,
+/// stored as bits (bit 0 is Monday).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
 pub struct SendDays(u8);
+
+impl TryFrom<Vec<String>> for SendDays {
+    type Error = String;
+
+    fn try_from(days: Vec<String>) -> Result<Self, String> {
+        Self::parse(&days)
+    }
+}
+
+impl From<SendDays> for Vec<String> {
+    fn from(days: SendDays) -> Self {
+        days.names().into_iter().map(str::to_string).collect()
+    }
+}
+
+impl TryFrom<i32> for SendDays {
+    type Error = String;
+
+    fn try_from(bits: i32) -> Result<Self, String> {
+        Self::from_bits(bits).ok_or_else(|| format!("{bits} is not a set of weekdays"))
+    }
+}
 
 impl SendDays {
     const NAMES: [&'static str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
@@ -106,23 +120,10 @@ impl SendDays {
     }
 }
 
-/// Parses a window bound written `HH:MM` (24-hour clock).
-pub fn parse_time_of_day(value: &str) -> Result<NaiveTime, String> {
-    let well_formed = value.len() == 5 && value.as_bytes()[2] == b':';
-    well_formed
-        .then(|| NaiveTime::parse_from_str(value, "%H:%M").ok())
-        .flatten()
-        .ok_or_else(|| format!("must be a time written HH:MM (got {value:?})"))
-}
-
-pub fn format_time_of_day(time: NaiveTime) -> String {
-    time.format("%H:%M").to_string()
-}
-
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Campaign {
-    pub id: Uuid,
-    pub user_id: Uuid,
+    pub id: CampaignId,
+    pub user_id: UserId,
     pub name: String,
     pub message_template: String,
     pub message_template_b: Option<String>,
@@ -130,9 +131,10 @@ pub struct Campaign {
     pub daily_limit: i32,
     pub total_limit: Option<i32>,
     pub status: CampaignStatus,
-    pub timezone: Tz,
-    pub send_window_start: NaiveTime,
-    pub send_window_end: NaiveTime,
+    pub timezone: Zone,
+    pub send_window_start: TimeOfDay,
+    pub send_window_end: TimeOfDay,
+    #[sqlx(try_from = "i32")]
     pub send_days: SendDays,
     pub carrier: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -184,8 +186,8 @@ pub struct CampaignRules<'a> {
 
 /// Builds a new `draft` campaign from a create request.
 pub fn create(
-    id: Uuid,
-    user_id: Uuid,
+    id: CampaignId,
+    user_id: UserId,
     changes: CampaignChanges,
     rules: &CampaignRules<'_>,
     now: DateTime<Utc>,
@@ -210,9 +212,9 @@ pub fn create(
         daily_limit: DEFAULT_DAILY_LIMIT,
         total_limit: None,
         status: CampaignStatus::Draft,
-        timezone: chrono_tz::America::New_York,
-        send_window_start: NaiveTime::from_hms_opt(9, 0, 0).expect("valid time"),
-        send_window_end: NaiveTime::from_hms_opt(18, 0, 0).expect("valid time"),
+        timezone: Zone(chrono_tz::America::New_York),
+        send_window_start: TimeOfDay::hm(9, 0),
+        send_window_end: TimeOfDay::hm(18, 0),
         send_days: SendDays::weekdays(),
         carrier: None,
         created_at: now,
@@ -307,19 +309,16 @@ fn apply_fields(
         };
     }
     if let Some(zone) = changes.timezone {
-        let parsed = zone
-            .parse::<Tz>()
-            .map_err(|_| format!("{zone:?} is not an IANA time zone such as \"America/New_York\""));
-        c.timezone = errors.check("timezone", parsed).unwrap_or(c.timezone);
+        c.timezone = errors.check("timezone", zone.parse()).unwrap_or(c.timezone);
     }
     if let Some(start) = changes.send_window_start {
         c.send_window_start = errors
-            .check("send_window_start", parse_time_of_day(&start))
+            .check("send_window_start", start.parse())
             .unwrap_or(c.send_window_start);
     }
     if let Some(end) = changes.send_window_end {
         c.send_window_end = errors
-            .check("send_window_end", parse_time_of_day(&end))
+            .check("send_window_end", end.parse())
             .unwrap_or(c.send_window_end);
     }
     if c.send_window_start >= c.send_window_end {
@@ -415,7 +414,14 @@ mod tests {
     }
 
     fn created() -> Campaign {
-        create(Uuid::nil(), Uuid::nil(), minimal(), &rules(), Utc::now()).unwrap()
+        create(
+            CampaignId::default(),
+            UserId::default(),
+            minimal(),
+            &rules(),
+            Utc::now(),
+        )
+        .unwrap()
     }
 
     fn fields(err: DomainError) -> Vec<String> {
@@ -430,9 +436,9 @@ mod tests {
         let c = created();
         assert_eq!(c.status, CampaignStatus::Draft);
         assert_eq!(c.daily_limit, 125);
-        assert_eq!(c.timezone, chrono_tz::America::New_York);
-        assert_eq!(format_time_of_day(c.send_window_start), "09:00");
-        assert_eq!(format_time_of_day(c.send_window_end), "18:00");
+        assert_eq!(c.timezone, Zone(chrono_tz::America::New_York));
+        assert_eq!(c.send_window_start.to_string(), "09:00");
+        assert_eq!(TimeOfDay::to_string(&c.send_window_end), "18:00");
         assert_eq!(c.send_days.names(), ["mon", "tue", "wed", "thu", "fri"]);
         assert_eq!(c.ab_test_percentage, None);
     }
@@ -440,8 +446,8 @@ mod tests {
     #[test]
     fn create_reports_every_bad_field_at_once() {
         let err = create(
-            Uuid::nil(),
-            Uuid::nil(),
+            CampaignId::default(),
+            UserId::default(),
             CampaignChanges {
                 name: Some("  ".into()),
                 daily_limit: Some(1001),
@@ -476,7 +482,7 @@ mod tests {
             send_window_end: Some("09:00".into()),
             ..minimal()
         };
-        let err = create(Uuid::nil(), Uuid::nil(), changes, &rules(), Utc::now()).unwrap_err();
+        let err = create(CampaignId::default(), UserId::default(), changes, &rules(), Utc::now()).unwrap_err();
         assert_eq!(fields(err), ["send_window_end"]);
     }
 
@@ -486,14 +492,21 @@ mod tests {
             message_template_b: Some(Some("Hey {{name}}".into())),
             ..minimal()
         };
-        let c = create(Uuid::nil(), Uuid::nil(), with_b, &rules(), Utc::now()).unwrap();
+        let c = create(CampaignId::default(), UserId::default(), with_b, &rules(), Utc::now()).unwrap();
         assert_eq!(c.ab_test_percentage, Some(50));
 
         let without_b = CampaignChanges {
             ab_test_percentage: Some(Some(30)),
             ..minimal()
         };
-        let err = create(Uuid::nil(), Uuid::nil(), without_b, &rules(), Utc::now()).unwrap_err();
+        let err = create(
+            CampaignId::default(),
+            UserId::default(),
+            without_b,
+            &rules(),
+            Utc::now(),
+        )
+        .unwrap_err();
         assert_eq!(fields(err), ["ab_test_percentage"]);
 
         let cleared = update(

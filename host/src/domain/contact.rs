@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 pub use super::check_name;
+use super::ids::{ContactId, UserId};
 use super::phone::PhonePolicy;
 use super::{DomainError, Errors, char_len, check_text};
 
@@ -16,13 +16,14 @@ pub const MAX_ATTRIBUTE_VALUE_CHARS: usize = 1024;
 
 pub type Attributes = BTreeMap<String, String>;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Contact {
-    pub id: Uuid,
-    pub user_id: Uuid,
+    pub id: ContactId,
+    pub user_id: UserId,
     pub phone_number: String,
     pub name: String,
     pub opted_out: bool,
+    #[sqlx(json)]
     pub attributes: Attributes,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -47,7 +48,8 @@ pub struct ContactInput {
 }
 
 /// Where a change of consent came from, kept for audit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum ConsentSource {
     Api,
     Keyword,
@@ -58,12 +60,7 @@ pub enum ConsentSource {
 
 impl ConsentSource {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Api => "api",
-            Self::Keyword => "keyword",
-            Self::Import => "import",
-            Self::Carrier => "carrier",
-        }
+        self.into()
     }
 }
 

@@ -2,12 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+
+use super::ids::{CampaignId, ContactId, MessageId, TaskId, UserId};
 
 use super::contact::Attributes;
 use super::variant::Variant;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::Display, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum MessageStatus {
     Queued,
     Sending,
@@ -18,20 +20,14 @@ pub enum MessageStatus {
 
 impl MessageStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Sending => "sending",
-            Self::Sent => "sent",
-            Self::Delivered => "delivered",
-            Self::Failed => "failed",
-        }
+        self.into()
     }
 
     /// Every status, in the order a message moves through them.
     pub const ALL: [Self; 5] = [Self::Queued, Self::Sending, Self::Sent, Self::Delivered, Self::Failed];
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|status| status.as_str() == s)
+        s.parse().ok()
     }
 
     pub fn is_final(self) -> bool {
@@ -49,9 +45,9 @@ pub const UNKNOWN_OUTCOME: &str = "unknown_outcome";
 /// A send request, as the store needs it to create message rows.
 #[derive(Debug, Clone)]
 pub struct SendRequest {
-    pub task_id: Uuid,
-    pub user_id: Uuid,
-    pub campaign_id: Uuid,
+    pub task_id: TaskId,
+    pub user_id: UserId,
+    pub campaign_id: CampaignId,
     pub b_percentage: Option<i32>,
     pub carrier: String,
     pub not_before: DateTime<Utc>,
@@ -61,24 +57,25 @@ pub struct SendRequest {
 }
 
 /// A message taken by the scheduler for a hand-off to a dispatcher.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ClaimedMessage {
-    pub id: Uuid,
-    pub campaign_id: Uuid,
-    pub contact_id: Uuid,
+    pub id: MessageId,
+    pub campaign_id: CampaignId,
+    pub contact_id: ContactId,
     pub variant: Variant,
     pub hand_off: i32,
     pub attempts: i32,
     pub carrier: String,
     pub phone_number: String,
     pub name: String,
+    #[sqlx(json)]
     pub attributes: Attributes,
 }
 
 /// A write that moves a message on, guarded by its hand-off number.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageChange {
-    pub id: Uuid,
+    pub id: MessageId,
     /// Applies only while the message is `sending` on this hand-off.
     pub hand_off: i32,
     pub status: MessageStatus,
@@ -101,13 +98,13 @@ pub struct MessageChange {
 }
 
 /// A message as it is after a change: what events and follow-ups need.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct MessageRecord {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub campaign_id: Uuid,
-    pub contact_id: Uuid,
-    pub variant: String,
+    pub id: MessageId,
+    pub user_id: UserId,
+    pub campaign_id: CampaignId,
+    pub contact_id: ContactId,
+    pub variant: Variant,
     pub status: MessageStatus,
     pub carrier: String,
     pub carrier_message_id: Option<String>,
@@ -122,8 +119,8 @@ pub struct MessageRecord {
 /// A send task and its message counters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskReport {
-    pub id: Uuid,
-    pub campaign_id: Uuid,
+    pub id: TaskId,
+    pub campaign_id: CampaignId,
     pub queued: u64,
     pub created_at: DateTime<Utc>,
     pub scheduled_for: Option<DateTime<Utc>>,
@@ -132,7 +129,7 @@ pub struct TaskReport {
 }
 
 /// A carrier's verified delivery receipt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Receipt {
     pub carrier: String,
     pub carrier_message_id: String,
@@ -142,7 +139,7 @@ pub struct Receipt {
     /// Herald's message id, when the carrier's callback named it (its URL's
     /// `herald_message_id`): matches a receipt to a message whose send result
     /// never came.
-    pub message_id: Option<Uuid>,
+    pub message_id: Option<MessageId>,
     pub at: DateTime<Utc>,
 }
 
@@ -161,7 +158,7 @@ pub enum ReceiptOutcome {
 /// What became of a job, sent back to the api role, which persists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SendResult {
-    pub message_id: Uuid,
+    pub message_id: MessageId,
     /// The hand-off of the job this answers (read under its former name too).
     #[serde(alias = "dispatch")]
     pub hand_off: i32,
@@ -206,7 +203,7 @@ mod tests {
 
     #[test]
     fn a_result_queued_under_the_former_field_name_is_read() {
-        let id = Uuid::now_v7();
+        let id = MessageId::new();
         let json = format!(
             r#"{{"message_id":"{id}","dispatch":3,"attempts":0,"outcome":{{"kind":"failed","reason":"x"}},"at":"2026-11-30T00:00:00Z"}}"#
         );

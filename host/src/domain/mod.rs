@@ -5,6 +5,7 @@
 pub mod campaign;
 pub mod contact;
 pub mod csv_import;
+pub mod ids;
 pub mod keyword;
 pub mod message;
 pub mod page;

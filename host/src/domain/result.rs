@@ -6,8 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::ids::CampaignId;
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use super::message::{MessageChange, MessageStatus, OPTED_OUT, SendOutcome, SendResult};
 use super::retry::RetryPolicy;
@@ -79,7 +79,7 @@ pub fn plan_change(result: &SendResult, policy: &RetryPolicy, now: DateTime<Utc>
 /// Kept in memory: each api host judges the results it applies.
 pub struct RecentOutcomes {
     window: usize,
-    by_campaign: Mutex<HashMap<Uuid, VecDeque<bool>>>,
+    by_campaign: Mutex<HashMap<CampaignId, VecDeque<bool>>>,
 }
 
 impl RecentOutcomes {
@@ -90,7 +90,7 @@ impl RecentOutcomes {
         }
     }
 
-    pub fn record(&self, campaign: Uuid, failed: bool) {
+    pub fn record(&self, campaign: CampaignId, failed: bool) {
         let mut all = self.by_campaign.lock().expect("outcomes lock");
         let outcomes = all.entry(campaign).or_default();
         if outcomes.len() == self.window {
@@ -100,14 +100,14 @@ impl RecentOutcomes {
     }
 
     /// `(failed, window)` when a full window's failed share is over `limit`.
-    pub fn failing(&self, campaign: Uuid, limit: f64) -> Option<(usize, usize)> {
+    pub fn failing(&self, campaign: CampaignId, limit: f64) -> Option<(usize, usize)> {
         let all = self.by_campaign.lock().expect("outcomes lock");
         let outcomes = all.get(&campaign).filter(|o| o.len() == self.window)?;
         let failed = outcomes.iter().filter(|&&f| f).count();
         (failed as f64 / self.window as f64 > limit).then_some((failed, self.window))
     }
 
-    pub fn forget(&self, campaign: Uuid) {
+    pub fn forget(&self, campaign: CampaignId) {
         self.by_campaign.lock().expect("outcomes lock").remove(&campaign);
     }
 }
@@ -118,7 +118,7 @@ mod tests {
 
     fn result(outcome: SendOutcome, attempts: i32) -> SendResult {
         SendResult {
-            message_id: Uuid::now_v7(),
+            message_id: crate::domain::ids::MessageId::new(),
             hand_off: 3,
             attempts,
             outcome,
@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn a_full_window_over_the_limit_is_failing() {
         let outcomes = RecentOutcomes::new(4);
-        let campaign = Uuid::now_v7();
+        let campaign = CampaignId::new();
         for failed in [true, true, true] {
             outcomes.record(campaign, failed);
         }

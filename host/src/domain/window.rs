@@ -5,6 +5,7 @@ use chrono::{
     DateTime, Datelike, MappedLocalTime, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta, TimeZone, Utc,
 };
 use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
 
 use super::campaign::{Campaign, SendDays};
 
@@ -16,13 +17,85 @@ const SEARCH_DAYS: usize = 15;
 /// 2011-12-30), with slack.
 const MAX_GAP: TimeDelta = TimeDelta::hours(26);
 
+/// A window bound: a wall-clock time written `HH:MM` (24-hour clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TimeOfDay(pub NaiveTime);
+
+impl TimeOfDay {
+    pub fn hm(hour: u32, minute: u32) -> Self {
+        Self(NaiveTime::from_hms_opt(hour, minute, 0).expect("a valid time of day"))
+    }
+}
+
+impl std::str::FromStr for TimeOfDay {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        let well_formed = value.len() == 5 && value.as_bytes()[2] == b':';
+        well_formed
+            .then(|| NaiveTime::parse_from_str(value, "%H:%M").ok())
+            .flatten()
+            .map(Self)
+            .ok_or_else(|| format!("must be a time written HH:MM (got {value:?})"))
+    }
+}
+
+impl std::fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.format("%H:%M").fmt(f)
+    }
+}
+
+/// An IANA time zone, written by its name (`America/New_York`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Zone(pub Tz);
+
+impl std::str::FromStr for Zone {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        name.parse::<Tz>()
+            .map(Self)
+            .map_err(|_| format!("{name:?} is not an IANA time zone such as \"America/New_York\""))
+    }
+}
+
+impl std::fmt::Display for Zone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.name())
+    }
+}
+
+/// Serde's string forms of [`TimeOfDay`] and [`Zone`]: their `Display` and `FromStr`.
+macro_rules! string_form {
+    ($($value:ty),+) => {$(
+        impl TryFrom<String> for $value {
+            type Error = String;
+
+            fn try_from(value: String) -> Result<Self, String> {
+                value.parse()
+            }
+        }
+
+        impl From<$value> for String {
+            fn from(value: $value) -> Self {
+                value.to_string()
+            }
+        }
+    )+};
+}
+
+string_form!(TimeOfDay, Zone);
+
 /// When a campaign may hand messages to the carrier: listed weekdays, local
-/// time in `[start, end)` in `timezone`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// time in `[start, end)` in `timezone`. Travels in every send job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendWindow {
-    pub timezone: Tz,
-    pub start: NaiveTime,
-    pub end: NaiveTime,
+    pub timezone: Zone,
+    pub start: TimeOfDay,
+    pub end: TimeOfDay,
     pub days: SendDays,
 }
 
@@ -70,7 +143,7 @@ impl SendWindow {
 
     /// The local calendar day of `at` in the campaign's zone.
     pub fn local_day(&self, at: DateTime<Utc>) -> NaiveDate {
-        at.with_timezone(&self.timezone).date_naive()
+        at.with_timezone(&self.timezone.0).date_naive()
     }
 
     /// The `[open, close)` instants of the window on local day `day`; `None`
@@ -80,8 +153,8 @@ impl SendWindow {
         if !self.days.contains(day.weekday()) {
             return None;
         }
-        let open = resolve(self.timezone, day.and_time(self.start));
-        let close = resolve(self.timezone, day.and_time(self.end));
+        let open = resolve(self.timezone.0, day.and_time(self.start.0));
+        let close = resolve(self.timezone.0, day.and_time(self.end.0));
         (open < close).then_some((open, close))
     }
 
@@ -138,9 +211,9 @@ mod tests {
     fn window(timezone: Tz, start: &str, end: &str, days: &[&str]) -> SendWindow {
         let days: Vec<String> = days.iter().map(|d| d.to_string()).collect();
         SendWindow {
-            timezone,
-            start: NaiveTime::parse_from_str(start, "%H:%M").expect("HH:MM"),
-            end: NaiveTime::parse_from_str(end, "%H:%M").expect("HH:MM"),
+            timezone: Zone(timezone),
+            start: start.parse().expect("HH:MM"),
+            end: end.parse().expect("HH:MM"),
             days: SendDays::parse(&days).expect("valid days"),
         }
     }
@@ -148,9 +221,9 @@ mod tests {
     /// Mon–Fri 09:00–18:00 New York, the default campaign window.
     fn office_hours() -> SendWindow {
         SendWindow {
-            timezone: New_York,
-            start: NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
-            end: NaiveTime::from_hms_opt(18, 0, 0).unwrap(),
+            timezone: Zone(New_York),
+            start: TimeOfDay::hm(9, 0),
+            end: TimeOfDay::hm(18, 0),
             days: SendDays::weekdays(),
         }
     }

@@ -13,19 +13,19 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
-use uuid::Uuid;
 
 use crate::backoff;
-use crate::bus::{Bus, SendJob, WindowSpec};
+use crate::bus::{Bus, SendJob};
 use crate::clock::Clock;
 use crate::config::DispatchConfig;
-use crate::domain::campaign::{Campaign, format_time_of_day};
+use crate::domain::campaign::Campaign;
+use crate::domain::ids::CampaignId;
 use crate::domain::message::ClaimedMessage;
 use crate::domain::result::RecentOutcomes;
 use crate::domain::retry::RetryPolicy;
-use crate::domain::variant::Variant;
 use crate::domain::window::SendWindow;
 use crate::outbox::EventOutbox;
+use crate::service;
 use crate::store::{Store, StoreError};
 
 /// Tries to publish a batch of jobs before leaving it to the recovery sweep.
@@ -173,43 +173,8 @@ impl Scheduler {
     }
 
     fn jobs(&self, campaign: &Campaign, claimed: Vec<ClaimedMessage>, now: DateTime<Utc>) -> Vec<SendJob> {
-        let window = WindowSpec {
-            timezone: campaign.timezone.name().to_string(),
-            start: format_time_of_day(campaign.send_window_start),
-            end: format_time_of_day(campaign.send_window_end),
-            days: campaign.send_days.names().into_iter().map(str::to_string).collect(),
-        };
         let deadline = now + chrono::Duration::seconds(self.config.lease_secs as i64);
-        claimed
-            .into_iter()
-            .map(|m| {
-                let template = match m.variant {
-                    Variant::B => campaign
-                        .message_template_b
-                        .as_ref()
-                        .unwrap_or(&campaign.message_template),
-                    Variant::A => &campaign.message_template,
-                };
-                // Attributes first: the contact's own fields win over same-named attributes.
-                let mut variables: Vec<(String, String)> = m.attributes.into_iter().collect();
-                variables.push(("name".into(), m.name));
-                variables.push(("phone_number".into(), m.phone_number.clone()));
-                SendJob {
-                    message_id: m.id,
-                    campaign_id: m.campaign_id,
-                    user_id: campaign.user_id,
-                    hand_off: m.hand_off,
-                    attempts: m.attempts,
-                    carrier: m.carrier,
-                    to: m.phone_number,
-                    from: String::new(),
-                    template: template.clone(),
-                    variables,
-                    window: window.clone(),
-                    deadline,
-                }
-            })
-            .collect()
+        service::sending::jobs(campaign, claimed, deadline)
     }
 
     async fn recovery_loop(&self, mut stop: watch::Receiver<bool>) {
@@ -256,7 +221,7 @@ impl Scheduler {
             return Ok(0);
         }
         tracing::info!(messages = count, "handing out again messages whose result never came");
-        let mut by_campaign: HashMap<Uuid, Vec<ClaimedMessage>> = HashMap::new();
+        let mut by_campaign: HashMap<CampaignId, Vec<ClaimedMessage>> = HashMap::new();
         for message in overdue {
             by_campaign.entry(message.campaign_id).or_default().push(message);
         }

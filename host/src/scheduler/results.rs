@@ -5,9 +5,10 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
+use crate::domain::ids::{CampaignId, MessageId};
+use crate::service::consent;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
-use uuid::Uuid;
 
 use super::{RESULT_BATCH, Scheduler, SchedulerError};
 use crate::backoff;
@@ -79,7 +80,7 @@ impl Scheduler {
         applied: &[MessageRecord],
         now: DateTime<Utc>,
     ) -> Result<(), SchedulerError> {
-        let refused: HashMap<Uuid, &str> = changes
+        let refused: HashMap<MessageId, &str> = changes
             .iter()
             .filter_map(|c| Some((c.id, c.carrier_opt_out.as_deref()?)))
             .collect();
@@ -88,21 +89,8 @@ impl Scheduler {
                 continue;
             };
             let detail = format!("{detail} (via {})", message.carrier);
-            let (contacts, cancelled) = self
-                .store
-                .set_consent(
-                    ConsentTarget::Contact(message.contact_id),
-                    true,
-                    ConsentSource::Carrier,
-                    &detail,
-                    now,
-                )
-                .await?;
-            let mut events: Vec<Event> = contacts
-                .iter()
-                .map(|c| build::consent(c, ConsentSource::Carrier.as_str(), now))
-                .collect();
-            events.extend(cancelled.iter().filter_map(|m| build::message(m, now)));
+            let target = ConsentTarget::Contact(message.contact_id);
+            let events = consent::set(&*self.store, target, true, ConsentSource::Carrier, &detail, now).await?;
             // Not replayed with the result if this batch is retried: keep them.
             self.outbox.publish(events).await;
         }
@@ -155,8 +143,8 @@ impl Scheduler {
         applied: &[MessageRecord],
         now: DateTime<Utc>,
     ) -> Result<(), SchedulerError> {
-        let applied: HashSet<Uuid> = applied.iter().map(|m| m.id).collect();
-        let pending: HashMap<Uuid, &MessageChange> = changes
+        let applied: HashSet<MessageId> = applied.iter().map(|m| m.id).collect();
+        let pending: HashMap<MessageId, &MessageChange> = changes
             .iter()
             .filter(|c| !applied.contains(&c.id))
             .map(|c| (c.id, c))
@@ -164,7 +152,7 @@ impl Scheduler {
         if pending.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Uuid> = pending.keys().copied().collect();
+        let ids: Vec<MessageId> = pending.keys().copied().collect();
         let events: Vec<Event> = self
             .store
             .messages(&ids)
@@ -207,7 +195,7 @@ impl Scheduler {
     }
 
     /// Completes a campaign whose `total_limit` is spent; pauses one failing too often.
-    async fn check_campaign(&self, campaign_id: Uuid, now: DateTime<Utc>) -> Result<(), SchedulerError> {
+    async fn check_campaign(&self, campaign_id: CampaignId, now: DateTime<Utc>) -> Result<(), SchedulerError> {
         let Some(campaign) = self.store.campaign_by_id(campaign_id).await? else {
             self.outcomes.forget(campaign_id);
             return Ok(());

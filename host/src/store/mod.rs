@@ -3,8 +3,7 @@
 //! dialect details differ. Knows nothing of HTTP.
 
 mod cache;
-mod rows;
-mod sending;
+mod columns;
 mod sql;
 
 pub mod postgres;
@@ -15,17 +14,19 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 use crate::bus::event::Event;
 use crate::config::DatabaseConfig;
 use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::contact::{ConsentSource, Contact, NewContact};
+use crate::domain::ids::{CampaignId, ContactId, MessageId, TaskId, UserId};
 use crate::domain::message::{
     ClaimedMessage, MessageChange, MessageRecord, MessageStatus, Receipt, ReceiptOutcome, SendRequest, TaskReport,
 };
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::variant::Variant;
+use cache::ReadCache;
+pub use sql::SqlStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -104,27 +105,26 @@ pub struct LinkOutcome {
 }
 
 /// Message counts of a campaign: `(variant, status, count)`.
-pub type MessageCounts = Vec<(String, MessageStatus, u64)>;
+pub type MessageCounts = Vec<(Variant, MessageStatus, u64)>;
 
-/// Storage operations. Every write to a campaign must go through a method that
-/// names the campaign's user, so the read cache (`cache.rs`) can invalidate it.
+/// All of storage: what the API host's roles hold. Each capability is a trait
+/// of its own, so a reader sees what a caller can do with it.
+pub trait Store: CampaignStore + ContactStore + SendingStore + OpsStore {}
+
+impl<T: CampaignStore + ContactStore + SendingStore + OpsStore> Store for T {}
+
+/// Campaigns (SPEC §3.1). Every write names the campaign's user, so the read
+/// cache can invalidate that user's entries.
 #[async_trait]
-pub trait Store: SendingStore + Send + Sync + 'static {
-    /// Which backend this is, for logs and `/readyz`.
-    fn backend(&self) -> &'static str;
-    async fn migrate(&self) -> Result<(), StoreError>;
-    async fn ping(&self) -> Result<(), StoreError>;
-    async fn close(&self);
-
+pub trait CampaignStore: Send + Sync + 'static {
     /// Creates the user row on first sight of a token's `sub`.
-    async fn ensure_user(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError>;
-
+    async fn ensure_user(&self, user_id: UserId, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Writes a new campaign, and `events` to the outbox in the same transaction.
     async fn insert_campaign(&self, campaign: &Campaign, events: &[Event]) -> Result<(), StoreError>;
-    async fn campaign(&self, user_id: Uuid, id: Uuid) -> Result<Option<Campaign>, StoreError>;
+    async fn campaign(&self, user_id: UserId, id: CampaignId) -> Result<Option<Campaign>, StoreError>;
     async fn list_campaigns(
         &self,
-        user_id: Uuid,
+        user_id: UserId,
         status: Option<CampaignStatus>,
         page: PageRequest,
     ) -> Result<Page<Campaign>, StoreError>;
@@ -141,24 +141,45 @@ pub trait Store: SendingStore + Send + Sync + 'static {
     /// `seen_version`; `events` go to the outbox in the same transaction.
     async fn delete_campaign(
         &self,
-        user_id: Uuid,
-        id: Uuid,
+        user_id: UserId,
+        id: CampaignId,
         seen_version: i64,
         events: &[Event],
     ) -> Result<bool, StoreError>;
+    /// A campaign by id whoever owns it (the scheduler works for every user).
+    async fn campaign_by_id(&self, id: CampaignId) -> Result<Option<Campaign>, StoreError>;
+    /// Active campaigns with queued messages due at `now`.
+    async fn due_campaigns(&self, now: DateTime<Utc>) -> Result<Vec<Campaign>, StoreError>;
+    /// Moves the campaign to `completed` once `total_limit` messages are final.
+    async fn complete_if_exhausted(
+        &self,
+        campaign: &Campaign,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Campaign>, StoreError>;
+    /// Pauses an active campaign for `reason` (auto-pause).
+    async fn pause_campaign(
+        &self,
+        campaign: &Campaign,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Campaign>, StoreError>;
+}
 
+/// Contacts, their links to campaigns, and consent (SPEC §3.2–3.4, §4).
+#[async_trait]
+pub trait ContactStore: Send + Sync + 'static {
     /// Creates the user's contacts that do not exist yet and links every one of
     /// them to the campaign, in one transaction: all of it or none of it.
     async fn link_contacts(
         &self,
-        user_id: Uuid,
-        campaign_id: Uuid,
+        user_id: UserId,
+        campaign_id: CampaignId,
         batches: ContactBatches,
         now: DateTime<Utc>,
     ) -> Result<LinkOutcome, StoreError>;
-    async fn campaign_contacts(&self, campaign_id: Uuid, page: PageRequest) -> Result<Page<Contact>, StoreError>;
-    async fn count_campaign_contacts(&self, campaign_id: Uuid) -> Result<u64, StoreError>;
-    async fn contact(&self, user_id: Uuid, id: Uuid) -> Result<Option<Contact>, StoreError>;
+    async fn campaign_contacts(&self, campaign_id: CampaignId, page: PageRequest) -> Result<Page<Contact>, StoreError>;
+    async fn count_campaign_contacts(&self, campaign_id: CampaignId) -> Result<u64, StoreError>;
+    async fn contact(&self, user_id: UserId, id: ContactId) -> Result<Option<Contact>, StoreError>;
     /// Writes `contact` if still at `seen_version` and moves its version on;
     /// records a consent event from `consent`, and `events` in the outbox, in
     /// the same transaction.
@@ -169,17 +190,25 @@ pub trait Store: SendingStore + Send + Sync + 'static {
         consent: Option<ConsentSource>,
         events: &[Event],
     ) -> Result<bool, StoreError>;
-
-    async fn message_counts(&self, campaign_id: Uuid) -> Result<MessageCounts, StoreError>;
-    /// Messages of every campaign by status, for `/metrics`.
-    async fn messages_by_status(&self) -> Result<Vec<(MessageStatus, u64)>, StoreError>;
-
-    /// Appends events to the outbox, in order, all or none.
-    async fn enqueue_events(&self, events: &[Event]) -> Result<(), StoreError>;
-    /// Up to `max` of the oldest events in the outbox, with their position.
-    async fn outbox_events(&self, max: u32) -> Result<Vec<(i64, Event)>, StoreError>;
-    /// Removes outbox events the bus has confirmed.
-    async fn forget_events(&self, positions: &[i64]) -> Result<(), StoreError>;
+    /// Opts out (or back in) the target's contacts, recording a consent event
+    /// with `source` and `detail`; opting out cancels their queued messages.
+    /// Returns the contacts that changed and the cancelled messages.
+    async fn set_consent(
+        &self,
+        target: ConsentTarget<'_>,
+        opted_out: bool,
+        source: ConsentSource,
+        detail: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(Vec<Contact>, Vec<MessageRecord>), StoreError>;
+    /// Users who messaged `phone_number` through `carrier` (inbound routing).
+    async fn owners_messaged(&self, carrier: &str, phone_number: &str) -> Result<Vec<UserId>, StoreError>;
+    /// Cancels the contact's queued messages (it opted out).
+    async fn cancel_queued_for(
+        &self,
+        contact_id: ContactId,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<MessageRecord>, StoreError>;
 }
 
 /// Whose consent a change is about.
@@ -188,7 +217,7 @@ pub enum ConsentTarget<'a> {
     /// Every contact messaged at this number through this carrier (inbound keywords).
     Phone { carrier: &'a str, phone_number: &'a str },
     /// One contact (a carrier refused its message: the recipient opted out).
-    Contact(Uuid),
+    Contact(ContactId),
 }
 
 /// The sending half of storage (SPEC §1 flow, §4): the outbox of messages.
@@ -201,18 +230,14 @@ pub trait SendingStore: Send + Sync + 'static {
         &self,
         request: &SendRequest,
         total_limit: Option<i32>,
-        assign: &(dyn Fn(Uuid) -> Variant + Sync),
+        assign: &(dyn Fn(ContactId) -> Variant + Sync),
     ) -> Result<Option<u64>, StoreError>;
-    async fn task(&self, user_id: Uuid, task_id: Uuid) -> Result<Option<TaskReport>, StoreError>;
-    /// A campaign by id whoever owns it (the scheduler works for every user).
-    async fn campaign_by_id(&self, id: Uuid) -> Result<Option<Campaign>, StoreError>;
-    /// Active campaigns with queued messages due at `now`.
-    async fn due_campaigns(&self, now: DateTime<Utc>) -> Result<Vec<Campaign>, StoreError>;
+    async fn task(&self, user_id: UserId, task_id: TaskId) -> Result<Option<TaskReport>, StoreError>;
     /// Moves the campaign's due queued messages to `until` (window closed, or
     /// the day's limit used up).
     async fn postpone_due(
         &self,
-        campaign_id: Uuid,
+        campaign_id: CampaignId,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
@@ -220,14 +245,14 @@ pub trait SendingStore: Send + Sync + 'static {
     /// than `daily_limit` leaves for local `day`, and counts them for that day.
     async fn claim_due(
         &self,
-        campaign_id: Uuid,
+        campaign_id: CampaignId,
         daily_limit: i32,
         day: NaiveDate,
         max: u32,
         now: DateTime<Utc>,
     ) -> Result<Vec<ClaimedMessage>, StoreError>;
     /// The messages with these ids (those that still exist).
-    async fn messages(&self, ids: &[Uuid]) -> Result<Vec<MessageRecord>, StoreError>;
+    async fn messages(&self, ids: &[MessageId]) -> Result<Vec<MessageRecord>, StoreError>;
     /// Messages handed out and still without a result.
     async fn count_in_flight(&self) -> Result<u64, StoreError>;
     /// Hand-offs last touched before `cutoff` and still without a result,
@@ -265,34 +290,25 @@ pub trait SendingStore: Send + Sync + 'static {
         at: DateTime<Utc>,
         max: u32,
     ) -> Result<Vec<MessageRecord>, StoreError>;
-    /// Opts out (or back in) the target's contacts, recording a consent event
-    /// with `source` and `detail`; opting out cancels their queued messages.
-    /// Returns the contacts that changed and the cancelled messages.
-    async fn set_consent(
-        &self,
-        target: ConsentTarget<'_>,
-        opted_out: bool,
-        source: ConsentSource,
-        detail: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(Vec<Contact>, Vec<MessageRecord>), StoreError>;
-    /// Users who messaged `phone_number` through `carrier` (inbound routing).
-    async fn owners_messaged(&self, carrier: &str, phone_number: &str) -> Result<Vec<Uuid>, StoreError>;
-    /// Cancels the contact's queued messages (it opted out).
-    async fn cancel_queued_for(&self, contact_id: Uuid, at: DateTime<Utc>) -> Result<Vec<MessageRecord>, StoreError>;
-    /// Moves the campaign to `completed` once `total_limit` messages are final.
-    async fn complete_if_exhausted(
-        &self,
-        campaign: &Campaign,
-        at: DateTime<Utc>,
-    ) -> Result<Option<Campaign>, StoreError>;
-    /// Pauses an active campaign for `reason` (auto-pause).
-    async fn pause_campaign(
-        &self,
-        campaign: &Campaign,
-        reason: &str,
-        at: DateTime<Utc>,
-    ) -> Result<Option<Campaign>, StoreError>;
+}
+
+/// Running the store, counting for operators, and the events outbox.
+#[async_trait]
+pub trait OpsStore: Send + Sync + 'static {
+    /// Which backend this is, for logs and `/readyz`.
+    fn backend(&self) -> &'static str;
+    async fn migrate(&self) -> Result<(), StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+    async fn close(&self);
+    async fn message_counts(&self, campaign_id: CampaignId) -> Result<MessageCounts, StoreError>;
+    /// Messages of every campaign by status, for `/metrics`.
+    async fn messages_by_status(&self) -> Result<Vec<(MessageStatus, u64)>, StoreError>;
+    /// Appends events to the outbox, in order, all or none.
+    async fn enqueue_events(&self, events: &[Event]) -> Result<(), StoreError>;
+    /// Up to `max` of the oldest events in the outbox, with their position.
+    async fn outbox_events(&self, max: u32) -> Result<Vec<(i64, Event)>, StoreError>;
+    /// Removes outbox events the bus has confirmed.
+    async fn forget_events(&self, positions: &[i64]) -> Result<(), StoreError>;
 }
 
 /// Makes this process the only one using the database at `url`, for as long
@@ -310,10 +326,9 @@ pub fn lock_exclusive(url: &str) -> Result<Option<sqlite::DatabaseLock>, StoreEr
 /// hosts may share, does not.
 pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
-        let sqlite = Arc::new(sqlite::SqliteStore::connect(url, config.max_connections).await?);
-        Arc::new(cache::CachedStore::new(sqlite))
+        Arc::new(sqlite::connect(url, config.max_connections, ReadCache::enabled()).await?)
     } else {
-        Arc::new(postgres::PostgresStore::connect(url, config.max_connections).await?)
+        Arc::new(postgres::connect(url, config.max_connections).await?)
     };
     Ok(store)
 }
@@ -328,9 +343,11 @@ mod tests {
     /// only the write that landed leaves its event in the outbox.
     #[tokio::test]
     async fn a_write_from_a_stale_read_is_refused_within_one_clock_tick() {
-        let store = sqlite::SqliteStore::connect("sqlite::memory:", 1).await.unwrap();
+        let store = sqlite::connect("sqlite::memory:", 1, ReadCache::disabled())
+            .await
+            .unwrap();
         store.migrate().await.unwrap();
-        let (user, now) = (Uuid::now_v7(), Utc::now());
+        let (user, now) = (UserId::new(), Utc::now());
         store.ensure_user(user, now).await.unwrap();
         let changes = CampaignChanges {
             name: Some("Spring".into()),
@@ -338,7 +355,7 @@ mod tests {
             ..Default::default()
         };
         let rules = CampaignRules { carriers: &[] };
-        let created = crate::domain::campaign::create(Uuid::now_v7(), user, changes, &rules, now).unwrap();
+        let created = crate::domain::campaign::create(CampaignId::new(), user, changes, &rules, now).unwrap();
         store.insert_campaign(&created, &[]).await.unwrap();
         let read = store.campaign(user, created.id).await.unwrap().unwrap();
 
@@ -384,10 +401,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_outbox_gives_events_back_in_order_until_forgotten() {
-        let store = sqlite::SqliteStore::connect("sqlite::memory:", 1).await.unwrap();
+        let store = sqlite::connect("sqlite::memory:", 1, ReadCache::disabled())
+            .await
+            .unwrap();
         store.migrate().await.unwrap();
         let (user, now) = (
-            Some(Uuid::now_v7()),
+            Some(UserId::new()),
             crate::clock::Clock::now(&crate::clock::SystemClock),
         );
         let events: Vec<Event> = (0..3)

@@ -3,47 +3,49 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Pool, Postgres};
 use uuid::Uuid;
 
-use super::sending::{claimed_returning, impl_sending_store, message_columns, push_id_list, sending_helpers};
-use super::sql::COUNT_CAMPAIGN_CONTACTS;
-use super::sql::{campaign_columns, contact_columns, impl_store, list_campaigns_sql};
+use super::cache::ReadCache;
+use super::sql::{COUNT_CAMPAIGN_CONTACTS, Dialect, SqlStore};
 use super::{ContactBatches, LinkOutcome, StoreError, next_rows};
+use crate::domain::ids::{CampaignId, UserId};
 
-pub struct PostgresStore {
-    pool: PgPool,
+pub type PostgresStore = SqlStore<Postgres>;
+
+/// Connects to PostgreSQL. No read cache: several API hosts may write.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PostgresStore, StoreError> {
+    let options = PgConnectOptions::from_str(url)?.application_name("herald");
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    Ok(SqlStore::new(pool, ReadCache::disabled()))
 }
 
-impl PostgresStore {
+#[async_trait]
+impl Dialect for Postgres {
     const BACKEND: &'static str = "postgres";
 
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url)?.application_name("herald");
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
-        Ok(Self { pool })
-    }
-
-    async fn run_migrations(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("../migrations/postgres").run(&self.pool).await?;
+    async fn run_migrations(pool: &Pool<Self>) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations/postgres").run(pool).await?;
         Ok(())
     }
 
     /// COPY every row into a transaction-scoped table, then two set-based
     /// statements: insert the contacts that are new, link them all in file order.
     async fn bulk_link(
-        &self,
-        user_id: Uuid,
-        campaign_id: Uuid,
+        pool: &Pool<Self>,
+        user_id: UserId,
+        campaign_id: CampaignId,
         mut batches: ContactBatches,
         now: DateTime<Utc>,
     ) -> Result<LinkOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pool.begin().await?;
         // One bulk write per user at a time: two imports sharing phone numbers would
         // otherwise take row locks in different orders and deadlock.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
@@ -123,5 +125,3 @@ impl PostgresStore {
         })
     }
 }
-
-impl_store!(PostgresStore, sqlx::Postgres);

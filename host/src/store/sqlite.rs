@@ -3,20 +3,19 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::types::Json;
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Pool, QueryBuilder, Sqlite};
 use uuid::Uuid;
 
-use super::sending::{claimed_returning, impl_sending_store, message_columns, push_id_list, sending_helpers};
-use super::sql::COUNT_CAMPAIGN_CONTACTS;
-use super::sql::{campaign_columns, contact_columns, impl_store, list_campaigns_sql};
+use super::cache::ReadCache;
+use super::sql::{COUNT_CAMPAIGN_CONTACTS, Dialect, SqlStore};
 use super::{ContactBatches, LinkOutcome, StoreError, next_rows};
+use crate::domain::ids::{CampaignId, UserId};
 
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
+pub type SqliteStore = SqlStore<Sqlite>;
 
 /// An exclusive lock on `<database file>.lock`, held for the life of the
 /// process: the read cache and the scheduler assume one process owns the file.
@@ -57,49 +56,51 @@ pub fn lock(url: &str) -> Result<Option<DatabaseLock>, StoreError> {
     }
 }
 
-impl SqliteStore {
+/// Opens (creating it if missing) the SQLite database at `url`.
+pub async fn connect(url: &str, max_connections: u32, cache: ReadCache) -> Result<SqliteStore, StoreError> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // NORMAL is durable across application crashes in WAL mode.
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+        // 64 MiB of page cache per connection (the default is 2 MiB): bulk imports
+        // touch several indexes at once and otherwise re-read pages from the WAL.
+        .page_size(16384)
+        .pragma("cache_size", "-65536")
+        .pragma("temp_store", "memory");
+    if let Some(dir) = options.get_filename().parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(options)
+        .await?;
+    Ok(SqlStore::new(pool, cache))
+}
+
+#[async_trait]
+impl Dialect for Sqlite {
     const BACKEND: &'static str = "sqlite";
 
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL is durable across application crashes in WAL mode.
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            // 64 MiB of page cache per connection (the default is 2 MiB): bulk imports
-            // touch several indexes at once and otherwise re-read pages from the WAL.
-            .page_size(16384)
-            .pragma("cache_size", "-65536")
-            .pragma("temp_store", "memory");
-        if let Some(dir) = options.get_filename().parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
-        }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
-            .connect_with(options)
-            .await?;
-        Ok(Self { pool })
-    }
-
-    async fn run_migrations(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("../migrations/sqlite").run(&self.pool).await?;
+    async fn run_migrations(pool: &Pool<Self>) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations/sqlite").run(pool).await?;
         Ok(())
     }
 
     /// Multi-row statements in one transaction: insert the contacts that are new,
     /// then link every contact of the chunk, in file order.
     async fn bulk_link(
-        &self,
-        user_id: Uuid,
-        campaign_id: Uuid,
+        pool: &Pool<Self>,
+        user_id: UserId,
+        campaign_id: CampaignId,
         mut batches: ContactBatches,
         now: DateTime<Utc>,
     ) -> Result<LinkOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pool.begin().await?;
         let mut outcome = LinkOutcome::default();
         let mut position: i64 = 0;
         while let Some(batch) = next_rows(&mut batches).await? {
@@ -146,5 +147,3 @@ impl SqliteStore {
 
 /// Rows per multi-row statement: 4 parameters a row stays under SQLite's 32,766.
 const CONTACT_CHUNK: usize = 8_000;
-
-impl_store!(SqliteStore, sqlx::Sqlite);

@@ -1,0 +1,279 @@
+//! Campaigns: one column list, one bind order, read straight into [`Campaign`].
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use const_format::concatcp;
+use sqlx::query::Query;
+use sqlx::{ColumnIndex, Executor};
+use uuid::Uuid;
+
+use super::{Bind, Column, Dialect, RowsAffected, SqlStore};
+use crate::bus::event::Event;
+use crate::domain::campaign::{Campaign, CampaignStatus};
+use crate::domain::contact::Attributes;
+use crate::domain::ids::{CampaignId, UserId};
+use crate::domain::page::{Page, PageRequest};
+use crate::store::columns::Nullable;
+use crate::store::{CampaignStore, StoreError};
+
+/// Every column of `campaigns` that [`Campaign`] holds, in [`bind_campaign`]'s
+/// order. Adding a campaign field: the domain type, its DTO, a migration,
+/// and this list with `bind_campaign`.
+pub(super) const CAMPAIGN_COLUMNS: &str = "id, user_id, name, message_template, message_template_b, \
+     ab_test_percentage, daily_limit, total_limit, status, timezone, send_window_start, send_window_end, \
+     send_days, carrier, created_at, updated_at, version";
+/// `$1…$17`, one per column of [`CAMPAIGN_COLUMNS`].
+const CAMPAIGN_VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17";
+
+/// Binds `campaign` as [`CAMPAIGN_COLUMNS`], with `version` as its version.
+fn bind_campaign<'q, DB>(
+    query: Query<'q, DB, DB::Arguments>,
+    campaign: &'q Campaign,
+    version: i64,
+) -> Query<'q, DB, DB::Arguments>
+where
+    DB: Dialect,
+    for<'a> &'a str: Bind<'a, DB>,
+    Uuid: Column<DB>,
+    String: Column<DB>,
+    i32: Column<DB>,
+    i64: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+{
+    query
+        .bind(campaign.id)
+        .bind(campaign.user_id)
+        .bind(campaign.name.as_str())
+        .bind(campaign.message_template.as_str())
+        .bind(Nullable(campaign.message_template_b.as_deref()))
+        .bind(Nullable(campaign.ab_test_percentage))
+        .bind(campaign.daily_limit)
+        .bind(Nullable(campaign.total_limit))
+        .bind(campaign.status)
+        .bind(campaign.timezone)
+        .bind(campaign.send_window_start)
+        .bind(campaign.send_window_end)
+        .bind(campaign.send_days.bits())
+        .bind(Nullable(campaign.carrier.as_deref()))
+        .bind(campaign.created_at)
+        .bind(campaign.updated_at)
+        .bind(version)
+}
+
+const LIST: &str = concatcp!(
+    "SELECT ",
+    CAMPAIGN_COLUMNS,
+    ", (SELECT COUNT(*) FROM campaigns WHERE user_id = $1 AND ($4 IS NULL OR status = $4)) AS total_count \
+     FROM campaigns WHERE user_id = $1 AND ($4 IS NULL OR status = $4) \
+     ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+);
+
+#[async_trait]
+impl<DB> CampaignStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Bind<'a, DB> + ColumnIndex<DB::Row>,
+    for<'a> sqlx::types::Json<&'a Attributes>: Bind<'a, DB>,
+    Uuid: Column<DB>,
+    String: Column<DB>,
+    i32: Column<DB>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+    NaiveDate: Column<DB>,
+    sqlx::types::Json<Attributes>: Column<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    async fn ensure_user(&self, user_id: UserId, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(user_id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_campaign(&self, campaign: &Campaign, events: &[Event]) -> Result<(), StoreError> {
+        let _guard = self.cache.invalidate(campaign.user_id);
+        let mut tx = self.pool.begin().await?;
+        let insert = sqlx::query(concatcp!(
+            "INSERT INTO campaigns (",
+            CAMPAIGN_COLUMNS,
+            ") VALUES (",
+            CAMPAIGN_VALUES,
+            ")"
+        ));
+        bind_campaign(insert, campaign, campaign.version)
+            .execute(&mut *tx)
+            .await?;
+        Self::append_events(&mut *tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn campaign(&self, user_id: UserId, id: CampaignId) -> Result<Option<Campaign>, StoreError> {
+        let load = sqlx::query_as(concatcp!(
+            "SELECT ",
+            CAMPAIGN_COLUMNS,
+            " FROM campaigns WHERE id = $1 AND user_id = $2"
+        ))
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(&self.pool);
+        self.cache.campaign(user_id, id, async { Ok(load.await?) }).await
+    }
+
+    async fn list_campaigns(
+        &self,
+        user_id: UserId,
+        status: Option<CampaignStatus>,
+        page: PageRequest,
+    ) -> Result<Page<Campaign>, StoreError> {
+        let load = async {
+            let rows: Vec<Counted<Campaign>> = sqlx::query_as(LIST)
+                .bind(user_id)
+                .bind(i64::from(page.per_page))
+                .bind(page.offset())
+                .bind(Nullable(status))
+                .fetch_all(&self.pool)
+                .await?;
+            let total = match rows.first() {
+                Some(first) => first.total_count as u64,
+                None => {
+                    sqlx::query_scalar::<_, i64>(
+                        "SELECT COUNT(*) FROM campaigns WHERE user_id = $1 AND ($2 IS NULL OR status = $2)",
+                    )
+                    .bind(user_id)
+                    .bind(Nullable(status))
+                    .fetch_one(&self.pool)
+                    .await? as u64
+                }
+            };
+            let items = rows.into_iter().map(|r| r.row).collect();
+            Ok(Page { items, total })
+        };
+        self.cache.campaigns(user_id, status, page, load).await
+    }
+
+    async fn replace_campaign(
+        &self,
+        campaign: &Campaign,
+        seen_version: i64,
+        events: &[Event],
+    ) -> Result<bool, StoreError> {
+        let _guard = self.cache.invalidate(campaign.user_id);
+        let mut tx = self.pool.begin().await?;
+        // Row-value SET: every column from the same list and bind order as INSERT.
+        let update = sqlx::query(concatcp!(
+            "UPDATE campaigns SET (",
+            CAMPAIGN_COLUMNS,
+            ") = (",
+            CAMPAIGN_VALUES,
+            ") WHERE id = $1 AND user_id = $2 AND version = $18"
+        ));
+        let done = bind_campaign(update, campaign, seen_version + 1)
+            .bind(seen_version)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        Self::append_events(&mut *tx, events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn delete_campaign(
+        &self,
+        user_id: UserId,
+        id: CampaignId,
+        seen_version: i64,
+        events: &[Event],
+    ) -> Result<bool, StoreError> {
+        let _guard = self.cache.invalidate(user_id);
+        let mut tx = self.pool.begin().await?;
+        // Messages and contact links go with it (ON DELETE CASCADE).
+        let done = sqlx::query("DELETE FROM campaigns WHERE id = $1 AND user_id = $2 AND version = $3")
+            .bind(id)
+            .bind(user_id)
+            .bind(seen_version)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        Self::append_events(&mut *tx, events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn campaign_by_id(&self, id: CampaignId) -> Result<Option<Campaign>, StoreError> {
+        Ok(
+            sqlx::query_as(concatcp!("SELECT ", CAMPAIGN_COLUMNS, " FROM campaigns WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn due_campaigns(&self, now: DateTime<Utc>) -> Result<Vec<Campaign>, StoreError> {
+        Ok(sqlx::query_as(concatcp!(
+            "SELECT ",
+            CAMPAIGN_COLUMNS,
+            " FROM campaigns WHERE status = 'active' AND EXISTS (SELECT 1 FROM messages m \
+             WHERE m.campaign_id = campaigns.id AND m.status = 'queued' AND m.not_before <= $1)"
+        ))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn complete_if_exhausted(
+        &self,
+        campaign: &Campaign,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Campaign>, StoreError> {
+        let _guard = self.cache.invalidate(campaign.user_id);
+        Ok(sqlx::query_as(concatcp!(
+            "UPDATE campaigns SET status = 'completed', status_reason = 'total_limit reached', updated_at = $2, \
+             version = version + 1 \
+             WHERE id = $1 AND status IN ('active', 'paused') AND total_limit IS NOT NULL \
+             AND (SELECT COUNT(*) FROM messages WHERE campaign_id = $1 AND status IN ('sent', 'delivered', 'failed')) \
+             >= total_limit RETURNING ",
+            CAMPAIGN_COLUMNS
+        ))
+        .bind(campaign.id)
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn pause_campaign(
+        &self,
+        campaign: &Campaign,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Campaign>, StoreError> {
+        let _guard = self.cache.invalidate(campaign.user_id);
+        Ok(sqlx::query_as(concatcp!(
+            "UPDATE campaigns SET status = 'paused', status_reason = $2, updated_at = $3, version = version + 1 \
+             WHERE id = $1 AND status = 'active' RETURNING ",
+            CAMPAIGN_COLUMNS
+        ))
+        .bind(campaign.id)
+        .bind(reason)
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
+
+/// A row plus the total count of its query (an uncorrelated scalar subquery,
+/// evaluated once), to page in one round trip.
+#[derive(sqlx::FromRow)]
+pub(super) struct Counted<T> {
+    #[sqlx(flatten)]
+    pub row: T,
+    pub total_count: i64,
+}

@@ -1,0 +1,241 @@
+//! The one [`Store`](super::Store) implementation: [`SqlStore`] over either
+//! database, running the same statements on both.
+//!
+//! SQLite and PostgreSQL accept the same SQL here (`$N` placeholders in order,
+//! `ON CONFLICT`, `RETURNING`, scalar subqueries, CTEs, row-value `SET`), so the
+//! capability traits are implemented once, generically over a [`Dialect`]. A
+//! dialect supplies what really differs: connecting, migrations and the bulk
+//! contact writer (multi-row statements on SQLite, COPY on PostgreSQL).
+//!
+//! Each capability lives in its own file (`campaigns.rs`, `contacts.rs`,
+//! `sending.rs`, `ops.rs`). sqlx states what a database can bind and decode
+//! per Rust type, and Rust does not carry a trait's where-clauses to its users,
+//! so every generic impl block names the same bounds; they are listed once,
+//! in [`Dialect`]'s docs, and kept in the same order everywhere.
+
+mod campaigns;
+mod contacts;
+mod ops;
+mod sending;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use const_format::concatcp;
+use sqlx::types::Json;
+use sqlx::{ColumnIndex, Database, Executor, Pool, QueryBuilder};
+use uuid::Uuid;
+
+use super::cache::ReadCache;
+use super::columns::Nullable;
+use super::{ContactBatches, LinkOutcome, StoreError};
+use crate::bus::event::Event;
+use crate::domain::contact::Attributes;
+use crate::domain::ids::{CampaignId, ContactId, UserId};
+use crate::domain::message::{MessageRecord, MessageStatus, Receipt};
+
+/// What a database must do beyond the shared SQL. The shared code also needs,
+/// written on every generic impl (Rust cannot imply them):
+///
+/// ```text
+/// for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,  // run statements
+/// for<'a> &'a str: Bind<'a, DB>, for<'a> Json<&'a Attributes>: Bind<'a, DB>,
+/// Uuid, String, i32, i64, bool, DateTime<Utc>, NaiveDate, Json<Attributes>: Column<DB>,
+/// usize, &str: ColumnIndex<DB::Row>                                  // decode rows
+/// ```
+#[async_trait]
+pub trait Dialect: Database<Arguments: sqlx::IntoArguments<Self> + Default, QueryResult: RowsAffected> {
+    /// `sqlite` or `postgres`, for logs and `/readyz`.
+    const BACKEND: &'static str;
+
+    async fn run_migrations(pool: &Pool<Self>) -> Result<(), StoreError>;
+
+    /// Creates the user's contacts that are new and links every one to the
+    /// campaign in file order, in one transaction that commits only at the end.
+    async fn bulk_link(
+        pool: &Pool<Self>,
+        user_id: UserId,
+        campaign_id: CampaignId,
+        batches: ContactBatches,
+        now: DateTime<Utc>,
+    ) -> Result<LinkOutcome, StoreError>;
+}
+
+/// A type the database stores in one column: binds as a parameter, decodes from a row.
+pub trait Column<DB: Database>: for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB> {}
+
+impl<DB: Database, T> Column<DB> for T where
+    T: for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>
+{
+}
+
+/// A borrowed value the database binds as a parameter.
+pub trait Bind<'a, DB: Database>: sqlx::Encode<'a, DB> + sqlx::Type<DB> {}
+
+impl<'a, DB: Database, T> Bind<'a, DB> for T where T: sqlx::Encode<'a, DB> + sqlx::Type<DB> {}
+
+/// `rows_affected`, which sqlx has per database rather than on a trait.
+pub trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// Storage over one database pool. `cache` holds campaign reads when this
+/// process is the only writer (the embedded SQLite store).
+pub struct SqlStore<DB: Database> {
+    pool: Pool<DB>,
+    cache: ReadCache,
+}
+
+impl<DB: Database> SqlStore<DB> {
+    pub(super) fn new(pool: Pool<DB>, cache: ReadCache) -> Self {
+        Self { pool, cache }
+    }
+}
+
+/// Rows per multi-row statement: well under either database's parameter limit.
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
+
+/// Counts rows linked to a campaign; shared by both bulk writers.
+pub(super) const COUNT_CAMPAIGN_CONTACTS: &str = "SELECT COUNT(*) FROM campaign_contacts WHERE campaign_id = $1";
+
+/// Appends `(id, id, ...)`.
+fn push_list<'a, DB, T>(builder: &mut QueryBuilder<DB>, values: &'a [T])
+where
+    DB: Database,
+    T: Bind<'a, DB> + Copy,
+{
+    builder.push("(");
+    let mut list = builder.separated(", ");
+    for value in values {
+        list.push_bind(*value);
+    }
+    list.push_unseparated(")");
+}
+
+/// Columns of [`MessageRecord`], for `RETURNING` and `SELECT` on `messages`.
+const MESSAGE_COLUMNS: &str = "messages.id, \
+     (SELECT user_id FROM campaigns WHERE campaigns.id = messages.campaign_id) AS user_id, \
+     messages.campaign_id, messages.contact_id, messages.variant, messages.status, messages.carrier, \
+     messages.carrier_message_id, messages.segments, messages.attempts, messages.last_error AS error, \
+     messages.not_before, messages.hand_offs AS hand_off";
+
+/// Columns of [`Contact`] on `contacts c`.
+const CONTACT_COLUMNS: &str =
+    "c.id, c.user_id, c.phone_number, c.name, c.opted_out, c.attributes, c.created_at, c.updated_at, c.version";
+
+/// Statements that run inside a caller's transaction, shared by capabilities.
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Bind<'a, DB> + ColumnIndex<DB::Row>,
+    for<'a> Json<&'a Attributes>: Bind<'a, DB>,
+    Uuid: Column<DB>,
+    String: Column<DB>,
+    i32: Column<DB>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+    NaiveDate: Column<DB>,
+    Json<Attributes>: Column<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// Appends events to the outbox.
+    async fn append_events(conn: &mut DB::Connection, events: &[Event]) -> Result<(), StoreError> {
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let mut insert =
+                QueryBuilder::<DB>::new("INSERT INTO event_outbox (id, owner, entity, action, subject, time, data) ");
+            insert.push_values(chunk, |mut row, e| {
+                row.push_bind(e.id)
+                    .push_bind(Nullable(e.owner))
+                    .push_bind(e.entity.to_string())
+                    .push_bind(e.action.to_string())
+                    .push_bind(e.subject.as_str())
+                    .push_bind(e.time)
+                    .push_bind(e.data.to_string());
+            });
+            insert.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Fails the contact's queued messages: it opted out.
+    async fn cancel_queued(
+        conn: &mut DB::Connection,
+        contact_id: ContactId,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        Ok(sqlx::query_as(concatcp!(
+            "UPDATE messages SET status = 'failed', last_error = 'opted_out', updated_at = $2 \
+             WHERE contact_id = $1 AND status = 'queued' RETURNING ",
+            MESSAGE_COLUMNS
+        ))
+        .bind(contact_id)
+        .bind(at)
+        .fetch_all(&mut *conn)
+        .await?)
+    }
+
+    /// Reconciles a send whose outcome was unknown with a receipt naming
+    /// its message: the carrier has it, under this id.
+    async fn reconcile_unknown(
+        conn: &mut DB::Connection,
+        receipt: &Receipt,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let Some(message_id) = receipt.message_id else {
+            return Ok(None);
+        };
+        Ok(sqlx::query_as(concatcp!(
+            "UPDATE messages SET status = $3, carrier_message_id = $4, outcome_unknown_at = NULL, \
+             last_error = $5, sent_at = CASE WHEN $3 IN ('sent', 'delivered') THEN $6 ELSE sent_at END, \
+             delivered_at = CASE WHEN $3 = 'delivered' THEN $6 ELSE delivered_at END, updated_at = $6 \
+             WHERE id = $1 AND carrier = $2 AND status = 'sending' AND outcome_unknown_at IS NOT NULL \
+             RETURNING ",
+            MESSAGE_COLUMNS
+        ))
+        .bind(message_id)
+        .bind(receipt.carrier.as_str())
+        .bind(receipt.status)
+        .bind(receipt.carrier_message_id.as_str())
+        .bind(Nullable(receipt.error.as_deref()))
+        .bind(receipt.at)
+        .fetch_optional(&mut *conn)
+        .await?)
+    }
+
+    /// Moves a `sent` message on by a delivery or failure receipt.
+    async fn apply_receipt_to_sent(
+        conn: &mut DB::Connection,
+        receipt: &Receipt,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        if receipt.status == MessageStatus::Sent {
+            return Ok(None);
+        }
+        let delivered_at = (receipt.status == MessageStatus::Delivered).then_some(receipt.at);
+        Ok(sqlx::query_as(concatcp!(
+            "UPDATE messages SET status = $3, last_error = COALESCE($4, last_error), \
+             delivered_at = COALESCE($5, delivered_at), updated_at = $6 \
+             WHERE carrier = $1 AND carrier_message_id = $2 AND status = 'sent' RETURNING ",
+            MESSAGE_COLUMNS
+        ))
+        .bind(receipt.carrier.as_str())
+        .bind(receipt.carrier_message_id.as_str())
+        .bind(receipt.status)
+        .bind(Nullable(receipt.error.as_deref()))
+        .bind(Nullable(delivered_at))
+        .bind(receipt.at)
+        .fetch_optional(&mut *conn)
+        .await?)
+    }
+}

@@ -1,0 +1,425 @@
+//! The sending half: queueing, claiming hand-offs, applying results and receipts.
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use const_format::concatcp;
+use sqlx::types::Json;
+use sqlx::{ColumnIndex, Executor, QueryBuilder};
+use uuid::Uuid;
+
+use super::{Bind, Column, Dialect, MESSAGE_COLUMNS, ROWS_PER_STATEMENT, RowsAffected, SqlStore, push_list};
+use crate::domain::contact::Attributes;
+use crate::domain::ids::{CampaignId, ContactId, MessageId, TaskId, UserId};
+use crate::domain::message::{
+    ClaimedMessage, MessageChange, MessageRecord, MessageStatus, Receipt, ReceiptOutcome, SendRequest, TaskReport,
+    UNKNOWN_OUTCOME,
+};
+use crate::domain::variant::Variant;
+use crate::store::columns::Nullable;
+use crate::store::{SendingStore, StoreError};
+
+/// `RETURNING` columns of [`ClaimedMessage`]: a message with its contact's name
+/// and attributes (scalar subqueries: SQLite's `RETURNING` cannot join).
+const CLAIMED_COLUMNS: &str = "messages.id, messages.campaign_id, messages.contact_id, messages.variant, \
+     messages.hand_offs AS hand_off, messages.attempts, messages.carrier, messages.phone_number, \
+     (SELECT name FROM contacts WHERE contacts.id = messages.contact_id) AS name, \
+     (SELECT attributes FROM contacts WHERE contacts.id = messages.contact_id) AS attributes";
+
+/// Contacts looked at per statement while queueing a send.
+const QUEUE_BATCH: i64 = 5_000;
+
+#[async_trait]
+impl<DB> SendingStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Bind<'a, DB> + ColumnIndex<DB::Row>,
+    for<'a> Json<&'a Attributes>: Bind<'a, DB>,
+    Uuid: Column<DB>,
+    String: Column<DB>,
+    i32: Column<DB>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+    NaiveDate: Column<DB>,
+    Json<Attributes>: Column<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    async fn queue_send(
+        &self,
+        request: &SendRequest,
+        total_limit: Option<i32>,
+        assign: &(dyn Fn(ContactId) -> Variant + Sync),
+    ) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // A no-op write: takes the campaign's row lock (PostgreSQL) or the
+        // write lock (SQLite), so concurrent sends queue one after the other.
+        let active =
+            sqlx::query("UPDATE campaigns SET status = status WHERE id = $1 AND user_id = $2 AND status = 'active'")
+                .bind(request.campaign_id)
+                .bind(request.user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if active == 0 {
+            return Ok(None);
+        }
+        let mut room = match total_limit {
+            Some(limit) => {
+                let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE campaign_id = $1")
+                    .bind(request.campaign_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                (i64::from(limit) - existing).max(0)
+            }
+            None => i64::MAX,
+        };
+        sqlx::query(
+            "INSERT INTO send_tasks (id, campaign_id, queued, scheduled_for, created_at) VALUES ($1, $2, 0, $3, $4)",
+        )
+        .bind(request.task_id)
+        .bind(request.campaign_id)
+        .bind(Nullable(request.scheduled_for))
+        .bind(request.now)
+        .execute(&mut *tx)
+        .await?;
+        let mut queued: u64 = 0;
+        let mut after: i64 = -1;
+        while room > 0 {
+            let eligible: Vec<(i64, ContactId, String)> = sqlx::query_as(
+                "SELECT l.seq, l.contact_id, k.phone_number FROM campaign_contacts l \
+                 JOIN contacts k ON k.id = l.contact_id \
+                 WHERE l.campaign_id = $1 AND l.seq > $2 AND NOT k.opted_out \
+                 AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = $1 AND m.contact_id = l.contact_id) \
+                 ORDER BY l.seq LIMIT $3",
+            )
+            .bind(request.campaign_id)
+            .bind(after)
+            .bind(room.min(QUEUE_BATCH))
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(last) = eligible.last() else { break };
+            after = last.0;
+            room -= eligible.len() as i64;
+            for chunk in eligible.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::<DB>::new(
+                    "INSERT INTO messages (id, campaign_id, contact_id, task_id, variant, status, carrier, \
+                     phone_number, not_before, created_at, updated_at) ",
+                );
+                insert.push_values(chunk, |mut row, (_, contact_id, phone)| {
+                    row.push_bind(MessageId::new())
+                        .push_bind(request.campaign_id)
+                        .push_bind(*contact_id)
+                        .push_bind(request.task_id)
+                        .push_bind(assign(*contact_id))
+                        .push_bind(MessageStatus::Queued)
+                        .push_bind(request.carrier.as_str())
+                        .push_bind(phone.as_str())
+                        .push_bind(request.not_before)
+                        .push_bind(request.now)
+                        .push_bind(request.now);
+                });
+                queued += insert.build().execute(&mut *tx).await?.rows_affected();
+            }
+        }
+        sqlx::query("UPDATE send_tasks SET queued = $2 WHERE id = $1")
+            .bind(request.task_id)
+            .bind(queued as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(queued))
+    }
+
+    async fn task(&self, user_id: UserId, task_id: TaskId) -> Result<Option<TaskReport>, StoreError> {
+        let row: Option<(TaskId, CampaignId, i64, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT t.id, t.campaign_id, CAST(t.queued AS BIGINT), t.created_at, t.scheduled_for FROM send_tasks t \
+             JOIN campaigns c ON c.id = t.campaign_id WHERE t.id = $1 AND c.user_id = $2",
+        )
+        .bind(task_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((id, campaign_id, queued, created_at, scheduled_for)) = row else {
+            return Ok(None);
+        };
+        let counts: Vec<(MessageStatus, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM messages WHERE task_id = $1 GROUP BY status")
+                .bind(task_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(Some(TaskReport {
+            id,
+            campaign_id,
+            queued: queued as u64,
+            created_at,
+            scheduled_for,
+            counts: counts.into_iter().map(|(s, n)| (s, n as u64)).collect(),
+        }))
+    }
+
+    async fn postpone_due(
+        &self,
+        campaign_id: CampaignId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE messages SET not_before = $3, updated_at = $2 \
+             WHERE campaign_id = $1 AND status = 'queued' AND not_before <= $2",
+        )
+        .bind(campaign_id)
+        .bind(now)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn claim_due(
+        &self,
+        campaign_id: CampaignId,
+        daily_limit: i32,
+        day: NaiveDate,
+        max: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Locks the day's counter first, so concurrent schedulers cannot both spend it.
+        let handed: i32 = sqlx::query_scalar(
+            "INSERT INTO campaign_days (campaign_id, day, handed) VALUES ($1, $2, 0) \
+             ON CONFLICT (campaign_id, day) DO UPDATE SET handed = campaign_days.handed RETURNING handed",
+        )
+        .bind(campaign_id)
+        .bind(day)
+        .fetch_one(&mut *tx)
+        .await?;
+        let room = i64::from(daily_limit - handed).min(i64::from(max));
+        if room <= 0 {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        // One statement takes the oldest due messages and returns what their jobs need.
+        let claimed: Vec<ClaimedMessage> = sqlx::query_as(concatcp!(
+            "UPDATE messages SET status = 'sending', hand_offs = hand_offs + 1, updated_at = $2, handed_day = $4 \
+             WHERE status = 'queued' AND id IN (SELECT m.id FROM messages m JOIN contacts k ON k.id = m.contact_id \
+             WHERE m.campaign_id = $1 AND m.status = 'queued' AND m.not_before <= $2 AND NOT k.opted_out \
+             ORDER BY m.not_before, m.id LIMIT $3) RETURNING ",
+            CLAIMED_COLUMNS
+        ))
+        .bind(campaign_id)
+        .bind(now)
+        .bind(room)
+        .bind(day)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE campaign_days SET handed = handed + $3 WHERE campaign_id = $1 AND day = $2")
+            .bind(campaign_id)
+            .bind(day)
+            .bind(claimed.len() as i32)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn messages(&self, ids: &[MessageId]) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut records = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut select =
+                QueryBuilder::<DB>::new(concatcp!("SELECT ", MESSAGE_COLUMNS, " FROM messages WHERE id IN "));
+            push_list(&mut select, chunk);
+            records.extend(select.build_query_as::<MessageRecord>().fetch_all(&self.pool).await?);
+        }
+        Ok(records)
+    }
+
+    async fn count_in_flight(&self) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE status = 'sending' AND outcome_unknown_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n as u64)
+    }
+
+    async fn overdue_hand_offs(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        max: u32,
+        new_hand_off: bool,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        Ok(sqlx::query_as(concatcp!(
+            "UPDATE messages SET updated_at = $2, hand_offs = hand_offs + $4 WHERE id IN \
+             (SELECT id FROM messages WHERE status = 'sending' AND outcome_unknown_at IS NULL AND updated_at < $1 \
+             ORDER BY updated_at LIMIT $3) AND status = 'sending' RETURNING ",
+            CLAIMED_COLUMNS
+        ))
+        .bind(cutoff)
+        .bind(now)
+        .bind(i64::from(max))
+        .bind(i32::from(new_hand_off))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn apply_changes(&self, changes: &[MessageChange]) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut applied = Vec::with_capacity(changes.len());
+        for chunk in changes.chunks(ROWS_PER_STATEMENT) {
+            // Slots first: the guard below reads the hand-off the change is for.
+            let releasing: Vec<_> = chunk.iter().filter(|c| c.release_slot).collect();
+            if !releasing.is_empty() {
+                let mut release = QueryBuilder::<DB>::new("WITH v (id, hand_off) AS (");
+                release.push_values(&releasing, |mut row, c| {
+                    row.push_bind(c.id).push_bind(c.hand_off);
+                });
+                release.push(
+                    ") UPDATE campaign_days SET handed = campaign_days.handed - d.n FROM \
+                     (SELECT m.campaign_id, m.handed_day, COUNT(*) AS n FROM messages m \
+                     JOIN v ON m.id = v.id AND m.hand_offs = v.hand_off \
+                     WHERE m.status = 'sending' AND m.handed_day IS NOT NULL \
+                     GROUP BY m.campaign_id, m.handed_day) AS d \
+                     WHERE campaign_days.campaign_id = d.campaign_id AND campaign_days.day = d.handed_day",
+                );
+                release.build().execute(&mut *tx).await?;
+            }
+            let mut update = QueryBuilder::<DB>::new(
+                "WITH v (id, hand_off, status, attempts, carrier_message_id, segments, not_before, error, at, \
+                 release_slot, unknown) AS (",
+            );
+            update.push_values(chunk, |mut row, c| {
+                row.push_bind(c.id)
+                    .push_bind(c.hand_off)
+                    .push_bind(c.status)
+                    .push_bind(c.attempts)
+                    .push_bind(Nullable(c.carrier_message_id.as_deref()))
+                    .push_bind(Nullable(c.segments))
+                    .push_bind(Nullable(c.not_before))
+                    .push_bind(Nullable(c.error.as_deref()))
+                    .push_bind(c.at)
+                    .push_bind(c.release_slot)
+                    .push_bind(c.outcome_unknown);
+            });
+            update.push(concatcp!(
+                ") UPDATE messages SET status = v.status, attempts = v.attempts, \
+                 carrier_message_id = COALESCE(v.carrier_message_id, messages.carrier_message_id), \
+                 segments = COALESCE(v.segments, messages.segments), \
+                 not_before = COALESCE(v.not_before, messages.not_before), last_error = v.error, updated_at = v.at, \
+                 sent_at = CASE WHEN v.status IN ('sent', 'delivered') THEN v.at ELSE messages.sent_at END, \
+                 delivered_at = CASE WHEN v.status = 'delivered' THEN v.at ELSE messages.delivered_at END, \
+                 outcome_unknown_at = CASE WHEN v.unknown THEN v.at ELSE NULL END, \
+                 handed_day = CASE WHEN v.release_slot THEN NULL ELSE messages.handed_day END \
+                 FROM v WHERE messages.id = v.id AND messages.status = 'sending' AND messages.hand_offs = v.hand_off \
+                 AND messages.outcome_unknown_at IS NULL \
+                 RETURNING ",
+                MESSAGE_COLUMNS
+            ));
+            applied.extend(update.build_query_as::<MessageRecord>().fetch_all(&mut *tx).await?);
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn apply_receipt(&self, receipt: &Receipt) -> Result<ReceiptOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(record) = Self::reconcile_unknown(&mut tx, receipt).await? {
+            tx.commit().await?;
+            return Ok(ReceiptOutcome::Applied(record));
+        }
+        if let Some(record) = Self::apply_receipt_to_sent(&mut tx, receipt).await? {
+            tx.commit().await?;
+            return Ok(ReceiptOutcome::Applied(record));
+        }
+        let known: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM messages WHERE carrier = $1 AND carrier_message_id = $2 LIMIT 1")
+                .bind(receipt.carrier.as_str())
+                .bind(receipt.carrier_message_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        // Acceptance alone is what a send result records: keep it only to
+        // reconcile a message it names.
+        if known.is_some() || (receipt.status == MessageStatus::Sent && receipt.message_id.is_none()) {
+            return Ok(ReceiptOutcome::Ignored);
+        }
+        sqlx::query(
+            "INSERT INTO early_receipts (carrier, carrier_message_id, status, error, message_id, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(receipt.carrier.as_str())
+        .bind(receipt.carrier_message_id.as_str())
+        .bind(receipt.status)
+        .bind(Nullable(receipt.error.as_deref()))
+        .bind(Nullable(receipt.message_id))
+        .bind(receipt.at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ReceiptOutcome::Kept)
+    }
+
+    async fn apply_early_receipts(
+        &self,
+        forget_before: Option<DateTime<Utc>>,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        // Receipts whose message now carries their carrier id (its send
+        // result landed), or is held with an unknown outcome they name. Read
+        // outside a transaction: after most batches there are none, and the
+        // writes below are guarded, so a receipt applied twice changes nothing.
+        let landed: Vec<Receipt> = sqlx::query_as(
+            "SELECT r.carrier, r.carrier_message_id, r.status, r.error, r.message_id, r.received_at AS at \
+             FROM early_receipts r WHERE EXISTS (SELECT 1 FROM messages m WHERE m.carrier = r.carrier \
+             AND m.carrier_message_id = r.carrier_message_id AND m.status IN ('sent', 'delivered', 'failed')) \
+             OR EXISTS (SELECT 1 FROM messages m WHERE m.id = r.message_id AND m.carrier = r.carrier \
+             AND m.outcome_unknown_at IS NOT NULL) \
+             ORDER BY r.received_at LIMIT 500",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        if landed.is_empty() && forget_before.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut applied = Vec::new();
+        for receipt in landed {
+            match Self::reconcile_unknown(&mut tx, &receipt).await? {
+                Some(record) => applied.push(record),
+                None => applied.extend(Self::apply_receipt_to_sent(&mut tx, &receipt).await?),
+            }
+            sqlx::query("DELETE FROM early_receipts WHERE carrier = $1 AND carrier_message_id = $2 AND status = $3")
+                .bind(receipt.carrier.as_str())
+                .bind(receipt.carrier_message_id.as_str())
+                .bind(receipt.status)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(forget_before) = forget_before {
+            sqlx::query("DELETE FROM early_receipts WHERE received_at < $1")
+                .bind(forget_before)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn expire_unknown_outcomes(
+        &self,
+        cutoff: DateTime<Utc>,
+        at: DateTime<Utc>,
+        max: u32,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        Ok(sqlx::query_as(concatcp!(
+            "UPDATE messages SET status = 'failed', last_error = $3, outcome_unknown_at = NULL, updated_at = $2 \
+             WHERE id IN (SELECT id FROM messages WHERE outcome_unknown_at < $1 ORDER BY outcome_unknown_at LIMIT $4) \
+             AND status = 'sending' RETURNING ",
+            MESSAGE_COLUMNS
+        ))
+        .bind(cutoff)
+        .bind(at)
+        .bind(UNKNOWN_OUTCOME)
+        .bind(i64::from(max))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
