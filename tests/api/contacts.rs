@@ -2,6 +2,7 @@
 
 use herald::config::DatabaseConfig;
 use herald::domain::contact::NewContact;
+use herald::domain::phone::PhonePolicy;
 use herald::store::ContactBatch;
 use herald_tests::serde_json::{Value, json};
 use herald_tests::*;
@@ -193,7 +194,11 @@ on_both_backends! {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let batch = |from: u32| -> Vec<NewContact> {
             (from..from + 5_000)
-                .map(|i| NewContact { phone_number: format!("+1555{i:07}"), name: "x".into(), attributes: Default::default() })
+                .map(|i| NewContact {
+                    phone_number: PhonePolicy::default().normalize(&format!("+1555{i:07}")).unwrap(),
+                    name: "x".into(),
+                    attributes: Default::default(),
+                })
                 .collect()
         };
         tx.send(ContactBatch::Rows(batch(0))).await.unwrap();

@@ -12,6 +12,7 @@ use crate::domain::contact::{Contact, ContactChanges, ContactInput};
 use crate::domain::csv_import::ImportReport;
 use crate::domain::ids::{CampaignId, ContactId, TaskId};
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::phone::PhoneNumber;
 use crate::domain::stats::Counters;
 use crate::domain::window::{TimeOfDay, Zone};
 
@@ -225,8 +226,8 @@ impl CampaignList {
 pub struct ContactBody {
     #[schema(value_type = uuid::Uuid)]
     pub id: ContactId,
-    #[schema(example = "+15551234567")]
-    pub phone_number: String,
+    #[schema(value_type = String, example = "+15551234567")]
+    pub phone_number: PhoneNumber,
     pub name: String,
     pub opted_out: bool,
     pub attributes: BTreeMap<String, String>,

@@ -82,7 +82,7 @@ async fn send(config: &Config, carrier: &str, to: &str, body: &str, from: &str) 
         .map_err(|e| anyhow::anyhow!("the template plugin refused the body: {}", e.message))?;
     let message = Message {
         id: uuid::Uuid::now_v7().to_string(),
-        to,
+        to: to.into(),
         from: from.to_string(),
         body: rendered.body,
         segments: rendered.segments,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 pub use super::check_name;
 use super::ids::{ContactId, UserId};
-use super::phone::PhonePolicy;
+use super::phone::{PhoneNumber, PhonePolicy};
 use super::{DomainError, Errors, char_len, check_text};
 
 pub const MAX_BATCH: usize = 10_000;
@@ -20,7 +20,7 @@ pub type Attributes = BTreeMap<String, String>;
 pub struct Contact {
     pub id: ContactId,
     pub user_id: UserId,
-    pub phone_number: String,
+    pub phone_number: PhoneNumber,
     pub name: String,
     pub opted_out: bool,
     #[sqlx(json)]
@@ -34,7 +34,7 @@ pub struct Contact {
 /// A validated contact ready to be written (phone already normalized).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewContact {
-    pub phone_number: String,
+    pub phone_number: PhoneNumber,
     pub name: String,
     pub attributes: Attributes,
 }

@@ -378,7 +378,7 @@ mod tests {
 
     fn contact(phone: &str, name: &str, attributes: &[(&str, &str)]) -> Row {
         Row::Contact(NewContact {
-            phone_number: phone.into(),
+            phone_number: PhonePolicy::default().normalize(phone).expect("a valid test number"),
             name: name.into(),
             attributes: attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         })

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::ids::{CampaignId, ContactId, MessageId, TaskId, UserId};
 
 use super::contact::Attributes;
+use super::phone::PhoneNumber;
 use super::variant::Variant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::Display, strum::EnumString, strum::IntoStaticStr)]
@@ -66,7 +67,7 @@ pub struct ClaimedMessage {
     pub hand_off: i32,
     pub attempts: i32,
     pub carrier: String,
-    pub phone_number: String,
+    pub phone_number: PhoneNumber,
     pub name: String,
     #[sqlx(json)]
     pub attributes: Attributes,

@@ -4,6 +4,39 @@
 //! CSV alike): spaces, dashes, dots and parentheses are dropped, and a bare 10-digit
 //! number or an 11-digit one starting with `1` is read as NANP.
 
+/// A phone number in E.164 form (`+` and digits). Only [`PhonePolicy::normalize`]
+/// makes one from outside input; the store reads back numbers it stored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for PhoneNumber {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<PhoneNumber> for String {
+    fn from(number: PhoneNumber) -> Self {
+        number.0
+    }
+}
+
 /// Which numbers are accepted. NANP only by default, as the original contract had it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhonePolicy {
@@ -27,7 +60,7 @@ impl PhonePolicy {
     }
 
     /// Normalizes `input` to E.164 (`+` and digits) or explains why it is not valid.
-    pub fn normalize(&self, input: &str) -> Result<String, String> {
+    pub fn normalize(&self, input: &str) -> Result<PhoneNumber, String> {
         super::check_text(input).map_err(|e| format!("phone number {e}"))?;
         let invalid = || format!("invalid phone number {:?}", input);
         let trimmed = input.trim();
@@ -50,7 +83,7 @@ impl PhonePolicy {
             _ => return Err(invalid()),
         };
         if self.accepts(&digits) {
-            Ok(format!("+{digits}"))
+            Ok(PhoneNumber(format!("+{digits}")))
         } else {
             Err(invalid())
         }

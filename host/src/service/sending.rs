@@ -87,7 +87,7 @@ pub fn jobs(campaign: &Campaign, claimed: Vec<ClaimedMessage>, deadline: DateTim
             // Attributes first: the contact's own fields win over same-named attributes.
             let mut variables: Vec<(String, String)> = m.attributes.into_iter().collect();
             variables.push(("name".into(), m.name));
-            variables.push(("phone_number".into(), m.phone_number.clone()));
+            variables.push(("phone_number".into(), m.phone_number.to_string()));
             SendJob {
                 message_id: m.id,
                 campaign_id: m.campaign_id,
@@ -95,7 +95,7 @@ pub fn jobs(campaign: &Campaign, claimed: Vec<ClaimedMessage>, deadline: DateTim
                 hand_off: m.hand_off,
                 attempts: m.attempts,
                 carrier: m.carrier,
-                to: m.phone_number,
+                to: m.phone_number.into(),
                 from: String::new(),
                 template: template.clone(),
                 variables,

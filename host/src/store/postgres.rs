@@ -80,7 +80,7 @@ impl Dialect for Postgres {
                     .map_err(|e| StoreError::Corrupt(format!("attributes do not serialize: {e}")))?;
                 let record = [
                     Uuid::now_v7().to_string(),
-                    contact.phone_number.clone(),
+                    contact.phone_number.to_string(),
                     contact.name.clone(),
                     attributes,
                     rows.to_string(),
