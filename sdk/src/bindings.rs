@@ -14,7 +14,7 @@ use crate::{http as sdk_http, types as sdk};
 #[allow(missing_docs)]
 pub mod carrier {
     wit_bindgen::generate!({
-        path: "wit",
+        path: "wit/v0.1.0",
         world: "carrier-plugin",
         pub_export_macro: true,
         default_bindings_module: "herald_sdk::__private::carrier",
@@ -25,7 +25,7 @@ pub mod carrier {
 #[allow(missing_docs)]
 pub mod template {
     wit_bindgen::generate!({
-        path: "wit",
+        path: "wit/v0.1.0",
         world: "template-plugin",
         pub_export_macro: true,
         default_bindings_module: "herald_sdk::__private::template",

@@ -1,7 +1,7 @@
 //! Write [Herald](https://example.invalid/herald) plugins in Rust.
 //!
 //! A Herald plugin is a WebAssembly component built for `wasm32-wasip2`
-//! against the WIT contract in `sdk/wit/plugin.wit` (package
+//! against the WIT contract in `sdk/wit/v0.1.0/plugin.wit` (package
 //! `herald:plugin@0.1.0`). With this crate a plugin is a type implementing
 //! [`Carrier`] or [`Template`] plus one line, [`export_carrier!`] or
 //! [`export_template!`]. Plugin code sees only the plain Rust types of this

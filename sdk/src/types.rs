@@ -1,4 +1,4 @@
-//! Plain Rust mirrors of the types in `sdk/wit/plugin.wit`.
+//! Plain Rust mirrors of the types in `sdk/wit/v0.1.0/plugin.wit`.
 //!
 //! Plugin code only ever sees these types; the SDK converts to and from the
 //! generated bindings at the component boundary.
