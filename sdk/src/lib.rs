@@ -104,7 +104,6 @@
 
 #![warn(missing_docs)]
 
-#[cfg(target_arch = "wasm32")]
 mod bindings;
 pub mod config;
 pub mod http;
@@ -150,8 +149,12 @@ pub trait Carrier {
     /// every request as [`WebhookError::Malformed`], for carriers without webhooks.
     fn handle_webhook(kind: WebhookKind, request: WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
         let _ = request;
+        let kind = match kind {
+            WebhookKind::Status => "Status",
+            WebhookKind::Inbound => "Inbound",
+        };
         Err(WebhookError::Malformed(format!(
-            "this carrier does not accept {kind:?} webhooks"
+            "this carrier does not accept {kind} webhooks"
         )))
     }
 }
@@ -202,6 +205,5 @@ macro_rules! export_template {
 
 #[doc(hidden)]
 pub mod __private {
-    #[cfg(target_arch = "wasm32")]
     pub use crate::bindings::{carrier, template};
 }
