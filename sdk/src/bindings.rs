@@ -1,4 +1,4 @@
-//! Generated bindings (wasm32 only) and their glue to the SDK's plain types.
+//! Generated bindings and their glue to the SDK.
 //!
 //! Each world gets its own `generate!` so each has its own export macro. With
 //! `pub_export_macro`, wit-bindgen embeds an imports-only description of the
@@ -6,18 +6,24 @@
 //! invokes the export macro, so a plugin's component exports exactly the
 //! interface it implements; imports it never calls are dropped when the
 //! component is made.
+//!
+//! The bindings compile on every target (off `wasm32` their imports are never
+//! called: the mock host answers instead), because the SDK's records and enums
+//! are these generated types, re-exported by `types`.
 
-use crate::{http as sdk_http, types as sdk};
+use crate::types as sdk;
 
 /// Bindings for `world carrier-plugin`; also the home of the shared
 /// `types` and `host` interfaces.
 #[allow(missing_docs)]
 pub mod carrier {
     wit_bindgen::generate!({
-        path: "wit",
+        path: "wit/v0.1.0",
         world: "carrier-plugin",
         pub_export_macro: true,
         default_bindings_module: "herald_sdk::__private::carrier",
+        // Plugin code compares and hashes these types (and their tests do).
+        additional_derives: [PartialEq, Eq, Hash],
     });
 }
 
@@ -25,7 +31,7 @@ pub mod carrier {
 #[allow(missing_docs)]
 pub mod template {
     wit_bindgen::generate!({
-        path: "wit",
+        path: "wit/v0.1.0",
         world: "template-plugin",
         pub_export_macro: true,
         default_bindings_module: "herald_sdk::__private::template",
@@ -33,19 +39,23 @@ pub mod template {
             "herald:plugin/types@0.1.0": crate::bindings::carrier::herald::plugin::types,
             "herald:plugin/host@0.1.0": crate::bindings::carrier::herald::plugin::host,
         },
+        additional_derives: [PartialEq, Eq, Hash],
     });
 }
 
 use carrier::exports::herald::plugin::carrier as wc;
-use carrier::herald::plugin::{host as wh, http as whttp, types as wt};
+use carrier::herald::plugin::{host as wh, types as wt};
 use template::exports::herald::plugin::template as wtpl;
 
-/// Host calls, converting to and from the SDK's types.
+/// Herald's imports, in the SDK's terms.
+#[cfg(target_arch = "wasm32")]
 pub(crate) mod host {
-    use super::*;
+    use super::carrier::herald::plugin::http as whttp;
+    use super::{sdk, wh};
+    use crate::http as sdk_http;
 
     pub(crate) fn log(level: sdk::Level, message: &str) {
-        wh::log(level.into(), message);
+        wh::log(level, message);
     }
 
     pub(crate) fn config_get(key: &str) -> Option<String> {
@@ -60,13 +70,13 @@ pub(crate) mod host {
         let request = whttp::Request {
             method: request.method,
             url: request.url,
-            headers: request.headers.into_iter().map(Into::into).collect(),
+            headers: request.headers,
             body: request.body,
         };
         match whttp::fetch(&request) {
             Ok(response) => Ok(sdk_http::Response {
                 status: response.status,
-                headers: response.headers.into_iter().map(Into::into).collect(),
+                headers: response.headers,
                 body: response.body,
             }),
             Err(error) => Err(match error {
@@ -104,24 +114,11 @@ fn install_panic_hook() {
 impl<T: crate::Carrier> wc::Guest for T {
     fn send(message: wc::Message) -> Result<wc::Accepted, wc::SendError> {
         install_panic_hook();
-        let message = sdk::Message {
-            id: message.id,
-            to: message.to,
-            from: message.from,
-            body: message.body,
-            segments: message.segments,
-            encoding: message.encoding.into(),
-            metadata: message.metadata,
-        };
-        match T::send(message) {
-            Ok(accepted) => Ok(wc::Accepted {
-                carrier_message_id: accepted.carrier_message_id,
-                status: accepted.status.map(Into::into),
-            }),
-            Err(sdk::SendError::Retryable(reason)) => Err(wc::SendError::Retryable(reason)),
-            Err(sdk::SendError::Permanent(reason)) => Err(wc::SendError::Permanent(reason)),
-            Err(sdk::SendError::RateLimited(ms)) => Err(wc::SendError::RateLimited(ms)),
-        }
+        T::send(message).map_err(|error| match error {
+            sdk::SendError::Retryable(reason) => wc::SendError::Retryable(reason),
+            sdk::SendError::Permanent(reason) => wc::SendError::Permanent(reason),
+            sdk::SendError::RateLimited(ms) => wc::SendError::RateLimited(ms),
+        })
     }
 
     fn handle_webhook(
@@ -129,36 +126,10 @@ impl<T: crate::Carrier> wc::Guest for T {
         request: wc::WebhookRequest,
     ) -> Result<Vec<wc::WebhookEvent>, wc::WebhookError> {
         install_panic_hook();
-        let kind = match kind {
-            wc::WebhookKind::Status => sdk::WebhookKind::Status,
-            wc::WebhookKind::Inbound => sdk::WebhookKind::Inbound,
-        };
-        let request = sdk::WebhookRequest {
-            method: request.method,
-            url: request.url,
-            query: request.query,
-            headers: request.headers.into_iter().map(Into::into).collect(),
-            body: request.body,
-        };
-        match T::handle_webhook(kind, request) {
-            Ok(events) => Ok(events
-                .into_iter()
-                .map(|event| match event {
-                    sdk::WebhookEvent::Delivery(update) => wc::WebhookEvent::Delivery(wc::DeliveryUpdate {
-                        carrier_message_id: update.carrier_message_id,
-                        status: update.status.into(),
-                        error: update.error,
-                    }),
-                    sdk::WebhookEvent::Inbound(inbound) => wc::WebhookEvent::Inbound(wc::InboundMessage {
-                        from: inbound.from,
-                        to: inbound.to,
-                        body: inbound.body,
-                    }),
-                })
-                .collect()),
-            Err(sdk::WebhookError::Unauthorized(reason)) => Err(wc::WebhookError::Unauthorized(reason)),
-            Err(sdk::WebhookError::Malformed(reason)) => Err(wc::WebhookError::Malformed(reason)),
-        }
+        T::handle_webhook(kind, request).map_err(|error| match error {
+            sdk::WebhookError::Unauthorized(reason) => wc::WebhookError::Unauthorized(reason),
+            sdk::WebhookError::Malformed(reason) => wc::WebhookError::Malformed(reason),
+        })
     }
 }
 
@@ -170,14 +141,7 @@ impl<T: crate::Template> wtpl::Guest for T {
 
     fn render(template: String, variables: Vec<(String, String)>) -> Result<wtpl::Rendered, wtpl::TemplateError> {
         install_panic_hook();
-        match T::render(&template, &variables) {
-            Ok(rendered) => Ok(wtpl::Rendered {
-                body: rendered.body,
-                encoding: rendered.encoding.into(),
-                segments: rendered.segments,
-            }),
-            Err(error) => Err(error.into()),
-        }
+        T::render(&template, &variables).map_err(Into::into)
     }
 }
 
@@ -186,64 +150,6 @@ impl From<sdk::TemplateError> for wtpl::TemplateError {
         Self {
             message: error.message,
             position: error.position,
-        }
-    }
-}
-
-impl From<sdk::Level> for wt::Level {
-    fn from(level: sdk::Level) -> Self {
-        match level {
-            sdk::Level::Trace => wt::Level::Trace,
-            sdk::Level::Debug => wt::Level::Debug,
-            sdk::Level::Info => wt::Level::Info,
-            sdk::Level::Warn => wt::Level::Warn,
-            sdk::Level::Error => wt::Level::Error,
-        }
-    }
-}
-
-impl From<wt::Header> for sdk::Header {
-    fn from(header: wt::Header) -> Self {
-        Self {
-            name: header.name,
-            value: header.value,
-        }
-    }
-}
-
-impl From<sdk::Header> for wt::Header {
-    fn from(header: sdk::Header) -> Self {
-        Self {
-            name: header.name,
-            value: header.value,
-        }
-    }
-}
-
-impl From<wt::Encoding> for sdk::Encoding {
-    fn from(encoding: wt::Encoding) -> Self {
-        match encoding {
-            wt::Encoding::Gsm7 => sdk::Encoding::Gsm7,
-            wt::Encoding::Ucs2 => sdk::Encoding::Ucs2,
-        }
-    }
-}
-
-impl From<sdk::Encoding> for wt::Encoding {
-    fn from(encoding: sdk::Encoding) -> Self {
-        match encoding {
-            sdk::Encoding::Gsm7 => wt::Encoding::Gsm7,
-            sdk::Encoding::Ucs2 => wt::Encoding::Ucs2,
-        }
-    }
-}
-
-impl From<sdk::DeliveryStatus> for wc::DeliveryStatus {
-    fn from(status: sdk::DeliveryStatus) -> Self {
-        match status {
-            sdk::DeliveryStatus::Sent => wc::DeliveryStatus::Sent,
-            sdk::DeliveryStatus::Delivered => wc::DeliveryStatus::Delivered,
-            sdk::DeliveryStatus::Failed => wc::DeliveryStatus::Failed,
         }
     }
 }

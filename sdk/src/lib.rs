@@ -1,7 +1,7 @@
 //! Write [Herald](https://example.invalid/herald) plugins in Rust.
 //!
 //! A Herald plugin is a WebAssembly component built for `wasm32-wasip2`
-//! against the WIT contract in `sdk/wit/plugin.wit` (package
+//! against the WIT contract in `sdk/wit/v0.1.0/plugin.wit` (package
 //! `herald:plugin@0.1.0`). With this crate a plugin is a type implementing
 //! [`Carrier`] or [`Template`] plus one line, [`export_carrier!`] or
 //! [`export_template!`]. Plugin code sees only the plain Rust types of this
@@ -104,7 +104,6 @@
 
 #![warn(missing_docs)]
 
-#[cfg(target_arch = "wasm32")]
 mod bindings;
 pub mod config;
 pub mod http;
@@ -150,8 +149,12 @@ pub trait Carrier {
     /// every request as [`WebhookError::Malformed`], for carriers without webhooks.
     fn handle_webhook(kind: WebhookKind, request: WebhookRequest) -> Result<Vec<WebhookEvent>, WebhookError> {
         let _ = request;
+        let kind = match kind {
+            WebhookKind::Status => "Status",
+            WebhookKind::Inbound => "Inbound",
+        };
         Err(WebhookError::Malformed(format!(
-            "this carrier does not accept {kind:?} webhooks"
+            "this carrier does not accept {kind} webhooks"
         )))
     }
 }
@@ -202,6 +205,5 @@ macro_rules! export_template {
 
 #[doc(hidden)]
 pub mod __private {
-    #[cfg(target_arch = "wasm32")]
     pub use crate::bindings::{carrier, template};
 }

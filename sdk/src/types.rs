@@ -1,34 +1,19 @@
-//! Plain Rust mirrors of the types in `sdk/wit/plugin.wit`.
+//! The types of the plugin contract (`sdk/wit/v0.1.0/plugin.wit`) as plugin
+//! code sees them.
 //!
-//! Plugin code only ever sees these types; the SDK converts to and from the
-//! generated bindings at the component boundary.
+//! Records and enums are the generated bindings themselves, re-exported with
+//! a few helpers, so they cannot drift from the contract. The error types are
+//! the SDK's own: they say what went wrong in words (the generated ones print
+//! their `Debug` form) and build the reasons Herald reads ([`SendError::opted_out`]
+//! and friends); the SDK converts them at the component boundary.
 
 use std::fmt;
 
-/// Severity of a log line (WIT `types.level`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    /// Very detailed tracing.
-    Trace,
-    /// Debugging detail.
-    Debug,
-    /// Normal operation.
-    Info,
-    /// Something unexpected that the plugin handled.
-    Warn,
-    /// A failure.
-    Error,
-}
-
-/// An HTTP header (WIT `types.header`). Names are case-insensitive; repeated
-/// names are allowed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Header {
-    /// The header name, e.g. `Content-Type`.
-    pub name: String,
-    /// The header value.
-    pub value: String,
-}
+pub use crate::bindings::carrier::exports::herald::plugin::carrier::{
+    Accepted, DeliveryStatus, DeliveryUpdate, InboundMessage, Message, WebhookEvent, WebhookKind, WebhookRequest,
+};
+pub use crate::bindings::carrier::herald::plugin::types::{Encoding, Header, Level};
+pub use crate::bindings::template::exports::herald::plugin::template::Rendered;
 
 impl Header {
     /// A header from a name and a value.
@@ -46,55 +31,6 @@ pub(crate) fn find_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a s
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case(name))
         .map(|h| h.value.as_str())
-}
-
-/// How a message body is encoded on the air (WIT `types.encoding`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Encoding {
-    /// The GSM 03.38 7-bit alphabet: 160 septets in one segment, 153 per segment when split.
-    Gsm7,
-    /// UCS-2: 70 UTF-16 code units in one segment, 67 per segment when split.
-    Ucs2,
-}
-
-/// One SMS to deliver (WIT `carrier.message`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// Herald's message id. Pass it to the carrier as an idempotency key when it
-    /// supports one: Herald may call `send` more than once for a message.
-    pub id: String,
-    /// Recipient, E.164.
-    pub to: String,
-    /// Sender (number, short code or alphanumeric id); may be empty when the carrier decides.
-    pub from: String,
-    /// The rendered body.
-    pub body: String,
-    /// SMS segments the body takes.
-    pub segments: u32,
-    /// The body's encoding.
-    pub encoding: Encoding,
-    /// Extra key/value pairs (campaign id, variant, ...).
-    pub metadata: Vec<(String, String)>,
-}
-
-/// Where a message stands, as a carrier reports it (WIT `carrier.delivery-status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeliveryStatus {
-    /// Accepted and handed on (the carrier's "queued"/"sent").
-    Sent,
-    /// The handset received it.
-    Delivered,
-    /// It will not be delivered.
-    Failed,
-}
-
-/// The carrier accepted a message (WIT `carrier.accepted`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
-    /// The carrier's id for the message, used to match delivery receipts.
-    pub carrier_message_id: String,
-    /// The status the carrier reported at once, when it did.
-    pub status: Option<DeliveryStatus>,
 }
 
 /// The start of a [`SendError::Permanent`] reason saying the recipient opted
@@ -235,30 +171,6 @@ impl From<crate::config::ConfigError> for SendError {
     }
 }
 
-/// Which webhook endpoint a request arrived on (WIT `carrier.webhook-kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WebhookKind {
-    /// `POST /webhooks/{carrier}/status`: delivery receipts.
-    Status,
-    /// `POST /webhooks/{carrier}/inbound`: messages from handsets.
-    Inbound,
-}
-
-/// A webhook request as Herald received it (WIT `carrier.webhook-request`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookRequest {
-    /// The HTTP method, e.g. `POST`.
-    pub method: String,
-    /// The public URL the carrier called (scheme, host and path as configured for signature checks).
-    pub url: String,
-    /// The raw query string, without `?`.
-    pub query: String,
-    /// The request headers.
-    pub headers: Vec<Header>,
-    /// The raw request body.
-    pub body: Vec<u8>,
-}
-
 impl WebhookRequest {
     /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -279,37 +191,6 @@ impl WebhookRequest {
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_slice(&self.body)
     }
-}
-
-/// A delivery receipt (WIT `carrier.delivery-update`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryUpdate {
-    /// The carrier's id for the message, as returned in [`Accepted`].
-    pub carrier_message_id: String,
-    /// The new status.
-    pub status: DeliveryStatus,
-    /// The carrier's reason when `status` is [`DeliveryStatus::Failed`].
-    pub error: Option<String>,
-}
-
-/// A message from a handset (WIT `carrier.inbound-message`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InboundMessage {
-    /// The sender's number.
-    pub from: String,
-    /// The number the message was sent to.
-    pub to: String,
-    /// The message text.
-    pub body: String,
-}
-
-/// One event parsed from a webhook request (WIT `carrier.webhook-event`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WebhookEvent {
-    /// A delivery receipt.
-    Delivery(DeliveryUpdate),
-    /// An inbound message.
-    Inbound(InboundMessage),
 }
 
 /// Why a webhook request was rejected (WIT `carrier.webhook-error`).
@@ -369,17 +250,6 @@ impl fmt::Display for TemplateError {
 }
 
 impl std::error::Error for TemplateError {}
-
-/// A rendered message body (WIT `template.rendered`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rendered {
-    /// The body to send.
-    pub body: String,
-    /// Its encoding on the air.
-    pub encoding: Encoding,
-    /// The number of SMS segments it takes.
-    pub segments: u32,
-}
 
 #[cfg(test)]
 mod tests {

@@ -9,17 +9,21 @@
 //! server within the two-minute window.
 //!
 //! Jobs and results are consumed through durable pull consumers shared by
-//! every process of a role: that is how dispatchers scale out. Pull requests
-//! are issued by hand on one long-lived inbox per [`Inbox`] (see
-//! `PullInbox`) rather than through the client's `fetch` or `stream`
-//! helpers: `fetch` either returns at once when the queue is empty or waits
-//! for a full batch, and `stream` prefetches on its own schedule. Here a call
-//! asks the server for at most what the caller can take, returns as soon as a
-//! burst has arrived, and keeps anything that arrives later for the next call
-//! instead of losing it until the ack wait expires.
+//! every process of a role: that is how dispatchers scale out. Each [`Inbox`]
+//! reads its share through the client's pull stream (`consumer.stream()`):
+//! it keeps one pull request open on the server, renews it once half of it
+//! has arrived, expects the server's idle heartbeats, and asks again after a
+//! reconnect. A call returns at most what the caller asked for, as soon as a
+//! burst has arrived; what the stream pulled meanwhile is handed out by the
+//! next call. So an inbox holds up to about one and a half pull requests'
+//! worth of messages its caller has not taken yet: callers take from it in a
+//! loop, since a message left unread past the ack wait goes to another consumer.
 //!
 //! The connection reconnects forever: a NATS restart mid-campaign makes calls
-//! fail with [`BusError::Unavailable`] until it is back, then they resume.
+//! fail with [`BusError::Unavailable`] until it is back, then they resume (an
+//! inbox is opened again, which restores its consumer, and its stream, should
+//! the server have come back without its storage). Handlers mark a long job
+//! in progress ([`Delivery::working`]) so it is not redelivered meanwhile.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -28,17 +32,17 @@ use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
 use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::consumer::pull::{self, BatchConfig};
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::{Acker, PublishMessage};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
 use async_nats::jetstream::{self, AckKind};
-use async_nats::{Client, ConnectOptions, StatusCode, Subject, Subscriber};
+use async_nats::{Client, ConnectOptions};
 use async_trait::async_trait;
-use futures::StreamExt;
 use futures::future::join_all;
+use futures::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
 
 use crate::bus::event::Event;
@@ -49,7 +53,7 @@ use crate::bus::{BusError, Delivery, DeliveryHandle, Inbox, SendJob, SendResult,
 const INITIAL_CONNECT: Duration = Duration::from_secs(5);
 /// Timeout of JetStream API calls and of each publish acknowledgement.
 const API_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bound on setting up a pull (consumer check and inbox subscription).
+/// Bound on setting up a pull (checking, or restoring, the consumer).
 const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(12);
 /// Bound on handing an acknowledgement to the connection: while NATS is down
 /// the client's command queue fills up and would block the caller until it is
@@ -80,11 +84,11 @@ const MAX_ACK_INFLIGHT: usize = 64 * PUBLISH_WINDOW;
 /// After the first delivery of a call, how long to wait for the rest of the
 /// burst: the server sends a batch back to back, far faster than this.
 const LINGER: Duration = Duration::from_millis(5);
-/// Shortest pull request: the server needs some time to answer at all.
-const MIN_EXPIRES: Duration = Duration::from_millis(20);
-/// Margin after a pull request's expiry by which its timeout notice must have
-/// arrived; past it, the request is assumed gone (e.g. lost in a reconnect).
-const EXPIRY_GRACE: Duration = Duration::from_millis(500);
+/// Lifetime of one pull request on the server; the stream renews it.
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// How often the server confirms an idle pull request; two missed in a row
+/// mean it is lost (the stream then fails and the inbox is opened again).
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// JetStream transport: publishes jobs, results and events, and hands out
 /// shares of the job and result queues.
@@ -215,7 +219,7 @@ async fn ensure_consumer(
     js: &jetstream::Context,
     stream: &str,
     config: &pull::Config,
-) -> Result<jetstream::consumer::PullConsumer, ConsumerError> {
+) -> Result<PullConsumer, ConsumerError> {
     js.create_consumer_on_stream(config.clone(), stream).await
 }
 
@@ -338,9 +342,32 @@ impl NatsTransport {
         stream: &stream::Config,
         consumer: &pull::Config,
     ) -> Result<PullInbox<T>, BusError> {
-        let mut inbox = PullInbox::new(self.client.clone(), self.js.clone(), stream, consumer);
-        inbox.establish().await?;
-        Ok(inbox)
+        if self.client.connection_state() != State::Connected {
+            return Err(BusError::Unavailable("not connected to NATS".to_string()));
+        }
+        let consumer = tokio::time::timeout(ESTABLISH_TIMEOUT, self.restore_consumer(stream, consumer))
+            .await
+            .map_err(|_| BusError::Unavailable("setting up the pull timed out".to_string()))??;
+        Ok(PullInbox::new(self.client.clone(), consumer))
+    }
+
+    /// The durable consumer, created or brought to `config`, and its stream
+    /// too should a server have restarted without its storage. Failures are
+    /// [`BusError::Unavailable`]: the caller retries.
+    async fn restore_consumer(&self, stream: &stream::Config, config: &pull::Config) -> Result<PullConsumer, BusError> {
+        let name = &stream.name;
+        match ensure_consumer(&self.js, name, config).await {
+            Ok(consumer) => Ok(consumer),
+            Err(err) if is_stream_not_found(&err) => {
+                ensure_stream(&self.js, stream)
+                    .await
+                    .map_err(|err| unavailable("restoring", err))?;
+                ensure_consumer(&self.js, name, config)
+                    .await
+                    .map_err(|err| unavailable("restoring", consumer_failure(name, config, err)))
+            }
+            Err(err) => Err(unavailable("checking", consumer_failure(name, config, err))),
+        }
     }
 }
 
@@ -454,204 +481,65 @@ impl Transport for NatsTransport {
     }
 }
 
-/// One process's share of a durable pull consumer.
+/// One process's share of a durable pull consumer, read through the client's
+/// pull stream.
 ///
-/// It owns one inbox subscription that lives across calls (and across
-/// reconnects: the client subscribes again by itself) and sends pull requests
-/// to it, tracking how many messages requested are still to come so it never
-/// asks for more than a caller wanted. Deliveries that arrive after a call
-/// returned wait in the subscription for the next call rather than being lost
-/// until their ack wait expires.
+/// The stream is opened by the first call, with pull requests as large as
+/// that call's `max` (each caller asks for about the same every time: what its
+/// workers or its batch can take). It keeps a request open on the server and
+/// renews it once half of it has arrived, so what arrives after a call
+/// returned waits in the stream and is handed out by the next call instead of
+/// expiring its ack wait unseen.
 struct PullInbox<T> {
     client: Client,
-    js: jetstream::Context,
-    stream: stream::Config,
-    config: pull::Config,
-    consumer: Option<jetstream::consumer::PullConsumer>,
-    inbox: Subject,
-    subscriber: Option<Subscriber>,
-    /// Set after an error: the next call checks the consumer (and stream) first.
-    check: bool,
-    /// Messages requested and neither delivered nor released by the server.
-    outstanding: usize,
-    /// When every outstanding request has expired on the server.
-    outstanding_until: Instant,
-    /// The client's connection count when the consumer was last checked: a
-    /// reconnect makes the server forget pending pull requests, and a server
-    /// that restarted without its storage lost the consumer.
-    connects: u64,
+    consumer: PullConsumer,
+    messages: Option<pull::Stream>,
     _payload: PhantomData<fn() -> T>,
 }
 
-/// What became of one message from the inbox subscription.
-enum Received<T> {
-    Delivery(Delivery<T>),
-    /// A pull request ended: more may be asked for.
-    Released,
-    /// A heartbeat or an undecodable message: nothing for the caller.
-    Nothing,
-}
-
 impl<T: DeserializeOwned + Send + 'static> PullInbox<T> {
-    fn new(client: Client, js: jetstream::Context, stream: &stream::Config, config: &pull::Config) -> Self {
+    fn new(client: Client, consumer: PullConsumer) -> Self {
         Self {
-            inbox: Subject::from(client.new_inbox()),
             client,
-            js,
-            stream: stream.clone(),
-            config: config.clone(),
-            consumer: None,
-            subscriber: None,
-            check: true,
-            outstanding: 0,
-            outstanding_until: Instant::now(),
-            connects: 0,
+            consumer,
+            messages: None,
             _payload: PhantomData,
         }
     }
 
-    /// Makes sure the consumer exists (and its stream, should a server have
-    /// restarted without its storage) and the inbox is subscribed. Failures
-    /// are [`BusError::Unavailable`]: the caller retries.
-    async fn establish(&mut self) -> Result<(), BusError> {
-        tokio::time::timeout(ESTABLISH_TIMEOUT, self.try_establish())
-            .await
-            .map_err(|_| BusError::Unavailable("setting up the pull timed out".to_string()))?
-    }
-
-    async fn try_establish(&mut self) -> Result<(), BusError> {
-        if self.client.connection_state() != State::Connected {
-            return Err(BusError::Unavailable("not connected to NATS".to_string()));
-        }
-        let connects = self.client.statistics().connects.load(Ordering::Relaxed);
-        let stream = &self.stream.name;
-        let consumer = match ensure_consumer(&self.js, stream, &self.config).await {
-            Ok(consumer) => consumer,
-            Err(err) if is_stream_not_found(&err) => {
-                ensure_stream(&self.js, &self.stream)
-                    .await
-                    .map_err(|err| unavailable("restoring", err))?;
-                ensure_consumer(&self.js, stream, &self.config)
-                    .await
-                    .map_err(|err| unavailable("restoring", consumer_failure(stream, &self.config, err)))?
-            }
-            Err(err) => return Err(unavailable("checking", consumer_failure(stream, &self.config, err))),
-        };
-        if self.subscriber.is_none() {
-            self.inbox = Subject::from(self.client.new_inbox());
-            let subscriber = self
-                .client
-                .subscribe(self.inbox.clone())
-                .await
-                .map_err(|err| unavailable("subscribing to the pull inbox", err))?;
-            self.subscriber = Some(subscriber);
-        }
-        self.consumer = Some(consumer);
-        self.check = false;
-        self.connects = connects;
-        self.outstanding = 0;
-        Ok(())
-    }
-
-    /// Checks that the pull can be used now: connected, and the consumer
-    /// checked since the last error or reconnect.
-    async fn prepare(&mut self) -> Result<(), BusError> {
-        if self.client.connection_state() != State::Connected {
-            return Err(BusError::Unavailable("not connected to NATS".to_string()));
-        }
-        if self.check || self.client.statistics().connects.load(Ordering::Relaxed) != self.connects {
-            self.establish().await?;
-        }
-        Ok(())
-    }
-
-    /// Asks the server for up to `wanted` more messages, less what earlier
-    /// requests may still bring.
-    async fn request(&mut self, wanted: usize, expires: Duration) -> Result<(), BusError> {
-        let now = Instant::now();
-        if now >= self.outstanding_until {
-            self.outstanding = 0;
-        }
-        let batch = wanted.saturating_sub(self.outstanding);
-        let Some(consumer) = &self.consumer else {
-            return Err(BusError::Unavailable("pull consumer not set up".to_string()));
-        };
-        if batch == 0 {
+    /// Opens the pull stream unless it is open.
+    async fn open(&mut self, batch: usize) -> Result<(), BusError> {
+        if self.messages.is_some() {
             return Ok(());
         }
-        let expires = expires.max(MIN_EXPIRES);
-        let request = BatchConfig {
-            batch,
-            expires: Some(expires),
-            ..Default::default()
-        };
-        match tokio::time::timeout(API_TIMEOUT, consumer.request_batch(request, self.inbox.clone())).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => return Err(unavailable("pull request", err)),
-            Err(_) => return Err(BusError::Unavailable("pull request not sent in time".to_string())),
-        }
-        self.outstanding += batch;
-        self.outstanding_until = self.outstanding_until.max(now + expires + EXPIRY_GRACE);
+        let opening = self
+            .consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
+            .messages();
+        let messages = tokio::time::timeout(API_TIMEOUT, opening)
+            .await
+            .map_err(|_| BusError::Unavailable("opening the pull stream timed out".to_string()))?
+            .map_err(|err| unavailable("opening the pull stream", err))?;
+        self.messages = Some(messages);
         Ok(())
     }
+}
 
-    /// Handles one message from the inbox: a delivery, or a status notice
-    /// that settles the accounting of outstanding requests.
-    async fn receive(&mut self, message: async_nats::Message) -> Result<Received<T>, BusError> {
-        match message.status {
-            None | Some(StatusCode::OK) => {
-                self.outstanding = self.outstanding.saturating_sub(1);
-                let (message, acker) = jetstream::Message {
-                    message,
-                    context: self.js.clone(),
-                }
-                .split();
-                match serde_json::from_slice::<T>(&message.payload) {
-                    Ok(payload) => Ok(Received::Delivery(Delivery::new(
-                        payload,
-                        Box::new(JetStreamHandle(acker)),
-                    ))),
-                    Err(err) => {
-                        // Terminated, never redelivered: no later attempt could decode it,
-                        // and it must not block the queue.
-                        tracing::warn!(
-                            subject = %message.subject,
-                            error = %err,
-                            "dropping a bus message that does not decode"
-                        );
-                        if let Err(err) = acker.ack_with(AckKind::Term).await {
-                            tracing::warn!(error = %err, "terminating an undecodable message failed");
-                        }
-                        Ok(Received::Nothing)
-                    }
-                }
-            }
-            Some(StatusCode::IDLE_HEARTBEAT) => Ok(Received::Nothing),
-            Some(StatusCode::TIMEOUT | StatusCode::REQUEST_TERMINATED) => {
-                let description = message.description.as_deref().unwrap_or_default();
-                if description.contains("Consumer Deleted") || description.contains("push based") {
-                    return Err(BusError::Unavailable(format!("pull consumer: {description}")));
-                }
-                // A request ended; the server says how much of it went unfilled.
-                // Without that, assume nothing more is coming.
-                let released = message
-                    .headers
-                    .as_ref()
-                    .and_then(|headers| headers.get("Nats-Pending-Messages"))
-                    .and_then(|value| value.as_str().parse::<usize>().ok());
-                self.outstanding = released.map_or(0, |n| self.outstanding.saturating_sub(n));
-                Ok(Received::Released)
-            }
-            Some(StatusCode::NOT_FOUND) => {
-                self.outstanding = 0;
-                Ok(Received::Released)
-            }
-            Some(StatusCode::NO_RESPONDERS) => Err(BusError::Unavailable("JetStream is not answering".to_string())),
-            Some(status) => {
-                tracing::warn!(%status, description = ?message.description, "unexpected pull status");
-                self.outstanding = 0;
-                Ok(Received::Released)
-            }
+/// The delivery in `message`, or `None` when its payload does not decode.
+async fn decode<T: DeserializeOwned>(message: jetstream::Message) -> Option<Delivery<T>> {
+    let (message, acker) = message.split();
+    let handle = JetStreamHandle(acker);
+    match serde_json::from_slice::<T>(&message.payload) {
+        Ok(payload) => Some(Delivery::new(payload, Box::new(handle))),
+        Err(err) => {
+            // Terminated, never redelivered: no later attempt could decode it,
+            // and it must not block the queue.
+            tracing::warn!(subject = %message.subject, error = %err, "dropping a bus message that does not decode");
+            handle.send(AckKind::Term, "termination").await;
+            None
         }
     }
 }
@@ -663,32 +551,19 @@ impl<T: DeserializeOwned + Send + 'static> Inbox<T> for PullInbox<T> {
             return Ok(Vec::new());
         }
         let deadline = tokio::time::Instant::now() + wait;
+        self.open(max).await?;
+        let messages = self.messages.as_mut().expect("opened above");
         let mut out = Vec::new();
-        // When the pull cannot be used, deliveries already received are still
-        // handed over (their acks go out once the connection is back) rather
-        // than left in a subscription the caller may drop on the error.
-        let mut failure = self.prepare().await.err();
-        let live = failure.is_none();
-        // Whether a request covering this call's need is out.
-        let mut asked = false;
+        let mut failure = None;
         while out.len() < max {
-            let Some(subscriber) = self.subscriber.as_mut() else {
-                break;
-            };
-            // What is already here first; then ask for the rest; then wait for
-            // the first delivery until the deadline and for the rest of its
-            // burst only briefly.
-            let message = match futures::FutureExt::now_or_never(subscriber.next()) {
-                Some(message) => message,
-                None if !live => break,
-                None if !asked => {
-                    asked = true;
-                    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    if let Err(err) = self.request(max - out.len(), remaining).await {
-                        failure = Some(err);
-                        break;
-                    }
-                    continue;
+            // What already arrived first, even while disconnected (its acks go
+            // out once the connection is back); then wait for the first
+            // delivery until the deadline and for the rest of its burst only briefly.
+            let item = match messages.next().now_or_never() {
+                Some(item) => item,
+                None if self.client.connection_state() != State::Connected => {
+                    failure = Some(BusError::Unavailable("not connected to NATS".to_string()));
+                    break;
                 }
                 None => {
                     let until = if out.is_empty() {
@@ -696,35 +571,31 @@ impl<T: DeserializeOwned + Send + 'static> Inbox<T> for PullInbox<T> {
                     } else {
                         deadline.min(tokio::time::Instant::now() + LINGER)
                     };
-                    match tokio::time::timeout_at(until, subscriber.next()).await {
-                        Ok(message) => message,
+                    match tokio::time::timeout_at(until, messages.next()).await {
+                        Ok(item) => item,
                         Err(_) => break,
                     }
                 }
             };
-            let Some(message) = message else {
-                self.subscriber = None;
-                failure = Some(BusError::Unavailable("pull inbox closed".to_string()));
-                break;
-            };
-            match self.receive(message).await {
-                Ok(Received::Delivery(delivery)) => out.push(delivery),
-                Ok(Received::Released) => asked = false,
-                Ok(Received::Nothing) => {}
-                Err(err) => {
-                    failure.get_or_insert(err);
+            match item {
+                Some(Ok(message)) => out.extend(decode(message).await),
+                // A missed heartbeat, a failed pull request, a deleted consumer:
+                // the caller opens the inbox again, which restores the consumer.
+                Some(Err(err)) => {
+                    failure = Some(unavailable("pulling messages", err));
+                    break;
+                }
+                None => {
+                    failure = Some(BusError::Unavailable("the pull stream ended".to_string()));
                     break;
                 }
             }
         }
-        if let Some(err) = failure {
-            self.check = true;
+        match failure {
             // Hand over what arrived; the error shows on the next call if it persists.
-            if out.is_empty() {
-                return Err(err);
-            }
+            Some(err) if out.is_empty() => Err(err),
+            _ => Ok(out),
         }
-        Ok(out)
     }
 }
 
@@ -755,5 +626,215 @@ impl DeliveryHandle for JetStreamHandle {
 
     async fn working(&self) {
         self.send(AckKind::Progress, "progress ack").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::bus::SendOutcome;
+
+    /// Long enough for anything that should arrive; far below the ack wait.
+    const WAIT: Duration = Duration::from_secs(3);
+    /// How long to watch for something that should not arrive.
+    const QUIET: Duration = Duration::from_millis(300);
+
+    /// A transport on streams and subjects of its own (`HT_<unix time>_…`, the
+    /// pattern the API tests sweep once stale) on the NATS server at
+    /// `TEST_NATS_URL` (default `nats://127.0.0.1:4222`). `None` after a notice
+    /// when NATS is unusable, except under `CI=true`, where the test fails.
+    async fn transport() -> Option<NatsTransport> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let url = std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+        let run = format!("{now}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        match NatsTransport::connect(&url, &format!("HT_{run}"), &format!("ht{run}")).await {
+            Ok(transport) => Some(transport),
+            Err(err) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+                panic!("NATS is required under CI=true but unusable at {url}: {err}")
+            }
+            Err(err) => {
+                eprintln!("note: skipping, NATS at {url} is unusable: {err}");
+                None
+            }
+        }
+    }
+
+    /// Results for one message each, told apart by their hand-off numbers.
+    fn results(hand_offs: std::ops::Range<i32>) -> Vec<SendResult> {
+        hand_offs
+            .map(|hand_off| SendResult {
+                message_id: Uuid::new_v4(),
+                hand_off,
+                attempts: 0,
+                outcome: SendOutcome::Failed {
+                    reason: "test".to_string(),
+                },
+                at: Utc::now(),
+            })
+            .collect()
+    }
+
+    fn hand_offs(deliveries: &[Delivery<SendResult>]) -> Vec<i32> {
+        let mut numbers: Vec<i32> = deliveries.iter().map(|d| d.payload.hand_off).collect();
+        numbers.sort_unstable();
+        numbers
+    }
+
+    /// Calls `next` until `n` deliveries came; fails if a call brings none.
+    async fn take(inbox: &mut dyn Inbox<SendResult>, n: usize) -> Vec<Delivery<SendResult>> {
+        let mut taken = Vec::new();
+        while taken.len() < n {
+            let batch = inbox.next(n - taken.len(), WAIT).await.expect("next");
+            assert!(
+                !batch.is_empty(),
+                "only {} of {n} deliveries within {WAIT:?}",
+                taken.len()
+            );
+            taken.extend(batch);
+        }
+        taken
+    }
+
+    async fn ack_all(deliveries: Vec<Delivery<SendResult>>) {
+        for delivery in deliveries {
+            delivery.ack().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_returns_at_most_max_and_the_next_calls_the_rest() {
+        let Some(bus) = transport().await else { return };
+        bus.publish_results(&results(0..5)).await.unwrap();
+        let mut inbox = bus.results().await.unwrap();
+
+        let mut taken = Vec::new();
+        for _ in 0..2 {
+            let batch = inbox.next(2, WAIT).await.unwrap();
+            assert_eq!(batch.len(), 2, "a full batch, and no more than asked for");
+            taken.extend(batch);
+        }
+        let last = inbox.next(2, WAIT).await.unwrap();
+        assert_eq!(last.len(), 1);
+        taken.extend(last);
+        assert_eq!(hand_offs(&taken), vec![0, 1, 2, 3, 4]);
+
+        ack_all(taken).await;
+        assert!(inbox.next(10, QUIET).await.unwrap().is_empty(), "acknowledged: gone");
+        bus.delete_streams().await;
+    }
+
+    #[tokio::test]
+    async fn a_message_pulled_after_a_call_returned_is_handed_out_by_the_next_call() {
+        let Some(bus) = transport().await else { return };
+        bus.publish_results(&results(0..3)).await.unwrap();
+        let mut first = bus.results().await.unwrap();
+        let taken = first.next(2, WAIT).await.unwrap();
+        assert_eq!(taken.len(), 2);
+        // The first inbox's stream asks for more as soon as half of its pull
+        // has arrived: the third result is now on its way to it, not to others.
+        tokio::time::sleep(QUIET).await;
+        let mut second = bus.results().await.unwrap();
+        assert!(
+            second.next(10, QUIET).await.unwrap().is_empty(),
+            "held by the first inbox"
+        );
+
+        let started = Instant::now();
+        let rest = first.next(10, WAIT).await.unwrap();
+        assert_eq!(hand_offs(&rest), vec![2]);
+        assert!(started.elapsed() < WAIT, "handed out at once, not after the ack wait");
+        ack_all(taken).await;
+        ack_all(rest).await;
+        bus.delete_streams().await;
+    }
+
+    #[tokio::test]
+    async fn an_empty_queue_returns_nothing_after_the_wait() {
+        let Some(bus) = transport().await else { return };
+        let mut inbox = bus.results().await.unwrap();
+        for _ in 0..2 {
+            let started = Instant::now();
+            assert!(inbox.next(10, QUIET).await.unwrap().is_empty());
+            let took = started.elapsed();
+            assert!(took >= QUIET && took < QUIET + Duration::from_secs(1), "took {took:?}");
+        }
+        bus.delete_streams().await;
+    }
+
+    #[tokio::test]
+    async fn a_call_returns_as_soon_as_a_burst_arrived() {
+        let Some(bus) = transport().await else { return };
+        let mut inbox = bus.results().await.unwrap();
+        let publish = async {
+            tokio::time::sleep(QUIET).await;
+            bus.publish_results(&results(0..3)).await.unwrap();
+        };
+        let started = Instant::now();
+        let (batch, ()) = tokio::join!(inbox.next(100, Duration::from_secs(20)), publish);
+        let batch = batch.unwrap();
+        assert!(!batch.is_empty());
+        assert!(
+            started.elapsed() < WAIT,
+            "returned once the burst arrived, not after the wait"
+        );
+        let mut all = take(&mut *inbox, 3 - batch.len()).await;
+        all.extend(batch);
+        assert_eq!(hand_offs(&all), vec![0, 1, 2]);
+        ack_all(all).await;
+        bus.delete_streams().await;
+    }
+
+    #[tokio::test]
+    async fn a_delivery_put_back_comes_again_after_its_delay() {
+        let Some(bus) = transport().await else { return };
+        let published = results(7..8);
+        bus.publish_results(&published).await.unwrap();
+        let mut inbox = bus.results().await.unwrap();
+        let first = take(&mut *inbox, 1).await.pop().unwrap();
+        assert_eq!(first.payload, published[0]);
+
+        let delay = Duration::from_millis(500);
+        let put_back = Instant::now();
+        first.retry_later(delay).await;
+        let again = take(&mut *inbox, 1).await;
+        assert!(
+            put_back.elapsed() >= delay - Duration::from_millis(100),
+            "not before its delay"
+        );
+        assert_eq!(again[0].payload, published[0]);
+        ack_all(again).await;
+        assert!(inbox.next(10, QUIET).await.unwrap().is_empty(), "acknowledged: gone");
+        bus.delete_streams().await;
+    }
+
+    #[tokio::test]
+    async fn a_result_published_twice_is_delivered_once() {
+        let Some(bus) = transport().await else { return };
+        let result = results(1..2).remove(0);
+        bus.publish_results(std::slice::from_ref(&result)).await.unwrap();
+        bus.publish_results(std::slice::from_ref(&result)).await.unwrap();
+        // The next hand-off of the same message has a key of its own.
+        let next_hand_off = SendResult {
+            hand_off: 2,
+            ..result.clone()
+        };
+        bus.publish_results(&[next_hand_off]).await.unwrap();
+
+        let mut inbox = bus.results().await.unwrap();
+        let taken = take(&mut *inbox, 2).await;
+        assert_eq!(hand_offs(&taken), vec![1, 2]);
+        assert!(
+            inbox.next(10, QUIET).await.unwrap().is_empty(),
+            "the repeat was dropped"
+        );
+        ack_all(taken).await;
+        bus.delete_streams().await;
     }
 }

@@ -2,17 +2,17 @@
 
 use tracing::Instrument;
 
-use super::bindings::v0_1::carrier_world::{CarrierPlugin as Bindings, CarrierPluginPre};
+use super::bindings::v0_1_0::carrier_world::{CarrierPlugin as Bindings, CarrierPluginPre};
 use super::host::PluginIdentity;
 use super::http::PluginHttp;
 use super::world::{Guard, Plugin, impl_world};
 use super::{PluginError, PluginRuntime};
 
-pub use super::bindings::v0_1::carrier_world::exports::herald::plugin::carrier::{
+pub use super::bindings::v0_1_0::carrier_world::exports::herald::plugin::carrier::{
     Accepted, DeliveryStatus, DeliveryUpdate, InboundMessage, Message, SendError, WebhookError, WebhookEvent,
     WebhookKind, WebhookRequest,
 };
-pub use super::bindings::v0_1::types::{Encoding, Header};
+pub use super::bindings::v0_1_0::types::{Encoding, Header};
 pub use super::http::Reach;
 
 impl_world!(Bindings, CarrierPluginPre, "carrier");

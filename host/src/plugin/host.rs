@@ -12,8 +12,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PluginLimits;
-use super::bindings::v0_1::carrier_world::herald::plugin::http;
-use super::bindings::v0_1::{host, types};
+use super::bindings::v0_1_0::carrier_world::herald::plugin::http;
+use super::bindings::v0_1_0::{host, types};
 use super::http::{PluginHttp, Reach};
 
 /// Captured guest output per call; more is dropped.

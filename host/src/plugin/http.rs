@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 
-use super::bindings::v0_1::carrier_world::herald::plugin::http::{Error, Request, Response};
-use super::bindings::v0_1::types::Header;
+use super::bindings::v0_1_0::carrier_world::herald::plugin::http::{Error, Request, Response};
+use super::bindings::v0_1_0::types::Header;
 use super::{PluginError, PluginLimits};
 
 /// The outbound-HTTP policy and client of one carrier.

@@ -1,5 +1,6 @@
 //! The plugin runtime: loads WebAssembly components built against
-//! `herald:plugin` (see `sdk/wit`) and calls them under host-enforced limits.
+//! `herald:plugin` (see `sdk/wit/`, a folder per version) and calls them
+//! under host-enforced limits.
 //!
 //! Knows neither storage nor the HTTP API: it is handed a plugin and a call,
 //! and returns a result. Every call gets a fresh `Store` (and so a fresh

@@ -1,12 +1,12 @@
 //! Template plugins: `validate` and `render`.
 
-use super::bindings::v0_1::template_world::{TemplatePlugin as Bindings, TemplatePluginPre};
+use super::bindings::v0_1_0::template_world::{TemplatePlugin as Bindings, TemplatePluginPre};
 use super::host::PluginIdentity;
 use super::world::{Plugin, impl_world};
 use super::{PluginError, PluginRuntime};
 
-pub use super::bindings::v0_1::template_world::exports::herald::plugin::template::{Rendered, TemplateError};
-pub use super::bindings::v0_1::types::Encoding;
+pub use super::bindings::v0_1_0::template_world::exports::herald::plugin::template::{Rendered, TemplateError};
+pub use super::bindings::v0_1_0::types::Encoding;
 
 impl_world!(Bindings, TemplatePluginPre, "template");
 
