@@ -67,6 +67,18 @@ pub(super) fn state(schemas: &mut Value, app: &App) {
     ];
     add(schemas, "CampaignInput", &campaign);
     add(schemas, "NewCampaign", &campaign);
+    // A new campaign has no B template but the one its create request gives.
+    let new_campaign = schemas["NewCampaign"]
+        .as_object_mut()
+        .expect("NewCampaign is documented");
+    new_campaign.insert(
+        "if".into(),
+        json!({ "required": ["ab_test_percentage"], "properties": { "ab_test_percentage": { "type": "integer" } } }),
+    );
+    new_campaign.insert(
+        "then".into(),
+        json!({ "required": ["message_template_b"], "properties": { "message_template_b": { "type": "string" } } }),
+    );
 
     let attributes = json!({
         "maxProperties": MAX_ATTRIBUTES,
