@@ -9,6 +9,7 @@ mod contacts;
 mod edges;
 mod import;
 mod input_edges;
+mod openapi;
 mod operations;
 mod outbox;
 mod sending;

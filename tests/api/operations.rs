@@ -12,6 +12,17 @@ on_both_backends! {
         assert!(health.header("x-request-id").is_some_and(|id| !id.is_empty()));
     }
 
+    async fn a_clients_request_id_is_echoed_and_others_are_made(server) {
+        let user = server.new_user();
+        let kept = server.get_with_header("/api/v1/campaigns", &user, "x-request-id", "client-id-7").await;
+        assert_eq!(kept.expect(200).header("x-request-id"), Some("client-id-7"));
+        let too_long = "x".repeat(129);
+        let made = server.get_with_header("/api/v1/nothing-here", &user, "x-request-id", &too_long).await;
+        let id = made.header("x-request-id").unwrap_or_default().to_string();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "a new id, not the client's: {id}");
+        made.expect_problem(404);
+    }
+
     async fn metrics_count_requests_by_route(server) {
         let user = server.new_user();
         server.create_campaign(&user, json!({})).await;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use herald_tests::serde_json::{Value, json};
-use herald_tests::{Backend, TestServer, User, window_open_now};
+use herald_tests::{Backend, TestServer, User, python_with, window_open_now};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -26,7 +26,7 @@ const EXPECTED_EVENTS: usize = 5 + CONTACTS;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outside_nats_subscriber_receives_the_documented_events() {
-    let Some(python) = python_with_nats_py() else {
+    let Some(python) = python_with("nats", "tests/subscriber/requirements.txt") else {
         return;
     };
     let Some(server) = TestServer::launch(Backend::Postgres, None, true, |_| {}).await else {
@@ -378,29 +378,4 @@ impl Drop for Subscriber {
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("subscriber/subscribe.py")
-}
-
-/// The Python to run the subscriber with, if it has nats-py; otherwise a notice
-/// and `None`, or a failure under CI.
-fn python_with_nats_py() -> Option<String> {
-    let python = std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python)
-        .args(["-c", "import nats"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if probe.is_ok_and(|status| status.success()) {
-        return Some(python);
-    }
-    let help = format!(
-        "the NATS subscriber test needs a Python with nats-py, and `{python}` (TEST_PYTHON, default \
-         python3) has none. Install it with:\n    python3 -m venv /var/tmp/herald-ci-venv\n    \
-         /var/tmp/herald-ci-venv/bin/pip install -r tests/subscriber/requirements.txt\nthen run with \
-         TEST_PYTHON=/var/tmp/herald-ci-venv/bin/python (.ci/run does both)"
-    );
-    if herald_tests::in_ci() {
-        panic!("{help}");
-    }
-    eprintln!("note: skipping: {help}");
-    None
 }

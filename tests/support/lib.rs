@@ -701,6 +701,32 @@ pub fn signed_token(algorithm: Algorithm, private_pem: &str, claims: Value) -> S
     jsonwebtoken::encode(&Header::new(algorithm), &claims, &key).expect("sign")
 }
 
+/// The Python of `TEST_PYTHON` (default `python3`) when it can import `module`;
+/// otherwise `None` after a notice saying how to install `requirements` (a
+/// requirements file under tests/), or a panic under `CI=true`.
+pub fn python_with(module: &str, requirements: &str) -> Option<String> {
+    let python = std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if probe.is_ok_and(|status| status.success()) {
+        return Some(python);
+    }
+    let help = format!(
+        "this test needs a Python with `{module}`, and `{python}` (TEST_PYTHON, default python3) has \
+         none. Install it with:\n    python3 -m venv /var/tmp/herald-ci-venv\n    \
+         /var/tmp/herald-ci-venv/bin/pip install -r {requirements}\nthen run with \
+         TEST_PYTHON=/var/tmp/herald-ci-venv/bin/python (.ci/run does both)"
+    );
+    if in_ci() {
+        panic!("{help}");
+    }
+    eprintln!("note: skipping: {help}");
+    None
+}
+
 /// Whether this is a CI run (`CI=true`), where unavailable services fail tests.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

@@ -6,9 +6,10 @@ use super::json::Json;
 
 use crate::domain::ids::{CampaignId, UserId};
 
-use super::dto::{CampaignBody, CampaignInput, CampaignList, CampaignQuery, CampaignStats};
+use super::dto::{CampaignBody, CampaignInput, CampaignList, CampaignQuery, CampaignStats, NewCampaign};
 use super::extract::{self, app, user};
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
+use super::problem::responses::*;
 use super::{App, retry_on_conflict};
 use crate::bus::event::build;
 use crate::domain::FieldError;
@@ -47,11 +48,11 @@ pub(super) async fn load(app: &App, user_id: UserId, id: CampaignId) -> Result<C
 }
 
 /// List your campaigns, newest first.
-#[utoipa::path(get, path = "/api/v1/campaigns", tag = "campaigns", params(CampaignQuery),
+#[utoipa::path(get, path = "/api/v1/campaigns", tag = "campaigns",
+    operation_id = "list_campaigns", impl_for = list, params(CampaignQuery),
     responses(
-        (status = 200, body = CampaignList),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad page, per_page or status", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "One page of your campaigns", body = CampaignList),
+        Unauthorized, Invalid, Unavailable,
     ),
     security(("bearer" = [])))]
 #[handler]
@@ -69,13 +70,11 @@ pub async fn list(req: &mut Request, depot: &mut Depot) -> Result<Json<CampaignL
 }
 
 /// Create a campaign (always `draft`).
-#[utoipa::path(post, path = "/api/v1/campaigns", tag = "campaigns", request_body = CampaignInput,
+#[utoipa::path(post, path = "/api/v1/campaigns", tag = "campaigns",
+    operation_id = "create_campaign", impl_for = create, request_body = NewCampaign,
     responses(
-        (status = 201, body = CampaignBody),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "The new campaign, in `draft`", body = CampaignBody),
+        BadRequest, Unauthorized, TooLarge, Invalid, Unavailable,
     ),
     security(("bearer" = [])))]
 #[handler]
@@ -101,12 +100,11 @@ pub async fn create(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
 
 /// Get one campaign.
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "campaigns",
+    operation_id = "get_campaign", impl_for = show,
     params(("id" = Uuid, Path, description = "Campaign id")),
     responses(
-        (status = 200, body = CampaignBody),
-        (status = 400, description = "id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The campaign", body = CampaignBody),
+        BadRequest, Unauthorized, NotFound, Unavailable,
     ),
     security(("bearer" = [])))]
 #[handler]
@@ -116,15 +114,12 @@ pub async fn show(req: &mut Request, depot: &mut Depot) -> Result<Json<CampaignB
 }
 
 /// Update a campaign: any writable field; status moves and active-campaign rules apply.
-#[utoipa::path(put, path = "/api/v1/campaigns/{id}", tag = "campaigns", request_body = CampaignInput,
+#[utoipa::path(put, path = "/api/v1/campaigns/{id}", tag = "campaigns",
+    operation_id = "update_campaign", impl_for = update, request_body = CampaignInput,
     params(("id" = Uuid, Path, description = "Campaign id")),
     responses(
-        (status = 200, body = CampaignBody),
-        (status = 400, description = "Malformed JSON, illegal status change, template edit while active, or completed campaign", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The campaign as changed", body = CampaignBody),
+        BadRequest, Unauthorized, NotFound, TooLarge, Invalid, Unavailable,
     ),
     security(("bearer" = [])))]
 #[handler]
@@ -162,12 +157,11 @@ pub async fn update(req: &mut Request, depot: &mut Depot) -> Result<Json<Campaig
 
 /// Delete a campaign with its messages and contact links (not while active).
 #[utoipa::path(delete, path = "/api/v1/campaigns/{id}", tag = "campaigns",
+    operation_id = "delete_campaign", impl_for = delete,
     params(("id" = Uuid, Path, description = "Campaign id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Active campaign, or id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        BadRequest, Unauthorized, NotFound, Unavailable,
     ),
     security(("bearer" = [])))]
 #[handler]
@@ -192,12 +186,11 @@ pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
 
 /// Delivery statistics of a campaign.
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}/stats", tag = "campaigns",
+    operation_id = "get_campaign_stats", impl_for = stats,
     params(("id" = Uuid, Path, description = "Campaign id")),
     responses(
-        (status = 200, body = CampaignStats),
-        (status = 400, description = "id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Delivery statistics", body = CampaignStats),
+        BadRequest, Unauthorized, NotFound, Unavailable,
     ),
     security(("bearer" = [])))]
 #[handler]

@@ -13,7 +13,8 @@ use super::dto::{
     AddContacts, AddContactsResult, ContactBody, ContactList, ContactPatch, ImportResult, ImportUpload, PageQuery,
 };
 use super::extract::{self, app, user};
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
+use super::problem::responses::*;
 use super::retry_on_conflict;
 use crate::bus::event::build;
 use crate::domain::campaign;
@@ -22,15 +23,12 @@ use crate::domain::csv_import::CsvFileError;
 use crate::service;
 
 /// Add contacts to a campaign (all-or-nothing validation).
-#[utoipa::path(post, path = "/api/v1/campaigns/{id}/contacts", tag = "contacts", request_body = AddContacts,
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/contacts", tag = "contacts",
+    operation_id = "add_contacts", impl_for = add, request_body = AddContacts,
     params(("id" = Uuid, Path, description = "Campaign id")),
     responses(
-        (status = 201, body = AddContactsResult),
-        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid contacts, each named in `errors`", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "How many contacts were linked", body = AddContactsResult),
+        BadRequest, Unauthorized, NotFound, TooLarge, Invalid, Unavailable,
     ),
     security(("bearer" = [])))]
 #[handler]
@@ -55,14 +53,12 @@ pub async fn add(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Re
 
 /// Import contacts from a CSV file; bad rows are skipped and reported.
 #[utoipa::path(post, path = "/api/v1/campaigns/{id}/contacts/import", tag = "contacts",
+    operation_id = "import_contacts", impl_for = import,
     request_body(content = ImportUpload, content_type = "multipart/form-data"),
     params(("id" = Uuid, Path, description = "Campaign id")),
     responses(
-        (status = 201, body = ImportResult),
-        (status = 400, description = "No `file` field, not text, or no usable header; nothing imported", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Over contacts.max_import_bytes", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "What was imported, with the rows skipped", body = ImportResult),
+        BadRequest, Unauthorized, NotFound, TooLarge, Unavailable,
     ),
     security(("bearer" = [])))]
 #[handler]
@@ -96,13 +92,11 @@ pub async fn import(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
 
 /// Contacts of a campaign, in the order they were added.
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}/contacts", tag = "contacts",
+    operation_id = "list_contacts", impl_for = list,
     params(("id" = Uuid, Path, description = "Campaign id"), PageQuery),
     responses(
-        (status = 200, body = ContactList),
-        (status = 400, description = "id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad page or per_page", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "One page of the campaign's contacts", body = ContactList),
+        BadRequest, Unauthorized, NotFound, Invalid, Unavailable,
     ),
     security(("bearer" = [])))]
 #[handler]
@@ -123,12 +117,11 @@ async fn load_contact(app: &super::App, user_id: UserId, id: ContactId) -> Resul
 
 /// Get one contact.
 #[utoipa::path(get, path = "/api/v1/contacts/{id}", tag = "contacts",
+    operation_id = "get_contact", impl_for = show,
     params(("id" = Uuid, Path, description = "Contact id")),
     responses(
-        (status = 200, body = ContactBody),
-        (status = 400, description = "id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The contact", body = ContactBody),
+        BadRequest, Unauthorized, NotFound, Unavailable,
     ),
     security(("bearer" = [])))]
 #[handler]
@@ -138,14 +131,12 @@ pub async fn show(req: &mut Request, depot: &mut Depot) -> Result<Json<ContactBo
 }
 
 /// Change a contact's name, attributes or opt-out.
-#[utoipa::path(patch, path = "/api/v1/contacts/{id}", tag = "contacts", request_body = ContactPatch,
+#[utoipa::path(patch, path = "/api/v1/contacts/{id}", tag = "contacts",
+    operation_id = "update_contact", impl_for = patch, request_body = ContactPatch,
     params(("id" = Uuid, Path, description = "Contact id")),
     responses(
-        (status = 200, body = ContactBody),
-        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The contact as changed", body = ContactBody),
+        BadRequest, Unauthorized, NotFound, TooLarge, Invalid, Unavailable,
     ),
     security(("bearer" = [])))]
 #[handler]

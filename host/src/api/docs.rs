@@ -1,5 +1,5 @@
-//! The OpenAPI document (generated from the handler and body types) and an
-//! offline Swagger UI at `/docs`.
+//! The OpenAPI document (its paths come from the route table, [`super::routes`])
+//! and an offline Swagger UI at `/docs`.
 
 use std::sync::{Arc, LazyLock};
 
@@ -8,7 +8,7 @@ use salvo::prelude::*;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{campaigns, contacts, dto, events, ops, problem, sending, webhooks};
+use super::{App, constraints, problem};
 
 struct BearerAuth;
 
@@ -29,16 +29,11 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// What the document says besides its paths, which [`super::routes`] adds.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Herald API", description = "Self-hostable SMS campaigns: campaigns, contacts, CSV import, statistics."),
-    paths(
-        campaigns::list, campaigns::create, campaigns::show, campaigns::update, campaigns::delete, campaigns::stats,
-        contacts::add, contacts::import, contacts::list, contacts::show, contacts::patch,
-        sending::send, sending::task, events::stream, webhooks::status, webhooks::inbound,
-        ops::healthz, ops::readyz, ops::metrics,
-    ),
-    components(schemas(dto::Status, problem::Problem, problem::ProblemField)),
+    components(schemas(problem::Problem, problem::ProblemField)),
     modifiers(&BearerAuth),
     tags(
         (name = "campaigns", description = "Campaigns and their statistics"),
@@ -49,21 +44,35 @@ impl utoipa::Modify for BearerAuth {
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
-static OPENAPI_JSON: LazyLock<String> = LazyLock::new(|| {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .expect("the OpenAPI document serializes")
-});
+/// The OpenAPI 3.1 document of one server, serialized once: some of what it
+/// states comes from the configuration (which phone numbers and carriers are
+/// accepted, the template plugin's syntax).
+#[derive(Clone)]
+pub struct OpenApiJson(Arc<str>);
+
+impl OpenApiJson {
+    pub(super) fn new(paths: utoipa::openapi::OpenApi, app: &App) -> Self {
+        let mut doc = ApiDoc::openapi();
+        doc.merge(paths);
+        let mut value = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
+        constraints::state(&mut value["components"]["schemas"], app);
+        let json = serde_json::to_string_pretty(&value).expect("the OpenAPI document serializes");
+        Self(json.into())
+    }
+}
 
 static SWAGGER: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> =
     LazyLock::new(|| Arc::new(utoipa_swagger_ui::Config::from("/api/v1/openapi.json").persist_authorization(true)));
 
 /// The OpenAPI 3.1 document.
 #[handler]
-pub async fn openapi_json(res: &mut Response) {
-    res.render(Text::Json(OPENAPI_JSON.as_str()));
+pub async fn openapi_json(depot: &mut Depot, res: &mut Response) {
+    let doc = depot
+        .get_typed::<OpenApiJson>()
+        .expect("the document is injected by the router");
+    res.render(Text::Json(doc.0.to_string()));
 }
 
 /// Swagger UI, served from assets compiled into the binary.

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::campaign::{Campaign, CampaignChanges, CampaignStatus, SendDays};
@@ -114,16 +116,16 @@ pub struct CampaignInput {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub message_template_b: Option<Option<String>>,
-    /// 0-100; defaults to 50 when message_template_b is set.
+    /// 0-100; defaults to 50 when message_template_b is set, and needs it
+    /// (set here or already on the campaign).
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>, minimum = 0, maximum = 100)]
+    #[schema(value_type = Option<i64>)]
     pub ab_test_percentage: Option<Option<i64>>,
-    /// 1-1000 messages per local day (default 125).
-    #[schema(minimum = 1, maximum = 1000)]
+    /// Messages per local day, 1 to the server's maximum (default 125).
     pub daily_limit: Option<i64>,
     /// At least 1; null means unlimited.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>, minimum = 1)]
+    #[schema(value_type = Option<i64>)]
     pub total_limit: Option<Option<i64>>,
     /// Only on update: draft→active, active→paused, paused→active, active|paused→completed.
     pub status: Option<Status>,
@@ -131,7 +133,8 @@ pub struct CampaignInput {
     pub timezone: Option<String>,
     /// HH:MM (default 09:00).
     pub send_window_start: Option<String>,
-    /// HH:MM (default 18:00), later than the start.
+    /// HH:MM (default 18:00), later than the start (the given one or the
+    /// campaign's).
     pub send_window_end: Option<String>,
     /// Days of mon…sun (default mon-fri).
     pub send_days: Option<Vec<String>>,
@@ -140,6 +143,30 @@ pub struct CampaignInput {
     #[schema(value_type = Option<String>)]
     pub carrier: Option<Option<String>>,
 }
+
+/// The body of a create, as documented: [`CampaignInput`] with `name` and
+/// `message_template` required and no `status`, since a new campaign is always
+/// `draft`. The handler reads a `CampaignInput` and refuses the same things.
+pub struct NewCampaign;
+
+impl utoipa::PartialSchema for NewCampaign {
+    fn schema() -> RefOr<Schema> {
+        let mut schema = CampaignInput::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.properties.remove("status");
+            for field in ["name", "message_template"] {
+                if let Some(RefOr::T(Schema::Object(property))) = object.properties.get_mut(field) {
+                    property.schema_type = Type::String.into();
+                }
+                object.required.push(field.into());
+            }
+            object.description = Some("A new campaign: `name` and `message_template` are required.".into());
+        }
+        schema
+    }
+}
+
+impl ToSchema for NewCampaign {}
 
 impl From<CampaignInput> for CampaignChanges {
     fn from(i: CampaignInput) -> Self {
@@ -273,7 +300,9 @@ impl ContactList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewContactBody {
-    /// E.164, or national NANP formatting (normalized).
+    /// E.164 of a country the server accepts (`contacts.country_codes`, the
+    /// pattern). The server also reads national NANP formatting such as
+    /// `(555) 123-4567`.
     #[schema(example = "+15551234567")]
     pub phone_number: String,
     /// 1-100 characters.

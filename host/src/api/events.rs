@@ -9,7 +9,7 @@ use salvo::sse::{SseEvent, SseKeepAlive};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::extract::{app, user};
-use super::problem::Problem;
+use super::problem::responses::*;
 
 /// Stream your events as they happen (`text/event-stream`).
 ///
@@ -18,9 +18,10 @@ use super::problem::Problem;
 /// carries the event id as its `id`, and the CloudEvents JSON document as its data.
 /// Events published before the connection opened are not replayed.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    operation_id = "stream_events", impl_for = stream,
     responses(
         (status = 200, description = "An endless event stream", content_type = "text/event-stream"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, Unavailable,
     ),
     security(("bearer" = [])))]
 #[handler]

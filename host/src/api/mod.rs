@@ -2,6 +2,7 @@
 //! are thin: parse, call domain rules and the store, render. Knows no SQL.
 
 mod campaigns;
+mod constraints;
 mod contacts;
 pub mod docs;
 mod dto;
@@ -10,6 +11,7 @@ mod extract;
 mod json;
 mod ops;
 pub mod problem;
+mod routes;
 mod sending;
 mod webhooks;
 
@@ -20,12 +22,13 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::Instrument;
 
 use salvo::catcher::Catcher;
+use salvo::http::header::HeaderName;
 use salvo::http::header::{CONNECTION, CONTENT_LENGTH};
 use salvo::http::{HeaderValue, Method};
 use salvo::prelude::*;
+use salvo::request_id::{IdGenerator, RequestId, RequestIdDepotExt};
 use uuid::Uuid;
 
 use crate::domain::ids::UserId;
@@ -178,19 +181,28 @@ async fn authenticate(req: &mut Request, depot: &mut Depot, res: &mut Response, 
     depot.insert_typed(CurrentUser(user_id));
 }
 
-/// Request id, structured log line and metrics for every request.
+/// The header carrying a request's id, echoed on every answer.
+const REQUEST_ID: &str = "x-request-id";
+
+/// A client's own request id (up to 128 visible characters) is kept, so its logs
+/// and Herald's line up; otherwise a new time-ordered id.
+struct RequestIds;
+
+impl IdGenerator for RequestIds {
+    fn generate(&self, req: &mut Request, _depot: &mut Depot) -> String {
+        req.headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map_or_else(|| Uuid::now_v7().to_string(), str::to_string)
+    }
+}
+
+/// Structured log line and metrics for every request (inside its request id's span).
 #[handler]
 async fn observe(req: &mut Request, depot: &mut Depot, res: &mut Response, ctrl: &mut FlowCtrl) {
     let started = Instant::now();
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_string)
-        .unwrap_or_else(|| Uuid::now_v7().to_string());
-    let span = tracing::info_span!("request", request_id = %request_id);
-    ctrl.call_next(req, depot, res).instrument(span).await;
+    ctrl.call_next(req, depot, res).await;
     let status = res.status_code.unwrap_or(StatusCode::OK).as_u16();
     let route = match req.matched_path() {
         "" => "unmatched".to_string(),
@@ -208,11 +220,8 @@ async fn observe(req: &mut Request, depot: &mut Depot, res: &mut Response, ctrl:
         _ => "OTHER",
     };
     let elapsed = started.elapsed();
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert("x-request-id", value);
-    }
     tracing::info!(
-        request_id,
+        request_id = depot.request_id().unwrap_or_default(),
         method,
         path = req.uri().path(),
         status,
@@ -254,9 +263,6 @@ async fn request_limits(req: &mut Request, res: &mut Response, ctrl: &mut FlowCt
     ctrl.skip_rest();
 }
 
-/// Headroom for multipart framing around an upload of `max_import_bytes`.
-const MULTIPART_SLACK: u64 = 64 * 1024;
-
 /// Oversized bodies up to this size are read and discarded before answering 413:
 /// a client still sending would otherwise see a reset connection, not the answer.
 const DRAIN_CAP: u64 = 256 * 1024 * 1024;
@@ -279,6 +285,7 @@ pub(crate) async fn drain(body: &mut salvo::http::ReqBody, max: u64, timeout: Du
 
 /// Caps request bodies at the given number of bytes: declared-too-large bodies
 /// get a 413 before any handler runs; bodies of unknown length are cut off when read.
+#[derive(Debug, Clone, Copy)]
 struct BodyLimit(u64);
 
 #[async_trait]
@@ -302,66 +309,23 @@ impl Handler for BodyLimit {
     }
 }
 
+/// The server's routes ([`routes::table`]), with the OpenAPI document of this
+/// configuration served at `/api/v1/openapi.json`.
 pub fn router(app: Arc<App>) -> Router {
-    let body_limit = app.config.server.max_body_bytes;
-    let import_limit = app.config.contacts.max_import_bytes + MULTIPART_SLACK;
-    let webhook_limit = app.config.server.max_webhook_bytes;
-    let json_routes = Router::new()
-        .hoop(BodyLimit(body_limit))
-        .push(
-            Router::with_path("campaigns")
-                .get(campaigns::list)
-                .post(campaigns::create)
-                .push(
-                    Router::with_path("{id}")
-                        .get(campaigns::show)
-                        .put(campaigns::update)
-                        .delete(campaigns::delete)
-                        .push(Router::with_path("stats").get(campaigns::stats))
-                        .push(Router::with_path("send").post(sending::send))
-                        .push(Router::with_path("contacts").get(contacts::list).post(contacts::add)),
-                ),
-        )
-        .push(
-            Router::with_path("contacts/{id}")
-                .get(contacts::show)
-                .patch(contacts::patch),
-        )
-        .push(Router::with_path("tasks/{id}").get(sending::task))
-        .push(Router::with_path("events").get(events::stream));
-    let authenticated = Router::new()
-        .hoop(authenticate)
-        .push(
-            Router::with_path("campaigns/{id}/contacts/import")
-                .hoop(BodyLimit(import_limit))
-                .post(contacts::import),
-        )
-        .push(json_routes);
-    // Webhooks authenticate through the carrier's plugin, not a bearer token.
-    let webhooks = || {
-        Router::with_path("webhooks/{carrier}")
-            .hoop(BodyLimit(webhook_limit))
-            .push(Router::with_path("status").post(webhooks::status))
-            .push(Router::with_path("inbound").post(webhooks::inbound))
-    };
+    let (router, paths) = routes::table(&app.config).finish();
     Router::new()
+        .hoop(salvo::affix_state::inject(docs::OpenApiJson::new(paths, &app)))
         .hoop(salvo::affix_state::inject(app))
-        .push(webhooks())
-        .push(Router::with_path("healthz").get(ops::healthz))
-        .push(Router::with_path("readyz").get(ops::readyz))
-        .push(Router::with_path("metrics").get(ops::metrics))
-        .push(Router::with_path("docs").get(docs::swagger))
-        .push(Router::with_path("docs/{**rest}").get(docs::swagger))
-        .push(
-            Router::with_path("api/v1")
-                .push(Router::with_path("openapi.json").get(docs::openapi_json))
-                .push(webhooks())
-                .push(authenticated),
-        )
+        .push(router)
 }
 
 pub fn service(app: Arc<App>) -> Service {
     Service::new(router(app))
+        .hoop(
+            RequestId::new()
+                .header_name(HeaderName::from_static(REQUEST_ID))
+                .generator(RequestIds),
+        )
         .hoop(observe)
         .hoop(request_limits)
         .catcher(Catcher::default().hoop(problem::catcher))

@@ -7,21 +7,28 @@ use super::json::Json;
 
 use super::dto::Health;
 use super::extract::app;
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
+use super::problem::responses::*;
 use crate::domain::message::MessageStatus;
 
 /// The process is alive.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    operation_id = "healthz", impl_for = healthz,
+    responses(
+        (status = 200, description = "Alive", body = Health),
+    ))]
 #[handler]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
 /// The database (and bus) can be reached.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, body = Health),
-    (status = 503, body = Problem, content_type = "application/problem+json"),
-))]
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    operation_id = "readyz", impl_for = readyz,
+    responses(
+        (status = 200, description = "Ready to serve", body = Health),
+        Unavailable,
+    ))]
 #[handler]
 pub async fn readyz(depot: &mut Depot) -> Result<Json<Health>, ApiError> {
     let app = app(depot);
@@ -37,9 +44,12 @@ pub async fn readyz(depot: &mut Depot) -> Result<Json<Health>, ApiError> {
 }
 
 /// Prometheus metrics in text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
-    (status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
-))]
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    operation_id = "metrics", impl_for = metrics,
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
+        Unavailable,
+    ))]
 #[handler]
 pub async fn metrics(depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
     let app = app(depot);

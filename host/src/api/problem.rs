@@ -61,6 +61,67 @@ pub struct ProblemField {
     pub message: String,
 }
 
+/// The error answers operations share, each declared once for the OpenAPI
+/// document (SPEC §3): an operation's `responses(...)` lists those it can give.
+/// Documentation only: handlers answer with [`ApiError`].
+pub mod responses {
+    #![allow(dead_code)]
+
+    use utoipa::IntoResponses;
+
+    use super::Problem;
+
+    #[derive(IntoResponses)]
+    #[response(
+        status = 400,
+        description = "Malformed JSON or upload, a path id that is not a UUID, or a business rule forbids the request (`detail` says which)",
+        content_type = "application/problem+json"
+    )]
+    pub struct BadRequest(Problem);
+
+    #[derive(IntoResponses)]
+    #[response(
+        status = 401,
+        description = "Missing or invalid credentials",
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"herald\"`"))
+    )]
+    pub struct Unauthorized(Problem);
+
+    #[derive(IntoResponses)]
+    #[response(
+        status = 404,
+        description = "No such resource, or it belongs to another user",
+        content_type = "application/problem+json"
+    )]
+    pub struct NotFound(Problem);
+
+    #[derive(IntoResponses)]
+    #[response(
+        status = 413,
+        description = "The request body is over the server's limit",
+        content_type = "application/problem+json"
+    )]
+    pub struct TooLarge(Problem);
+
+    #[derive(IntoResponses)]
+    #[response(
+        status = 422,
+        description = "Invalid fields or query parameters, each named in `errors`",
+        content_type = "application/problem+json"
+    )]
+    pub struct Invalid(Problem);
+
+    #[derive(IntoResponses)]
+    #[response(
+        status = 503,
+        description = "The database, the bus or a plugin is busy or unreachable; retry",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
+    )]
+    pub struct Unavailable(Problem);
+}
+
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {

@@ -5,7 +5,8 @@ use salvo::prelude::*;
 use super::campaigns::load;
 use super::dto::{SendAccepted, TaskBody};
 use super::extract::{self, app, user};
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
+use super::problem::responses::*;
 use crate::domain::campaign;
 use crate::domain::message::MessageStatus;
 use crate::domain::stats::{Counters, task_status};
@@ -16,12 +17,11 @@ use crate::service;
 /// Eligible: linked, not opted out, no message in this campaign yet, within
 /// `total_limit`. Calling it again queues only contacts added since.
 #[utoipa::path(post, path = "/api/v1/campaigns/{id}/send", tag = "sending",
+    operation_id = "send_campaign", impl_for = send,
     params(("id" = Uuid, Path, description = "Campaign id")),
     responses(
-        (status = 202, body = SendAccepted),
-        (status = 400, description = "Bad id, or the campaign is not active", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 202, description = "Queued; follow the task", body = SendAccepted),
+        BadRequest, Unauthorized, NotFound, Unavailable,
     ),
     security(("bearer" = [])))]
 #[handler]
@@ -48,12 +48,11 @@ pub async fn send(req: &mut Request, depot: &mut Depot, res: &mut Response) -> R
 
 /// A send task's progress.
 #[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "sending",
+    operation_id = "get_task", impl_for = task,
     params(("id" = Uuid, Path, description = "Task id (from the send answer)")),
     responses(
-        (status = 200, body = TaskBody),
-        (status = 400, description = "Bad id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The task's progress", body = TaskBody),
+        BadRequest, Unauthorized, NotFound, Unavailable,
     ),
     security(("bearer" = [])))]
 #[handler]

@@ -8,7 +8,8 @@ use salvo::prelude::*;
 use crate::domain::ids::MessageId;
 
 use super::extract::app;
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
+use super::problem::responses::*;
 use super::{App, drain};
 use crate::config::CarrierConfig;
 use crate::plugin::carrier::{WebhookError, WebhookEvent, WebhookKind, WebhookRequest};
@@ -17,13 +18,11 @@ use crate::service;
 
 /// Delivery receipts from a carrier.
 #[utoipa::path(post, path = "/webhooks/{carrier}/status", tag = "webhooks",
+    operation_id = "receive_delivery_receipts", impl_for = status,
     params(("carrier" = String, Path, description = "Configured carrier name")),
     responses(
         (status = 204, description = "Accepted and applied"),
-        (status = 400, description = "The carrier plugin could not parse it", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Signature rejected by the carrier plugin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such carrier, or its webhooks are not enabled", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over `server.max_webhook_bytes`", body = Problem, content_type = "application/problem+json"),
+        BadRequest, Unauthorized, NotFound, TooLarge, Unavailable,
     ))]
 #[handler]
 pub async fn status(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {
@@ -32,13 +31,11 @@ pub async fn status(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
 
 /// Inbound messages (STOP, START, replies) from a carrier.
 #[utoipa::path(post, path = "/webhooks/{carrier}/inbound", tag = "webhooks",
+    operation_id = "receive_inbound_messages", impl_for = inbound,
     params(("carrier" = String, Path, description = "Configured carrier name")),
     responses(
         (status = 204, description = "Accepted and applied"),
-        (status = 400, description = "The carrier plugin could not parse it", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Signature rejected by the carrier plugin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such carrier, or its webhooks are not enabled", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over `server.max_webhook_bytes`", body = Problem, content_type = "application/problem+json"),
+        BadRequest, Unauthorized, NotFound, TooLarge, Unavailable,
     ))]
 #[handler]
 pub async fn inbound(req: &mut Request, depot: &mut Depot, res: &mut Response) -> Result<(), ApiError> {

@@ -635,7 +635,6 @@ mod tests {
     use std::time::{SystemTime, UNIX_EPOCH};
 
     use chrono::Utc;
-    use uuid::Uuid;
 
     use super::*;
     use crate::bus::SendOutcome;
@@ -670,7 +669,7 @@ mod tests {
     fn results(hand_offs: std::ops::Range<i32>) -> Vec<SendResult> {
         hand_offs
             .map(|hand_off| SendResult {
-                message_id: Uuid::new_v4(),
+                message_id: crate::domain::ids::MessageId::new(),
                 hand_off,
                 attempts: 0,
                 outcome: SendOutcome::Failed {

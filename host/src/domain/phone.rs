@@ -98,6 +98,31 @@ impl PhonePolicy {
         e164 && (self.any_country || self.country_codes.iter().any(|code| digits.starts_with(code.as_str())))
     }
 
+    /// A regular expression for the API's document matching exactly the E.164
+    /// numbers (`+` and digits) that [`PhonePolicy::normalize`] accepts as written.
+    pub fn pattern(&self) -> String {
+        let mut forms = Vec::new();
+        if self.any_country || self.allows_code("1") {
+            forms.push("1[0-9]{10}".to_string());
+        }
+        if self.any_country {
+            forms.push("[2-9][0-9]{7,14}".to_string());
+        } else {
+            // A code starting with 1 is read as NANP, one starting with 0 never matches.
+            let codes = self.country_codes.iter().filter(|code| {
+                !code.is_empty() && code.bytes().all(|b| b.is_ascii_digit()) && !code.starts_with(['0', '1'])
+            });
+            for code in codes {
+                let (min, max) = (8usize.saturating_sub(code.len()), 15usize.saturating_sub(code.len()));
+                forms.push(format!("{code}[0-9]{{{min},{max}}}"));
+            }
+        }
+        match forms.is_empty() {
+            true => "^(?!)$".to_string(),
+            false => format!(r"^\+(?:{})$", forms.join("|")),
+        }
+    }
+
     fn allows_code(&self, code: &str) -> bool {
         self.country_codes.iter().any(|c| c == code)
     }
@@ -109,6 +134,18 @@ mod tests {
 
     fn policy(codes: &[&str]) -> PhonePolicy {
         PhonePolicy::new(&codes.iter().map(|c| c.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_documented_pattern_names_the_accepted_forms() {
+        assert_eq!(PhonePolicy::default().pattern(), r"^\+(?:1[0-9]{10})$");
+        assert_eq!(policy(&["1", "44"]).pattern(), r"^\+(?:1[0-9]{10}|44[0-9]{6,13})$");
+        assert_eq!(policy(&["33"]).pattern(), r"^\+(?:33[0-9]{6,13})$");
+        assert_eq!(policy(&["*"]).pattern(), r"^\+(?:1[0-9]{10}|[2-9][0-9]{7,14})$");
+        // Shortest and longest numbers the pattern allows are accepted.
+        let wide = policy(&["44"]);
+        assert!(wide.normalize("+44123456").is_ok() && wide.normalize("+441234567890123").is_ok());
+        assert!(wide.normalize("+4412345").is_err() && wide.normalize("+4412345678901234").is_err());
     }
 
     #[test]
