@@ -132,164 +132,145 @@ async fn start(backend: Backend, configure: impl FnOnce(&mut Config)) -> Option<
     TestServer::start_if_available(backend, configure).await
 }
 
-/// One test per backend for each scenario `async fn(Backend)` below.
-macro_rules! scenarios {
-    ($($(#[$meta:meta])* $name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            $(#[$meta])*
-            async fn sqlite() {
-                super::$name(herald_tests::Backend::Sqlite).await;
-            }
+on_both_backends! {
+    /// With an identity provider's RSA key configured, only its RS256 tokens pass.
+    async fn rs256_public_key(backend: Backend) {
+        let Some(server) = start(backend, |c| {
+            // An identity provider's key alone, as production configures it: no HS256 secret.
+            c.auth.jwt_secret = None;
+            c.auth.jwt_public_key = Some(fixture("rsa_public.pem"));
+        })
+        .await
+        else {
+            return;
+        };
+        let id = Uuid::now_v7();
+        let user = User {
+            id,
+            token: signed_token(
+                Algorithm::RS256,
+                "rsa_private.pem",
+                json!({ "sub": id, "exp": in_an_hour() }),
+            ),
+        };
+        accepted(&server, "RS256 from the IdP", &user.token).await;
+        server.create_campaign(&user, json!({})).await;
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            $(#[$meta])*
-            async fn postgres() {
-                super::$name(herald_tests::Backend::Postgres).await;
-            }
+        let expected = refused(&server, "no token", None).await;
+        let public_pem = std::fs::read_to_string(fixture("rsa_public.pem")).expect("fixture");
+        let cases = [
+            (
+                "HS256 keyed with the public key (alg confusion)",
+                hs256_token(&public_pem, claims()),
+            ),
+            ("HS256 with the configured secret", hs256_token(SECRET, claims())),
+            ("alg none", unsigned_token(&claims())),
+            (
+                "ES256 from another key",
+                signed_token(Algorithm::ES256, "ec_private.pem", claims()),
+            ),
+        ];
+        for (label, token) in &cases {
+            refused_like(&server, &expected, label, Some(&bearer(token))).await;
         }
-    )*};
-}
-
-scenarios!(rs256_public_key, es256_public_key, issuer_and_audience, audience_list,);
-
-/// With an identity provider's RSA key configured, only its RS256 tokens pass.
-async fn rs256_public_key(backend: Backend) {
-    let Some(server) = start(backend, |c| {
-        // An identity provider's key alone, as production configures it: no HS256 secret.
-        c.auth.jwt_secret = None;
-        c.auth.jwt_public_key = Some(fixture("rsa_public.pem"));
-    })
-    .await
-    else {
-        return;
-    };
-    let id = Uuid::now_v7();
-    let user = User {
-        id,
-        token: signed_token(
-            Algorithm::RS256,
-            "rsa_private.pem",
-            json!({ "sub": id, "exp": in_an_hour() }),
-        ),
-    };
-    accepted(&server, "RS256 from the IdP", &user.token).await;
-    server.create_campaign(&user, json!({})).await;
-
-    let expected = refused(&server, "no token", None).await;
-    let public_pem = std::fs::read_to_string(fixture("rsa_public.pem")).expect("fixture");
-    let cases = [
-        (
-            "HS256 keyed with the public key (alg confusion)",
-            hs256_token(&public_pem, claims()),
-        ),
-        ("HS256 with the configured secret", hs256_token(SECRET, claims())),
-        ("alg none", unsigned_token(&claims())),
-        (
-            "ES256 from another key",
-            signed_token(Algorithm::ES256, "ec_private.pem", claims()),
-        ),
-    ];
-    for (label, token) in &cases {
-        refused_like(&server, &expected, label, Some(&bearer(token))).await;
     }
-}
 
-/// A P-256 key means ES256 tokens.
-async fn es256_public_key(backend: Backend) {
-    let Some(server) = start(backend, |c| {
-        c.auth.jwt_secret = None;
-        c.auth.jwt_public_key = Some(fixture("ec_public.pem"));
-    })
-    .await
-    else {
-        return;
-    };
-    accepted(
-        &server,
-        "ES256 from the IdP",
-        &signed_token(Algorithm::ES256, "ec_private.pem", claims()),
-    )
-    .await;
+    /// A P-256 key means ES256 tokens.
+    async fn es256_public_key(backend: Backend) {
+        let Some(server) = start(backend, |c| {
+            c.auth.jwt_secret = None;
+            c.auth.jwt_public_key = Some(fixture("ec_public.pem"));
+        })
+        .await
+        else {
+            return;
+        };
+        accepted(
+            &server,
+            "ES256 from the IdP",
+            &signed_token(Algorithm::ES256, "ec_private.pem", claims()),
+        )
+        .await;
 
-    let expected = refused(&server, "no token", None).await;
-    let public_pem = std::fs::read_to_string(fixture("ec_public.pem")).expect("fixture");
-    let cases = [
-        (
-            "HS256 keyed with the public key (alg confusion)",
-            hs256_token(&public_pem, claims()),
-        ),
-        ("HS256 with the configured secret", hs256_token(SECRET, claims())),
-        (
-            "RS256 from another key",
-            signed_token(Algorithm::RS256, "rsa_private.pem", claims()),
-        ),
-        ("alg none", unsigned_token(&claims())),
-    ];
-    for (label, token) in &cases {
-        refused_like(&server, &expected, label, Some(&bearer(token))).await;
-    }
-}
-
-/// With `auth.issuer` and `auth.audience` set, both claims are required and checked.
-async fn issuer_and_audience(backend: Backend) {
-    let Some(server) = start(backend, |c| {
-        c.auth.issuer = Some("https://id.example".into());
-        c.auth.audience = Some("herald".into());
-    })
-    .await
-    else {
-        return;
-    };
-    let with = |extra: Value| {
-        let mut claims = claims();
-        if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
-            claims.extend(extra.clone());
+        let expected = refused(&server, "no token", None).await;
+        let public_pem = std::fs::read_to_string(fixture("ec_public.pem")).expect("fixture");
+        let cases = [
+            (
+                "HS256 keyed with the public key (alg confusion)",
+                hs256_token(&public_pem, claims()),
+            ),
+            ("HS256 with the configured secret", hs256_token(SECRET, claims())),
+            (
+                "RS256 from another key",
+                signed_token(Algorithm::RS256, "rsa_private.pem", claims()),
+            ),
+            ("alg none", unsigned_token(&claims())),
+        ];
+        for (label, token) in &cases {
+            refused_like(&server, &expected, label, Some(&bearer(token))).await;
         }
-        hs256_token(SECRET, claims)
-    };
-    accepted(
-        &server,
-        "right iss and aud",
-        &with(json!({ "iss": "https://id.example", "aud": "herald" })),
-    )
-    .await;
-
-    let expected = refused(&server, "no token", None).await;
-    let cases = [
-        (
-            "wrong iss",
-            with(json!({ "iss": "https://evil.example", "aud": "herald" })),
-        ),
-        ("missing iss", with(json!({ "aud": "herald" }))),
-        (
-            "wrong aud",
-            with(json!({ "iss": "https://id.example", "aud": "someone-else" })),
-        ),
-        ("missing aud", with(json!({ "iss": "https://id.example" }))),
-        ("neither", with(json!({}))),
-    ];
-    for (label, token) in &cases {
-        refused_like(&server, &expected, label, Some(&bearer(token))).await;
     }
-}
 
-/// RFC 7519 §4.1.3: `aud` may be a list; the token is for Herald when the list
-/// names it.
-async fn audience_list(backend: Backend) {
-    let Some(server) = start(backend, |c| c.auth.audience = Some("herald".into())).await else {
-        return;
-    };
-    let sub = Uuid::now_v7();
-    let token = hs256_token(
-        SECRET,
-        json!({ "sub": sub, "exp": in_an_hour(), "aud": ["billing", "herald"] }),
-    );
-    accepted(&server, "aud list naming herald", &token).await;
-    let token = hs256_token(
-        SECRET,
-        json!({ "sub": sub, "exp": in_an_hour(), "aud": ["billing", "crm"] }),
-    );
-    let expected = refused(&server, "no token", None).await;
-    refused_like(&server, &expected, "aud list without herald", Some(&bearer(&token))).await;
+    /// With `auth.issuer` and `auth.audience` set, both claims are required and checked.
+    async fn issuer_and_audience(backend: Backend) {
+        let Some(server) = start(backend, |c| {
+            c.auth.issuer = Some("https://id.example".into());
+            c.auth.audience = Some("herald".into());
+        })
+        .await
+        else {
+            return;
+        };
+        let with = |extra: Value| {
+            let mut claims = claims();
+            if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+                claims.extend(extra.clone());
+            }
+            hs256_token(SECRET, claims)
+        };
+        accepted(
+            &server,
+            "right iss and aud",
+            &with(json!({ "iss": "https://id.example", "aud": "herald" })),
+        )
+        .await;
+
+        let expected = refused(&server, "no token", None).await;
+        let cases = [
+            (
+                "wrong iss",
+                with(json!({ "iss": "https://evil.example", "aud": "herald" })),
+            ),
+            ("missing iss", with(json!({ "aud": "herald" }))),
+            (
+                "wrong aud",
+                with(json!({ "iss": "https://id.example", "aud": "someone-else" })),
+            ),
+            ("missing aud", with(json!({ "iss": "https://id.example" }))),
+            ("neither", with(json!({}))),
+        ];
+        for (label, token) in &cases {
+            refused_like(&server, &expected, label, Some(&bearer(token))).await;
+        }
+    }
+
+    /// RFC 7519 §4.1.3: `aud` may be a list; the token is for Herald when the list
+    /// names it.
+    async fn audience_list(backend: Backend) {
+        let Some(server) = start(backend, |c| c.auth.audience = Some("herald".into())).await else {
+            return;
+        };
+        let sub = Uuid::now_v7();
+        let token = hs256_token(
+            SECRET,
+            json!({ "sub": sub, "exp": in_an_hour(), "aud": ["billing", "herald"] }),
+        );
+        accepted(&server, "aud list naming herald", &token).await;
+        let token = hs256_token(
+            SECRET,
+            json!({ "sub": sub, "exp": in_an_hour(), "aud": ["billing", "crm"] }),
+        );
+        let expected = refused(&server, "no token", None).await;
+        refused_like(&server, &expected, "aud list without herald", Some(&bearer(&token))).await;
+    }
 }

@@ -424,13 +424,11 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// Optimistic concurrency compares versions, not `updated_at`: on a clock that
-/// stands still, concurrent PUTs of different fields each land (retried on
-/// conflict) or answer 409; a 200 is never silently overwritten.
-mod concurrent_updates_on_a_still_clock_are_never_lost {
-    use super::*;
-
-    async fn run(backend: Backend) {
+on_both_backends! {
+    /// Optimistic concurrency compares versions, not `updated_at`: on a clock that
+    /// stands still, concurrent PUTs of different fields each land (retried on
+    /// conflict) or answer 409; a 200 is never silently overwritten.
+    async fn concurrent_updates_on_a_still_clock_are_never_lost(backend: Backend) {
         let clock = std::sync::Arc::new(ManualClock::new(chrono::Utc::now()));
         let Some(server) = TestServer::launch(backend, Some(clock), true, |_| {}).await else {
             return;
@@ -467,15 +465,5 @@ mod concurrent_updates_on_a_still_clock_are_never_lost {
             }
         }
         assert!(landed > 0, "at least one write lands");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        run(Backend::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        run(Backend::Postgres).await;
     }
 }

@@ -11,10 +11,10 @@ use herald_tests::gateway::{FakeGateway, message_id_of, twilio_carrier, twilio_s
 use herald_tests::serde_json::json;
 use herald_tests::{
     LOG_WEBHOOK_SECRET, LOG_WEBHOOK_SECRET_HEADER, ManualClock, TestServer, eventually, fast_retries, on_both_backends,
-    plugin_carrier, twilio_signed, window_open_now,
+    phones, plugin_carrier, twilio_signed, window_open_now,
 };
 
-use crate::sending::{SETTLE, TUESDAY_10AM, active_campaign, at, phones, send, stats_after_a_while};
+use crate::sending::{SETTLE, TUESDAY_10AM, at};
 
 const TOKEN: &str = "twilio-auth-token";
 
@@ -60,9 +60,7 @@ fn assert_one_request_each(gateway: &FakeGateway, messages: usize) {
 }
 
 on_both_backends! {
-    async fn a_slow_carrier_gets_exactly_one_request_per_message(server) {
-        let backend = server.backend;
-        drop(server);
+    async fn a_slow_carrier_gets_exactly_one_request_per_message(backend: Backend) {
         // Slower than the 1 s CPU deadline, faster than the 10 s HTTP timeout.
         let slow = FakeGateway::start_scripted(Arc::new(|_| (201, None)), Duration::from_millis(1_500)).await;
         let slower = FakeGateway::start_scripted(Arc::new(|_| (201, None)), Duration::from_secs(5)).await;
@@ -72,12 +70,12 @@ on_both_backends! {
             fast_retries(config);
         }).await else { return };
         let user = server.new_user();
-        let first = active_campaign(&server, &user, window_open_now(), &phones(3, 0)).await;
+        let first = server.active_campaign(&user, window_open_now(), &phones(3, 0)).await;
         let mut on_slower = window_open_now();
         on_slower["carrier"] = json!("slower");
-        let second = active_campaign(&server, &user, on_slower, &phones(3, 100)).await;
-        send(&server, &user, &first).await;
-        send(&server, &user, &second).await;
+        let second = server.active_campaign(&user, on_slower, &phones(3, 100)).await;
+        server.send_campaign(&user, &first).await;
+        server.send_campaign(&user, &second).await;
         for campaign in [&first, &second] {
             let stats = server.wait_settled(&user, campaign, 3, SETTLE).await;
             assert_eq!(stats["messages_sent"], 3, "{stats}");
@@ -86,9 +84,7 @@ on_both_backends! {
         assert_one_request_each(&slower, 3);
     }
 
-    async fn an_unanswered_send_is_held_and_reconciled_never_sent_again(server) {
-        let backend = server.backend;
-        drop(server);
+    async fn an_unanswered_send_is_held_and_reconciled_never_sent_again(backend: Backend) {
         // Twilio takes the message but answers after Herald's HTTP timeout.
         let silent = FakeGateway::start_scripted(Arc::new(|_| (201, None)), Duration::from_secs(3)).await;
         let twilio = twilio_carrier(&silent, TOKEN);
@@ -101,8 +97,8 @@ on_both_backends! {
         }).await else { return };
         let user = server.new_user();
         let events = server.listen(&user).await;
-        let campaign = active_campaign(&server, &user, window_open_now(), &phones(2, 0)).await;
-        send(&server, &user, &campaign).await;
+        let campaign = server.active_campaign(&user, window_open_now(), &phones(2, 0)).await;
+        server.send_campaign(&user, &campaign).await;
         let ids = eventually("both requests at the carrier", SETTLE, || async {
             let ids = requested_ids(&silent);
             (ids.len() == 2).then_some(ids)
@@ -127,9 +123,7 @@ on_both_backends! {
         assert_one_request_each(&silent, 2);
     }
 
-    async fn an_idempotent_carrier_is_retried_after_an_unanswered_send(server) {
-        let backend = server.backend;
-        drop(server);
+    async fn an_idempotent_carrier_is_retried_after_an_unanswered_send(backend: Backend) {
         // A gateway deduplicating on the message id, answering too late every time.
         let late = FakeGateway::start_scripted(Arc::new(|_| (201, None)), Duration::from_secs(2)).await;
         let carrier = CarrierConfig { idempotent: true, ..late.carrier("gateway") };
@@ -140,8 +134,8 @@ on_both_backends! {
             config.dispatch.max_attempts = 2;
         }).await else { return };
         let user = server.new_user();
-        let campaign = active_campaign(&server, &user, window_open_now(), &phones(1, 0)).await;
-        send(&server, &user, &campaign).await;
+        let campaign = server.active_campaign(&user, window_open_now(), &phones(1, 0)).await;
+        server.send_campaign(&user, &campaign).await;
         let stats = server.wait_settled(&user, &campaign, 1, SETTLE).await;
         // Both attempts time out at the late gateway: retried (the carrier
         // deduplicates), then failed by the attempt limit, never held.
@@ -149,16 +143,14 @@ on_both_backends! {
         assert_eq!(late.total_calls(), 2, "{:?}", late.calls());
     }
 
-    async fn a_receipt_before_its_send_result_is_applied_when_the_result_lands(server) {
-        let backend = server.backend;
-        drop(server);
+    async fn a_receipt_before_its_send_result_is_applied_when_the_result_lands(backend: Backend) {
         let gateway = FakeGateway::start_scripted(Arc::new(|_| (201, None)), Duration::from_millis(1_500)).await;
         let twilio = twilio_carrier(&gateway, TOKEN);
         let Some(server) = TestServer::launch(backend, None, true, |config| config.carriers = vec![twilio]).await else { return };
         let user = server.new_user();
         let events = server.listen(&user).await;
-        let campaign = active_campaign(&server, &user, window_open_now(), &phones(1, 0)).await;
-        send(&server, &user, &campaign).await;
+        let campaign = server.active_campaign(&user, window_open_now(), &phones(1, 0)).await;
+        server.send_campaign(&user, &campaign).await;
         let id = eventually("the request at the carrier", SETTLE, || async { requested_ids(&gateway).pop() }).await;
         // The carrier delivers and calls back while its API answer is still on the way.
         assert_eq!(twilio_callback(&server, "twilio", None, &twilio_sid(&id), "delivered").await, 204);
@@ -171,16 +163,14 @@ on_both_backends! {
         assert_eq!(twilio_callback(&server, "twilio", None, &twilio_sid(&id), "delivered").await, 204);
         assert_eq!(twilio_callback(&server, "twilio", None, &twilio_sid(&id), "sent").await, 204);
         assert_eq!(twilio_callback(&server, "twilio", None, &twilio_sid(&id), "failed").await, 204);
-        let after = stats_after_a_while(&server, &user, &campaign).await;
+        let after = server.stats_after_tick(&user, &campaign).await;
         assert_eq!(after["messages_delivered"], 1, "{after}");
         eventually("message.sent then message.delivered", SETTLE, || async {
             (events.of_type("herald.message.sent").len() == 1 && events.of_type("herald.message.delivered").len() == 1).then_some(())
         }).await;
     }
 
-    async fn a_carrier_opt_out_opts_the_contact_out(server) {
-        let backend = server.backend;
-        drop(server);
+    async fn a_carrier_opt_out_opts_the_contact_out(backend: Backend) {
         let gateway = FakeGateway::start_refusing(400, json!({
             "code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400
         })).await;
@@ -188,16 +178,18 @@ on_both_backends! {
         let Some(server) = TestServer::launch(backend, None, true, |config| config.carriers = vec![twilio]).await else { return };
         let user = server.new_user();
         let events = server.listen(&user).await;
-        let campaign = active_campaign(&server, &user, window_open_now(), &phones(1, 0)).await;
-        send(&server, &user, &campaign).await;
+        let campaign = server.active_campaign(&user, window_open_now(), &phones(1, 0)).await;
+        server.send_campaign(&user, &campaign).await;
         let stats = server.wait_settled(&user, &campaign, 1, SETTLE).await;
         assert_eq!(stats["messages_failed"], 1, "{stats}");
-        let contact = &server.get(&format!("/api/v1/campaigns/{campaign}/contacts"), &user).await.body["contacts"][0];
-        assert_eq!(contact["opted_out"], true, "the next campaign will not text them: {contact}");
+        // The opt-out is committed after the message's result (its own
+        // statement): its event says it has been.
         let opted_out = eventually("contact.opted_out", SETTLE, || async {
             events.of_type("herald.contact.opted_out").into_iter().next()
         }).await;
         assert_eq!(opted_out["data"]["source"], "carrier");
+        let contact = &server.get(&format!("/api/v1/campaigns/{campaign}/contacts"), &user).await.body["contacts"][0];
+        assert_eq!(contact["opted_out"], true, "the next campaign will not text them: {contact}");
         let failed = eventually("message.failed", SETTLE, || async {
             events.of_type("herald.message.failed").into_iter().next()
         }).await;
@@ -205,9 +197,7 @@ on_both_backends! {
         assert_eq!(gateway.total_calls(), 1);
     }
 
-    async fn a_misconfigured_carrier_is_paused_and_fails_nothing(server) {
-        let backend = server.backend;
-        drop(server);
+    async fn a_misconfigured_carrier_is_paused_and_fails_nothing(backend: Backend) {
         let gateway = FakeGateway::start_refusing(401, json!({
             "code": 20003, "message": "Authenticate", "status": 401
         })).await;
@@ -215,21 +205,19 @@ on_both_backends! {
         let Some(server) = TestServer::launch(backend, None, true, |config| config.carriers = vec![twilio]).await else { return };
         let user = server.new_user();
         let events = server.listen(&user).await;
-        let campaign = active_campaign(&server, &user, window_open_now(), &phones(5, 0)).await;
-        send(&server, &user, &campaign).await;
+        let campaign = server.active_campaign(&user, window_open_now(), &phones(5, 0)).await;
+        server.send_campaign(&user, &campaign).await;
         let tripped = eventually("carrier.tripped", SETTLE, || async {
             events.of_type("herald.carrier.tripped").into_iter().next()
         }).await;
         assert_eq!(tripped["data"]["carrier"], "twilio");
         assert!(tripped["data"]["detail"].as_str().unwrap().contains("20003"), "{tripped}");
-        let stats = stats_after_a_while(&server, &user, &campaign).await;
+        let stats = server.stats_after_tick(&user, &campaign).await;
         assert_eq!((stats["messages_failed"].as_u64(), stats["messages_pending"].as_u64()), (Some(0), Some(5)), "{stats}");
         assert_eq!(gateway.total_calls(), 1, "the queue is not failed message by message: {:?}", gateway.calls());
     }
 
-    async fn a_postponed_hand_off_gives_its_daily_slot_back(server) {
-        let backend = server.backend;
-        drop(server);
+    async fn a_postponed_hand_off_gives_its_daily_slot_back(backend: Backend) {
         // Each message's first call finds the account misconfigured, the next succeeds.
         let gateway = FakeGateway::launch(
             Arc::new(|call| if call == 1 { (401, None) } else { (201, None) }),
@@ -243,8 +231,8 @@ on_both_backends! {
             config.plugins.trip_cooldown_ms = 100;
         }).await else { return };
         let user = server.new_user();
-        let campaign = active_campaign(&server, &user, json!({ "daily_limit": 2 }), &phones(2, 0)).await;
-        send(&server, &user, &campaign).await;
+        let campaign = server.active_campaign(&user, json!({ "daily_limit": 2 }), &phones(2, 0)).await;
+        server.send_campaign(&user, &campaign).await;
         // Both are handed out together (the day's limit of 2); the first call
         // finds the carrier misconfigured and both come back postponed.
         eventually("the first call refused", SETTLE, || async { (gateway.total_calls() >= 1).then_some(()) }).await;
@@ -261,7 +249,7 @@ on_both_backends! {
     async fn anonymous_log_webhooks_change_nothing(server) {
         let user = server.new_user();
         let phone = phones(1, 0).remove(0);
-        let campaign = active_campaign(&server, &user, window_open_now(), std::slice::from_ref(&phone)).await;
+        let campaign = server.active_campaign(&user, window_open_now(), std::slice::from_ref(&phone)).await;
         let stop = json!({ "from": phone, "to": "x", "body": "stop" });
         server.post_webhook("/webhooks/log/inbound", stop.clone(), None).await.expect_problem(401);
         server.post_webhook("/webhooks/log/inbound", stop.clone(), Some("a guess")).await.expect_problem(401);
@@ -283,8 +271,8 @@ on_both_backends! {
 
     async fn inbound_stop_finds_the_contact_whatever_the_formatting(server) {
         let user = server.new_user();
-        let campaign = active_campaign(&server, &user, window_open_now(), &["+12025550177".to_string()]).await;
-        send(&server, &user, &campaign).await;
+        let campaign = server.active_campaign(&user, window_open_now(), &["+12025550177".to_string()]).await;
+        server.send_campaign(&user, &campaign).await;
         server.wait_settled(&user, &campaign, 1, SETTLE).await;
         // Text no database can store is refused or ignored, the same on both.
         let secret = Some(LOG_WEBHOOK_SECRET);
@@ -298,9 +286,7 @@ on_both_backends! {
         assert_eq!(contact["opted_out"], true, "{contact}");
     }
 
-    async fn a_webhook_flood_neither_trips_the_carrier_nor_stops_sending(server) {
-        let backend = server.backend;
-        drop(server);
+    async fn a_webhook_flood_neither_trips_the_carrier_nor_stops_sending(backend: Backend) {
         let trap = plugin_carrier("trap", herald_tests::fixtures::WEBHOOK_TRAP);
         let Some(server) = TestServer::launch(backend, None, true, |config| {
             config.carriers = vec![trap];
@@ -313,8 +299,8 @@ on_both_backends! {
         for reply in futures::future::join_all(flood).await {
             reply.expect_problem(400);
         }
-        let campaign = active_campaign(&server, &user, window_open_now(), &phones(10, 0)).await;
-        send(&server, &user, &campaign).await;
+        let campaign = server.active_campaign(&user, window_open_now(), &phones(10, 0)).await;
+        server.send_campaign(&user, &campaign).await;
         let stats = server.wait_settled(&user, &campaign, 10, SETTLE).await;
         assert_eq!(stats["messages_sent"], 10, "{stats}");
         assert!(events.of_type("herald.carrier.tripped").is_empty(), "{:?}", events.all());

@@ -129,28 +129,6 @@ fn generated_phone(n: u64) -> String {
     format!("+1555{n:07}")
 }
 
-/// `mod $name { fn sqlite(); fn postgres(); }` running `$test(backend)`, for tests that
-/// start their own server or carry attributes (`#[ignore]`) that `on_both_backends!` cannot.
-macro_rules! per_backend {
-    ($(#[$meta:meta])* mod $name:ident => $test:ident) => {
-        mod $name {
-            use herald_tests::Backend;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            $(#[$meta])*
-            async fn sqlite() {
-                super::$test(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            $(#[$meta])*
-            async fn postgres() {
-                super::$test(Backend::Postgres).await;
-            }
-        }
-    };
-}
-
 on_both_backends! {
     async fn bom_and_crlf_line_endings(server) {
         let user = server.new_user();
@@ -514,44 +492,40 @@ async fn limited_server(backend: Backend) -> Option<TestServer> {
     TestServer::start_if_available(backend, |c| c.contacts.max_import_bytes = 1024).await
 }
 
-async fn uploads_over_the_limit_are_413(backend: Backend) {
-    let Some(server) = limited_server(backend).await else {
-        return;
-    };
-    let user = server.new_user();
-    let campaign = server.create_campaign(&user, json!({})).await;
-    for rows in [400, 8_000] {
-        let file = phone_name_csv((0..rows).map(|n| (generated_phone(n), format!("Contact {n}"))));
-        assert!(file.len() > 1024, "{} bytes", file.len());
-        import(&server, &user, &campaign, file).await.expect_problem(413);
-        assert_eq!(total(&server, &user, &campaign).await, 0, "{rows} rows");
+on_both_backends! {
+    async fn uploads_over_the_limit_are_413(backend: Backend) {
+        let Some(server) = limited_server(backend).await else {
+            return;
+        };
+        let user = server.new_user();
+        let campaign = server.create_campaign(&user, json!({})).await;
+        for rows in [400, 8_000] {
+            let file = phone_name_csv((0..rows).map(|n| (generated_phone(n), format!("Contact {n}"))));
+            assert!(file.len() > 1024, "{} bytes", file.len());
+            import(&server, &user, &campaign, file).await.expect_problem(413);
+            assert_eq!(total(&server, &user, &campaign).await, 0, "{rows} rows");
+        }
+        let small = csv(&["phone_number,name", "5551230001,Ada"]);
+        assert_report(import(&server, &user, &campaign, small).await, report(1, 0, 0, 1, &[]));
     }
-    let small = csv(&["phone_number,name", "5551230001,Ada"]);
-    assert_report(import(&server, &user, &campaign, small).await, report(1, 0, 0, 1, &[]));
+
+    /// Error lines of a CRLF file are the file's lines, as they are for LF.
+    async fn crlf_files_report_file_line_numbers(backend: Backend) {
+        let Some(server) = TestServer::start_if_available(backend, |_| {}).await else {
+            return;
+        };
+        let user = server.new_user();
+        let campaign = server.create_campaign(&user, json!({})).await;
+        let file = b"\xEF\xBB\xBFphone_number,name,note\r\n\
+                     12345,Ann,x\r\n\
+                     5551230001,Ada,\"two\r\nlines\"\r\n\
+                     12345,Bob,y\r\n"
+            .to_vec();
+        let details = [at_line(2, INVALID_12345), at_line(5, INVALID_12345)];
+        let reply = import(&server, &user, &campaign, file).await;
+        assert_report(reply, report(1, 0, 2, 1, &details));
+    }
 }
-
-/// Error lines of a CRLF file are the file's lines, as they are for LF.
-async fn crlf_files_report_file_line_numbers(backend: Backend) {
-    let Some(server) = TestServer::start_if_available(backend, |_| {}).await else {
-        return;
-    };
-    let user = server.new_user();
-    let campaign = server.create_campaign(&user, json!({})).await;
-    let file = b"\xEF\xBB\xBFphone_number,name,note\r\n\
-                 12345,Ann,x\r\n\
-                 5551230001,Ada,\"two\r\nlines\"\r\n\
-                 12345,Bob,y\r\n"
-        .to_vec();
-    let details = [at_line(2, INVALID_12345), at_line(5, INVALID_12345)];
-    let reply = import(&server, &user, &campaign, file).await;
-    assert_report(reply, report(1, 0, 2, 1, &details));
-}
-
-per_backend!(mod uploads_over_the_limit => uploads_over_the_limit_are_413);
-
-per_backend!(
-    mod crlf_line_numbers => crlf_files_report_file_line_numbers
-);
 
 on_both_backends! {
     async fn nul_in_a_field_is_a_row_error_naming_it_and_in_a_header_refuses_the_file(server) {

@@ -5,91 +5,13 @@
 //! every event must then be on the events stream, once by id.
 
 use std::collections::HashMap;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use herald_tests::serde_json::{Value, json};
+use herald_tests::services::NatsServer;
 use herald_tests::*;
 use sqlx::Connection;
 use uuid::Uuid;
-
-/// A nats-server of the test's own, killed when dropped.
-struct OwnNats {
-    child: Option<Child>,
-    port: u16,
-    storage: tempfile::TempDir,
-}
-
-impl OwnNats {
-    /// `None` (after a notice) when `nats-server` cannot run, outside CI.
-    async fn start() -> Option<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut nats = Self {
-            child: None,
-            port,
-            storage: tempfile::tempdir().expect("temp dir"),
-        };
-        match nats.spawn() {
-            Ok(()) => {
-                nats.wait_ready().await;
-                Some(nats)
-            }
-            Err(e) if in_ci() => panic!("nats-server is required under CI=true: {e}"),
-            Err(e) => {
-                eprintln!("note: skipping an outbox test, nats-server does not run: {e}");
-                None
-            }
-        }
-    }
-
-    fn spawn(&mut self) -> std::io::Result<()> {
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(self.storage.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: the bus is gone at once.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port and storage.
-    async fn restart(&mut self) {
-        self.stop();
-        self.spawn().expect("nats-server starts again");
-        self.wait_ready().await;
-    }
-}
-
-impl Drop for OwnNats {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// How often each event id is on the server's events stream.
 async fn stream_ids(url: &str, stream: &str) -> HashMap<String, usize> {
@@ -144,7 +66,9 @@ async fn change_things(server: &TestServer, user: &User) -> usize {
 }
 
 async fn outage_then_recovery(backend: Backend) {
-    let Some(mut nats) = OwnNats::start().await else { return };
+    let Some(mut nats) = NatsServer::start().await else {
+        return;
+    };
     let url = nats.url();
     let bus_url = url.clone();
     let Some(server) = TestServer::launch(backend, None, true, |c| c.bus.nats_url = Some(bus_url)).await else {
@@ -155,7 +79,7 @@ async fn outage_then_recovery(backend: Backend) {
     let events = server.listen(&user).await;
     server.create_campaign(&user, json!({ "name": "Before" })).await;
 
-    nats.stop();
+    nats.kill();
     let made = 1 + change_things(&server, &user).await;
     // Local listeners see them at once, bus or not.
     let seen = eventually("every event on SSE", Duration::from_secs(10), || async {
@@ -184,7 +108,9 @@ async fn events_made_while_nats_is_down_arrive_when_it_is_back_postgres() {
 /// are published by the next one, from the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_api_process_drains_the_outbox() {
-    let Some(mut nats) = OwnNats::start().await else { return };
+    let Some(mut nats) = NatsServer::start().await else {
+        return;
+    };
     let url = nats.url();
     let bus_url = url.clone();
     let Some(first) = TestServer::launch(Backend::Postgres, None, true, |c| c.bus.nats_url = Some(bus_url)).await
@@ -192,7 +118,7 @@ async fn a_restarted_api_process_drains_the_outbox() {
         return;
     };
     let user = first.new_user();
-    nats.stop();
+    nats.kill();
     let made = change_things(&first, &user).await;
     let database_url = first.database_url.clone();
     let pending = || async {
@@ -209,9 +135,8 @@ async fn a_restarted_api_process_drains_the_outbox() {
     let waiting = pending().await;
     assert_eq!(waiting.len(), made, "every event waits in the outbox");
     let bus = first.config.bus.clone();
-    drop(first);
-    // Let the first process stop before the bus comes back.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The first server is gone before the bus comes back.
+    first.stop().await;
 
     nats.restart().await;
     let stream = format!("{}_EVENTS", bus.stream_prefix);

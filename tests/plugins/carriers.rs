@@ -1,19 +1,17 @@
 //! The shipped carriers through the real runtime: `builtin:log` receipts, and
-//! `builtin:twilio` against a loopback fake of Twilio's Messages API.
+//! `builtin:twilio` against a fake of Twilio's Messages API (wiremock).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use base64::Engine;
 use herald::plugin::carrier::{
     CarrierPlugin, DeliveryStatus, Encoding, Header, Message, Reach, SendError, WebhookError, WebhookEvent,
     WebhookKind, WebhookRequest,
 };
 use herald::plugin::http::PluginHttp;
 use herald::plugin::{PluginIdentity, PluginLimits, PluginRuntime, builtin};
-use hmac::{Hmac, Mac};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use herald_tests::twilio_signed;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const AUTH_TOKEN: &str = "twilio-test-auth-token";
 
@@ -101,75 +99,38 @@ fn assert_delivered(events: &[WebhookEvent], carrier_message_id: &str) {
     );
 }
 
-/// One canned answer of the fake Twilio: status, extra headers, body, delay.
-struct Answer {
-    status: u16,
-    headers: Vec<(&'static str, &'static str)>,
-    body: &'static str,
-    delay: Duration,
+/// A canned answer of the fake Twilio: `status` with a JSON `body`.
+fn answer(status: u16, body: &'static str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_raw(body, "application/json")
 }
 
-fn answer(status: u16, body: &'static str) -> Answer {
-    Answer {
-        status,
-        headers: vec![],
-        body,
-        delay: Duration::ZERO,
-    }
-}
-
-/// A loopback server answering queued responses and recording each request.
+/// Twilio's Messages API on wiremock, answering queued answers in order.
 struct FakeTwilio {
-    base_url: String,
-    answers: Arc<Mutex<VecDeque<Answer>>>,
-    requests: Arc<Mutex<Vec<String>>>,
+    server: MockServer,
 }
 
 impl FakeTwilio {
     async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let answers: Arc<Mutex<VecDeque<Answer>>> = Arc::default();
-        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (queue, seen) = (answers.clone(), requests.clone());
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let mut buffer = vec![0u8; 64 * 1024];
-                let n = socket.read(&mut buffer).await.unwrap_or(0);
-                seen.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&buffer[..n]).into_owned());
-                let next = queue.lock().unwrap().pop_front().unwrap_or_else(|| answer(500, "{}"));
-                tokio::time::sleep(next.delay).await;
-                let mut head = format!(
-                    "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-                    next.status,
-                    next.body.len()
-                );
-                for (name, value) in &next.headers {
-                    head.push_str(&format!("{name}: {value}\r\n"));
-                }
-                head.push_str("\r\n");
-                let _ = socket.write_all(head.as_bytes()).await;
-                let _ = socket.write_all(next.body.as_bytes()).await;
-            }
-        });
         Self {
-            base_url: format!("http://127.0.0.1:{port}"),
-            answers,
-            requests,
+            server: MockServer::start().await,
         }
     }
 
-    fn then(&self, answer: Answer) {
-        self.answers.lock().unwrap().push_back(answer);
+    /// Queues the answer to the next request.
+    async fn then(&self, answer: ResponseTemplate) {
+        Mock::given(wiremock::matchers::method("POST"))
+            .respond_with(answer)
+            .up_to_n_times(1)
+            .mount(&self.server)
+            .await;
     }
 
     fn twilio(&self) -> CarrierPlugin {
+        let base_url = self.server.uri();
         let settings = [
             ("account_sid", "AC0123"),
             ("auth_token", AUTH_TOKEN),
-            ("base_url", self.base_url.as_str()),
+            ("base_url", base_url.as_str()),
             ("status_callback", "https://herald.example/webhooks/twilio/status"),
         ];
         carrier("builtin:twilio", &settings, &["127.0.0.1"])
@@ -181,52 +142,53 @@ async fn twilio_send_maps_every_kind_of_answer() {
     let fake = FakeTwilio::start().await;
     let twilio = fake.twilio();
 
-    fake.then(answer(201, r#"{"sid": "SM123", "status": "queued"}"#));
+    fake.then(answer(201, r#"{"sid": "SM123", "status": "queued"}"#)).await;
     let accepted = twilio.send(&message("m-42")).await.0.unwrap().unwrap();
     assert_eq!(
         (accepted.carrier_message_id.as_str(), accepted.status),
         ("SM123", Some(DeliveryStatus::Sent))
     );
-    let request = fake.requests.lock().unwrap()[0].clone();
-    assert!(
-        request.starts_with("POST /2010-04-01/Accounts/AC0123/Messages.json"),
-        "{request}"
+    let request = &fake.server.received_requests().await.expect("recorded")[0];
+    assert_eq!(
+        (request.method.as_str(), request.url.path()),
+        ("POST", "/2010-04-01/Accounts/AC0123/Messages.json")
     );
+    let authorization = request.headers.get("authorization").and_then(|v| v.to_str().ok());
     assert!(
-        request.to_ascii_lowercase().contains("authorization: basic "),
-        "basic auth: {request}"
+        authorization.is_some_and(|v| v.to_ascii_lowercase().starts_with("basic ")),
+        "basic auth: {:?}",
+        request.headers
     );
+    let form = String::from_utf8_lossy(&request.body);
     assert!(
-        request.contains("herald_message_id%3Dm-42"),
-        "the status callback names the message: {request}"
+        form.contains("herald_message_id%3Dm-42"),
+        "the status callback names the message: {form}"
     );
-    assert!(request.contains("To=%2B15551230001"), "form-encoded: {request}");
+    assert!(form.contains("To=%2B15551230001"), "form-encoded: {form}");
 
-    fake.then(Answer {
-        headers: vec![("retry-after", "7")],
-        ..answer(429, r#"{"code": 20429, "message": "Too Many Requests"}"#)
-    });
+    let limited = answer(429, r#"{"code": 20429, "message": "Too Many Requests"}"#);
+    fake.then(limited.insert_header("retry-after", "7")).await;
     let limited = twilio.send(&message("m-43")).await.0.unwrap();
     assert!(matches!(limited, Err(SendError::RateLimited(7_000))), "{limited:?}");
 
     fake.then(answer(
         400,
         r#"{"code": 21211, "message": "Invalid 'To' Phone Number"}"#,
-    ));
+    ))
+    .await;
     let Err(SendError::Permanent(reason)) = twilio.send(&message("m-44")).await.0.unwrap() else {
         panic!("4xx is permanent");
     };
     assert!(reason.contains("21211"), "{reason}");
 
-    fake.then(answer(503, r#"{"message": "unavailable"}"#));
+    fake.then(answer(503, r#"{"message": "unavailable"}"#)).await;
     let (result, reach) = twilio.send(&message("m-45")).await;
     assert!(matches!(result.unwrap(), Err(SendError::Retryable(_))));
     assert_eq!(reach, Reach::Answered, "Twilio said no: the outcome is known");
 
-    fake.then(Answer {
-        delay: Duration::from_secs(2),
-        ..answer(201, r#"{"sid": "SM-late"}"#)
-    });
+    // Past the plugin's 300 ms HTTP timeout.
+    fake.then(answer(201, r#"{"sid": "SM-late"}"#).set_delay(Duration::from_secs(2)))
+        .await;
     let (result, reach) = twilio.send(&message("m-46")).await;
     assert!(
         matches!(result.unwrap(), Err(SendError::Retryable(_))),
@@ -240,19 +202,7 @@ async fn twilio_send_maps_every_kind_of_answer() {
 }
 
 fn signed(url: &str, params: &[(&str, &str)], token: &str) -> WebhookRequest {
-    let mut sorted = params.to_vec();
-    sorted.sort();
-    let mut data = url.to_string();
-    for (key, value) in &sorted {
-        data.push_str(key);
-        data.push_str(value);
-    }
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(token.as_bytes()).unwrap();
-    mac.update(data.as_bytes());
-    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    let body: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params)
-        .finish();
+    let (body, signature) = twilio_signed(url, params, token);
     WebhookRequest {
         method: "POST".into(),
         url: url.into(),

@@ -1,72 +1,73 @@
 //! A fake SMS gateway on loopback (the outside world) for the `carrier-http`
-//! and Twilio plugins: records every call by Herald's message id and answers
-//! from a script, after a delay, with an error body when it refuses.
+//! and Twilio plugins, on wiremock: records every call by Herald's message id
+//! and by sender (the last path segment), and answers from a script, after a
+//! delay, with an error body when it refuses.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use salvo::conn::{Listener, TcpListener};
-use salvo::prelude::*;
-use serde_json::Value;
+use serde_json::{Value, json};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// What the gateway answers to the `n`-th call (1-based) for one message id:
 /// `(status, retry_after_seconds)`.
 pub type Script = Arc<dyn Fn(usize) -> (u16, Option<u64>) + Send + Sync>;
 
-#[derive(Clone)]
-pub struct FakeGateway {
-    pub url: String,
-    state: Arc<GatewayState>,
+/// The calls seen so far.
+#[derive(Default)]
+struct Seen {
+    /// Calls per Herald message id.
+    by_id: HashMap<String, usize>,
+    /// Calls per sender: the last segment of the path posted to.
+    by_sender: BTreeMap<String, usize>,
+    /// Request bodies, in arrival order.
+    bodies: Vec<Value>,
 }
 
-struct GatewayState {
+/// Answers by the script, counting calls per message id on arrival: a call
+/// whose answer the caller never read (timed out, killed) still reached us.
+struct Scripted {
     script: Script,
-    calls: Mutex<HashMap<String, usize>>,
-    bodies: Mutex<Vec<Value>>,
     delay: Duration,
     /// The JSON body of refusals (status ≥ 400), e.g. a Twilio error.
     error_body: Option<Value>,
+    seen: Arc<Mutex<Seen>>,
 }
 
-#[handler]
-async fn accept(req: &mut Request, depot: &mut Depot, res: &mut Response) {
-    let state = depot.get_typed::<Arc<GatewayState>>().expect("state").clone();
-    // carrier-http sends JSON with the id; Twilio a form whose StatusCallback
-    // URL names it.
-    let bytes = req.payload().await.map(|b| b.to_vec()).unwrap_or_default();
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        Value::Object(
-            form_urlencoded::parse(&bytes)
-                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-                .collect(),
-        )
-    });
-    let id = match body["StatusCallback"].as_str() {
-        Some(callback) => message_id_of(callback).unwrap_or_default(),
-        None => body["id"].as_str().unwrap_or_default().to_string(),
-    };
-    let call = {
-        let mut calls = state.calls.lock().unwrap();
-        let n = calls.entry(id.clone()).or_default();
-        *n += 1;
-        *n
-    };
-    state.bodies.lock().unwrap().push(body);
-    if !state.delay.is_zero() {
-        tokio::time::sleep(state.delay).await;
-    }
-    let (status, retry_after) = (state.script)(call);
-    res.status_code(StatusCode::from_u16(status).unwrap());
-    if let Some(seconds) = retry_after {
-        res.headers_mut()
-            .insert("retry-after", seconds.to_string().parse().unwrap());
-    }
-    match &state.error_body {
-        Some(error) if status >= 400 => res.render(Json(error.clone())),
-        _ => res.render(Json(
-            serde_json::json!({ "id": format!("gw-{id}"), "sid": twilio_sid(&id), "status": "queued" }),
-        )),
+impl Respond for Scripted {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        // carrier-http sends JSON with the id; Twilio a form whose StatusCallback
+        // URL names it.
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or_else(|_| {
+            Value::Object(
+                form_urlencoded::parse(&request.body)
+                    .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                    .collect(),
+            )
+        });
+        let id = match body["StatusCallback"].as_str() {
+            Some(callback) => message_id_of(callback).unwrap_or_default(),
+            None => body["id"].as_str().unwrap_or_default().to_string(),
+        };
+        let sender = request.url.path().rsplit('/').next().unwrap_or_default().to_string();
+        let call = {
+            let mut seen = self.seen.lock().unwrap();
+            *seen.by_sender.entry(sender).or_default() += 1;
+            seen.bodies.push(body);
+            let calls = seen.by_id.entry(id.clone()).or_default();
+            *calls += 1;
+            *calls
+        };
+        let (status, retry_after) = (self.script)(call);
+        let mut answer = ResponseTemplate::new(status).set_delay(self.delay);
+        if let Some(seconds) = retry_after {
+            answer = answer.insert_header("retry-after", seconds.to_string());
+        }
+        match &self.error_body {
+            Some(error) if status >= 400 => answer.set_body_json(error),
+            _ => answer.set_body_json(json!({ "id": format!("gw-{id}"), "sid": twilio_sid(&id), "status": "queued" })),
+        }
     }
 }
 
@@ -81,6 +82,14 @@ pub fn message_id_of(callback: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == "herald_message_id")
         .map(|(_, value)| value.into_owned())
+}
+
+#[derive(Clone)]
+pub struct FakeGateway {
+    /// Where `carrier-http` posts: `<base>/send`.
+    pub url: String,
+    seen: Arc<Mutex<Seen>>,
+    _server: Arc<MockServer>,
 }
 
 impl FakeGateway {
@@ -98,39 +107,49 @@ impl FakeGateway {
         Self::launch(Arc::new(move |_| (status, None)), Duration::ZERO, Some(body)).await
     }
 
-    /// Answers from `script` after `delay`; refusals (status ≥ 400) carry `error_body`.
+    /// Answers every POST from `script` after `delay`; refusals (status ≥ 400) carry `error_body`.
     pub async fn launch(script: Script, delay: Duration, error_body: Option<Value>) -> Self {
-        let state = Arc::new(GatewayState {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let server = MockServer::builder().disable_request_recording().start().await;
+        let responder = Scripted {
             script,
-            calls: Mutex::new(HashMap::new()),
-            bodies: Mutex::new(Vec::new()),
             delay,
             error_body,
-        });
-        let acceptor = TcpListener::new("127.0.0.1:0").bind().await;
-        let port = acceptor.local_addr().expect("bound address").port();
-        let router = Router::new()
-            .hoop(salvo::affix_state::inject(state.clone()))
-            .push(Router::with_path("{**rest}").post(accept));
-        tokio::spawn(async move { Server::new(acceptor).serve(router).await });
+            seen: seen.clone(),
+        };
+        Mock::given(wiremock::matchers::method("POST"))
+            .respond_with(responder)
+            .mount(&server)
+            .await;
         Self {
-            url: format!("http://127.0.0.1:{port}/send"),
-            state,
+            url: format!("{}/send", server.uri()),
+            seen,
+            _server: Arc::new(server),
         }
     }
 
     /// Calls seen per message id.
     pub fn calls(&self) -> HashMap<String, usize> {
-        self.state.calls.lock().unwrap().clone()
+        self.seen.lock().unwrap().by_id.clone()
+    }
+
+    /// Calls seen per sender: the last segment of the path posted to.
+    pub fn by_sender(&self) -> BTreeMap<String, usize> {
+        self.seen.lock().unwrap().by_sender.clone()
     }
 
     pub fn total_calls(&self) -> usize {
-        self.state.calls.lock().unwrap().values().sum()
+        self.seen.lock().unwrap().bodies.len()
+    }
+
+    /// Distinct message ids called.
+    pub fn distinct_ids(&self) -> usize {
+        self.seen.lock().unwrap().by_id.len()
     }
 
     /// Request bodies, in arrival order.
     pub fn bodies(&self) -> Vec<Value> {
-        self.state.bodies.lock().unwrap().clone()
+        self.seen.lock().unwrap().bodies.clone()
     }
 
     /// The base URL (for Twilio's `base_url`).

@@ -1,40 +1,37 @@
-//! Test harness: starts the real Herald (same composition root as `herald serve`)
-//! on a loopback port, against a fresh SQLite file or this run's PostgreSQL
-//! database, and talks to it over real HTTP.
+//! The test toolkit shared by every integration test: `herald-tests`' own
+//! (`tests/api`, `tests/plugins`) and Herald's process-level tests
+//! (`host/tests/pipeline.rs`).
 //!
-//! Two stacks: the embedded defaults (SQLite, in-process transport) and the
-//! production stack (PostgreSQL + NATS JetStream). `Backend::Postgres` means
-//! the latter: each server gets its own stream and subject prefixes on the
-//! NATS server at `TEST_NATS_URL` (default `nats://127.0.0.1:4222`).
-//!
-//! PostgreSQL: `TEST_POSTGRES_URL` names a database to use as is (CI
-//! creates one per run); otherwise a database `herald_test_<unix time>_<pid>` is
-//! created on `postgres://postgres@127.0.0.1:5432/postgres` for this process, and
-//! leftovers of runs older than two hours are dropped. When PostgreSQL cannot be
-//! reached the PostgreSQL variant of each test is skipped with a notice, except
-//! under `CI=true`, where it fails.
+//! [`TestServer`] starts the real Herald (same composition root as `herald
+//! serve`) on a loopback port, against a fresh SQLite file or a schema of its
+//! own in this run's PostgreSQL database, and talks to it over real HTTP
+//! ([`Client`]). Two stacks: the embedded defaults (SQLite, in-process
+//! transport) and the production stack (PostgreSQL + NATS JetStream), where
+//! `Backend::Postgres` means the latter; [`services`] says how each service is
+//! found and isolated per run. Fake carriers are in [`gateway`].
 
+use std::ops::Deref;
 use std::path::PathBuf;
-
-use chrono::Utc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::Utc;
 pub use herald::clock::ManualClock;
-
 use herald::config::Config;
 use herald::server::Herald;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use salvo::conn::{Listener, TcpListener};
 use serde_json::{Value, json};
-use sqlx::Connection;
-use tokio::sync::{OnceCell, oneshot};
-use uuid::Uuid;
+use tokio::sync::oneshot;
 
 pub use serde_json;
 
+pub mod client;
 pub mod gateway;
+pub mod services;
+
+pub use client::{Client, EventLog, Reply, User, http_client, phones};
+pub use services::{in_ci, nats_url, python_with};
 
 /// Paths of the compiled plugin fixtures in `tests/fixtures/plugins/`.
 pub mod fixtures {
@@ -99,9 +96,6 @@ pub fn twilio_signed(url: &str, params: &[(&str, &str)], token: &str) -> (String
     (body, signature)
 }
 
-const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const STALE_AFTER: Duration = Duration::from_secs(2 * 3600);
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -109,46 +103,68 @@ pub enum Backend {
 }
 
 /// Generates one `#[tokio::test]` per backend for each listed test body:
-/// `mod name { fn sqlite(); fn postgres(); }`.
+/// `mod name { fn sqlite(); fn postgres(); }`. A body taking `(server)` runs on
+/// a server with the default test settings; one taking `(backend: Backend)`
+/// starts the servers it needs itself (and returns early when
+/// [`TestServer::launch`] says the stack is unavailable).
 #[macro_export]
 macro_rules! on_both_backends {
-    ($(#[$meta:meta])* async fn $name:ident($server:ident) $body:block $($rest:tt)*) => {
+    ($(#[$meta:meta])* async fn $name:ident($backend:ident: Backend) $body:block $($rest:tt)*) => {
         $(#[$meta])*
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
-            async fn run($server: $crate::TestServer) $body
+            async fn run($backend: $crate::Backend) $body
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                run($crate::TestServer::start($crate::Backend::Sqlite).await).await;
+                run($crate::Backend::Sqlite).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if let Some(server) = $crate::TestServer::start_if_available($crate::Backend::Postgres, |_| {}).await {
-                    run(server).await;
-                }
+                run($crate::Backend::Postgres).await;
             }
         }
         $crate::on_both_backends!($($rest)*);
     };
+    ($(#[$meta:meta])* async fn $name:ident($server:ident) $body:block $($rest:tt)*) => {
+        $crate::on_both_backends! {
+            $(#[$meta])*
+            async fn $name(backend: Backend) {
+                let Some($server) = $crate::TestServer::start_if_available(backend, |_| {}).await else {
+                    return;
+                };
+                $body
+            }
+            $($rest)*
+        }
+    };
     () => {};
 }
 
-/// A running Herald with its own data directory.
+/// A running Herald with its own data directory; its HTTP client is [`Client`].
 pub struct TestServer {
-    pub base: String,
+    client: Client,
     pub backend: Backend,
     pub database_url: String,
     /// The configuration it runs with (bus prefixes, carriers…).
     pub config: Config,
     /// Set when the server was started on a manual clock.
     pub clock: Option<Arc<ManualClock>>,
-    client: reqwest::Client,
+    app: Arc<herald::api::App>,
     stop: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
     _data_dir: tempfile::TempDir,
+}
+
+impl Deref for TestServer {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
 }
 
 impl Drop for TestServer {
@@ -156,55 +172,6 @@ impl Drop for TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-    }
-}
-
-/// A response with its body parsed as JSON (`Value::Null` when empty or not JSON).
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: reqwest::header::HeaderMap,
-    pub text: String,
-    pub body: Value,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts the status, showing the body when it differs.
-    #[track_caller]
-    pub fn expect(self, status: u16) -> Self {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
-        self
-    }
-
-    /// Asserts a problem document with this status; returns its `errors[].field`.
-    #[track_caller]
-    pub fn expect_problem(self, status: u16) -> Vec<String> {
-        let reply = self.expect(status);
-        assert_eq!(
-            reply.header("content-type"),
-            Some("application/problem+json"),
-            "{}",
-            reply.text
-        );
-        assert_eq!(reply.body["status"], status, "{}", reply.text);
-        assert!(
-            reply.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-            "{}",
-            reply.text
-        );
-        reply.body["errors"]
-            .as_array()
-            .map(|errors| {
-                errors
-                    .iter()
-                    .map(|e| e["field"].as_str().unwrap_or_default().to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 }
 
@@ -239,7 +206,7 @@ impl TestServer {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let database_url = match backend {
             Backend::Sqlite => format!("sqlite://{}", data_dir.path().join("herald.db").display()),
-            Backend::Postgres => own_schema(&postgres_url().await?).await,
+            Backend::Postgres => services::postgres_schema().await?,
         };
         let mut config = Config {
             data_dir: data_dir.path().to_path_buf(),
@@ -253,10 +220,7 @@ impl TestServer {
         if backend == Backend::Postgres
             && let Some(url) = nats_url().await
         {
-            let run = unique_prefix();
-            config.bus.nats_url = Some(url);
-            config.bus.stream_prefix = format!("HT_{run}");
-            config.bus.subject_prefix = format!("ht{run}");
+            config.bus = services::own_bus(url);
         }
         configure(&mut config);
         // RUST_LOG=herald=debug shows the server's log in a test's output.
@@ -272,10 +236,11 @@ impl TestServer {
             .await
             .expect("herald opens");
         herald.with_dispatcher = with_dispatcher;
+        let app = herald.app.clone();
         let acceptor = TcpListener::new("127.0.0.1:0").bind().await;
         let port = acceptor.local_addr().expect("bound address").port();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
+        let served = tokio::spawn(async move {
             let _ = herald
                 .serve(acceptor, async move {
                     let _ = stopped.await;
@@ -283,189 +248,57 @@ impl TestServer {
                 .await;
         });
         Some(Self {
-            base: format!("http://127.0.0.1:{port}"),
+            client: Client::new(format!("http://127.0.0.1:{port}")),
             backend,
             database_url,
             config,
             clock,
-            client: http_client().build().expect("HTTP client"),
+            app,
             stop: Some(stop),
+            served: Some(served),
             _data_dir: data_dir,
         })
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+    /// Stops the server and waits until it has: requests finished, background
+    /// work stopped, database closed. (Dropping it only asks it to stop.)
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            let _ = served.await;
+        }
     }
 
     /// A new user and a valid token for it.
     pub fn new_user(&self) -> User {
-        let id = Uuid::now_v7();
-        User {
-            id,
-            token: hs256_token(SECRET, json!({ "sub": id.to_string(), "exp": in_an_hour() })),
-        }
+        User::new(SECRET)
     }
 
-    /// An anonymous POST to `path`, to finish with headers and a body and
-    /// pass to [`TestServer::send_request`].
-    pub fn client_post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.request(reqwest::Method::POST, path, None)
-    }
-
-    pub async fn send_request(&self, request: reqwest::RequestBuilder) -> Reply {
-        self.send(request).await
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
-        let response = request.send().await.expect("request reaches the server");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            text,
-            body,
-        }
-    }
-
-    fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
-        let request = self.client.request(method, self.url(path));
-        match token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
-    }
-
-    pub async fn get(&self, path: &str, user: &User) -> Reply {
-        self.send(self.request(reqwest::Method::GET, path, Some(&user.token)))
+    /// Drives the scheduler through one pass now (reconciliation, then handing
+    /// out everything due at the clock's time) and waits until every message
+    /// it handed out has its result, so the stats then show all that the
+    /// current state leads to. "Nothing happens" checks assert after a tick
+    /// instead of sleeping and hoping the scheduler's own timer fired.
+    pub async fn tick(&self) {
+        self.app.scheduler.tick().await.expect("a scheduler pass");
+        eventually("the handed-out messages' results", Duration::from_secs(60), || async {
+            let (sending,): (i64,) = services::query_rows(
+                &self.database_url,
+                "SELECT count(*) FROM messages WHERE status = 'sending'",
+            )
             .await
-    }
-
-    pub async fn get_anonymous(&self, path: &str) -> Reply {
-        self.send(self.request(reqwest::Method::GET, path, None)).await
-    }
-
-    /// GET with a raw `Authorization` header value (or none).
-    pub async fn get_with_authorization(&self, path: &str, authorization: Option<&str>) -> Reply {
-        let mut request = self.request(reqwest::Method::GET, path, None);
-        if let Some(value) = authorization {
-            request = request.header("authorization", value);
-        }
-        self.send(request).await
-    }
-
-    /// GET with one extra header (for oversized header sections).
-    pub async fn get_with_header(&self, path: &str, user: &User, name: &str, value: &str) -> Reply {
-        self.send(
-            self.request(reqwest::Method::GET, path, Some(&user.token))
-                .header(name, value),
-        )
-        .await
-    }
-
-    pub async fn post(&self, path: &str, user: &User, body: Value) -> Reply {
-        self.send(self.request(reqwest::Method::POST, path, Some(&user.token)).json(&body))
-            .await
-    }
-
-    /// POST without a token (webhooks).
-    pub async fn post_anonymous(&self, path: &str, body: Value) -> Reply {
-        self.send(self.request(reqwest::Method::POST, path, None).json(&body))
-            .await
-    }
-
-    /// A signed form POST, as Twilio's webhooks send it.
-    pub async fn post_form(&self, path: &str, body: String, signature: &str) -> Reply {
-        let request = self
-            .request(reqwest::Method::POST, path, None)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-twilio-signature", signature)
-            .body(body);
-        self.send(request).await
-    }
-
-    /// POST of JSON to a log-carrier webhook, with its shared secret when given.
-    pub async fn post_webhook(&self, path: &str, body: Value, secret: Option<&str>) -> Reply {
-        let mut request = self.request(reqwest::Method::POST, path, None).json(&body);
-        if let Some(secret) = secret {
-            request = request.header(LOG_WEBHOOK_SECRET_HEADER, secret);
-        }
-        self.send(request).await
-    }
-
-    pub async fn post_anonymous_raw(&self, path: &str, body: Vec<u8>) -> Reply {
-        self.send(self.request(reqwest::Method::POST, path, None).body(body))
-            .await
-    }
-
-    pub async fn put(&self, path: &str, user: &User, body: Value) -> Reply {
-        self.send(self.request(reqwest::Method::PUT, path, Some(&user.token)).json(&body))
-            .await
-    }
-
-    pub async fn patch(&self, path: &str, user: &User, body: Value) -> Reply {
-        self.send(
-            self.request(reqwest::Method::PATCH, path, Some(&user.token))
-                .json(&body),
-        )
-        .await
-    }
-
-    pub async fn delete(&self, path: &str, user: &User) -> Reply {
-        self.send(self.request(reqwest::Method::DELETE, path, Some(&user.token)))
-            .await
-    }
-
-    /// Sends raw bytes as a JSON body (for malformed and oversized bodies).
-    pub async fn send_raw(&self, method: reqwest::Method, path: &str, user: &User, body: Vec<u8>) -> Reply {
-        let request = self
-            .request(method, path, Some(&user.token))
-            .header("content-type", "application/json")
-            .body(body);
-        self.send(request).await
-    }
-
-    /// Uploads `bytes` as the multipart field `field`.
-    pub async fn upload(&self, path: &str, user: &User, field: &str, bytes: Vec<u8>) -> Reply {
-        let part = reqwest::multipart::Part::bytes(bytes).file_name("contacts.csv");
-        let form = reqwest::multipart::Form::new().part(field.to_string(), part);
-        self.send(
-            self.request(reqwest::Method::POST, path, Some(&user.token))
-                .multipart(form),
-        )
-        .await
-    }
-
-    /// Creates a campaign with the given extra fields and returns its id.
-    pub async fn create_campaign(&self, user: &User, extra: Value) -> String {
-        let mut body = json!({ "name": "Campaign", "message_template": "Hi {{name}}" });
-        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-            body.extend(extra.clone());
-        }
-        let reply = self.post("/api/v1/campaigns", user, body).await.expect(201);
-        reply.body["id"].as_str().expect("id").to_string()
-    }
-
-    /// A campaign's `GET /stats` body.
-    pub async fn stats(&self, user: &User, campaign: &str) -> Value {
-        self.get(&format!("/api/v1/campaigns/{campaign}/stats"), user)
-            .await
-            .expect(200)
-            .body
-    }
-
-    /// Waits until the campaign has no pending message and `sent + failed`
-    /// reaches `expected`; returns the stats.
-    pub async fn wait_settled(&self, user: &User, campaign: &str, expected: u64, timeout: Duration) -> Value {
-        eventually(&format!("{expected} final messages in {campaign}"), timeout, || async {
-            let stats = self.stats(user, campaign).await;
-            let done = stats["messages_sent"].as_u64()? + stats["messages_failed"].as_u64()?;
-            (done >= expected && stats["messages_pending"] == 0).then_some(stats)
+            .remove(0);
+            (sending == 0).then_some(())
         })
-        .await
+        .await;
+    }
+
+    /// A campaign's stats after a [`TestServer::tick`].
+    pub async fn stats_after_tick(&self, user: &User, campaign: &str) -> Value {
+        self.tick().await;
+        self.stats(user, campaign).await
     }
 
     /// Runs a dispatcher in this process, as `herald serve --role dispatcher`
@@ -488,44 +321,6 @@ impl TestServer {
         });
         stop
     }
-
-    /// Starts reading the user's Server-Sent Events; events arrive in the log.
-    pub async fn listen(&self, user: &User) -> EventLog {
-        let log = EventLog::default();
-        let response = self
-            .request(reqwest::Method::GET, "/api/v1/events", Some(&user.token))
-            .send()
-            .await
-            .expect("event stream opens");
-        assert_eq!(response.status().as_u16(), 200);
-        let events = log.events.clone();
-        tokio::spawn(async move {
-            let mut response = response;
-            let mut buffer = String::new();
-            while let Ok(Some(chunk)) = response.chunk().await {
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let frame: String = buffer.drain(..end + 2).collect();
-                    let data: String = frame
-                        .lines()
-                        .filter_map(|line| line.strip_prefix("data:"))
-                        .map(str::trim_start)
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                    if let Ok(event) = serde_json::from_str::<Value>(&data) {
-                        events.lock().unwrap().push(event);
-                    }
-                }
-            }
-        });
-        log
-    }
-
-    /// Moves a campaign through PUT status changes.
-    pub async fn set_status(&self, user: &User, id: &str, status: &str) -> Reply {
-        self.put(&format!("/api/v1/campaigns/{id}"), user, json!({ "status": status }))
-            .await
-    }
 }
 
 /// Campaign fields for a send window open every day for hours around now (tests
@@ -546,29 +341,6 @@ pub fn window_open_now() -> Value {
         "send_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
     })
 }
-/// CloudEvents received over SSE.
-#[derive(Clone, Default)]
-pub struct EventLog {
-    events: Arc<std::sync::Mutex<Vec<Value>>>,
-}
-
-impl EventLog {
-    pub fn all(&self) -> Vec<Value> {
-        self.events.lock().unwrap().clone()
-    }
-
-    /// Events of CloudEvents `type` (e.g. `herald.message.sent`).
-    pub fn of_type(&self, kind: &str) -> Vec<Value> {
-        self.all().into_iter().filter(|e| e["type"] == kind).collect()
-    }
-}
-
-/// A user of the API with its bearer token.
-#[derive(Debug, Clone)]
-pub struct User {
-    pub id: Uuid,
-    pub token: String,
-}
 
 /// The plugins of `config`: the shared set when its carriers are the defaults.
 fn plugins_for(config: &Config) -> herald::plugin::Plugins {
@@ -584,70 +356,8 @@ fn plugins_for(config: &Config) -> herald::plugin::Plugins {
     }
 }
 
-/// A schema of its own in this run's database, so each server's scheduler sees
-/// only its own campaigns (tests run in parallel on one database, and some on a
-/// manual clock).
-async fn own_schema(database_url: &str) -> String {
-    let schema = format!("s_{}", unique_prefix());
-    let mut admin = sqlx::PgConnection::connect(database_url)
-        .await
-        .expect("PostgreSQL connects");
-    let create = format!("CREATE SCHEMA \"{schema}\"");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-        .execute(&mut admin)
-        .await
-        .expect("schema created");
-    let _ = admin.close().await;
-    let separator = if database_url.contains('?') { '&' } else { '?' };
-    format!("{database_url}{separator}options=-c%20search_path%3D{schema}")
-}
-
-/// A prefix unique to this process and server: `<unix time>_<pid>_<n>`.
-fn unique_prefix() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
-    format!("{now}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-/// The NATS server for the production stack, checked once per process; stale
-/// test streams (over two hours old) are deleted on the way.
-pub async fn nats_url() -> Option<String> {
-    static URL: OnceCell<Option<String>> = OnceCell::const_new();
-    URL.get_or_init(|| async {
-        let url = std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-        match prepare_nats(&url).await {
-            Ok(()) => Some(url),
-            Err(e) if in_ci() => panic!("NATS is required under CI=true but unusable at {url}: {e:#}"),
-            Err(e) => {
-                eprintln!("note: PostgreSQL tests run without NATS, which is unusable at {url}: {e:#}");
-                None
-            }
-        }
-    })
-    .await
-    .clone()
-}
-
-async fn prepare_nats(url: &str) -> anyhow::Result<()> {
-    use futures::TryStreamExt;
-    let client = tokio::time::timeout(Duration::from_secs(5), async_nats::connect(url)).await??;
-    let jetstream = async_nats::jetstream::new(client);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let names: Vec<String> = jetstream.stream_names().try_collect().await?;
-    for name in names {
-        let created = name
-            .strip_prefix("HT_")
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|t| t.parse::<u64>().ok());
-        if created.is_some_and(|t| now.saturating_sub(t) > STALE_AFTER.as_secs()) {
-            let _ = jetstream.delete_stream(&name).await;
-        }
-    }
-    Ok(())
-}
-
-/// Polls `check` until it returns `Some`, for up to `timeout`; panics naming `what`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+/// Polls `check` every `every` until it returns `Some`, for up to `timeout`.
+pub async fn poll_until<T, F, Fut>(every: Duration, timeout: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -655,12 +365,24 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(done) = check().await {
-            return done;
+            return Some(done);
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            return None;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Polls `check` until it returns `Some`, for up to `timeout`; panics naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    match poll_until(Duration::from_millis(50), timeout, check).await {
+        Some(done) => done,
+        None => panic!("timed out after {timeout:?} waiting for {what}"),
     }
 }
 
@@ -669,13 +391,6 @@ where
 fn shared_plugins() -> &'static herald::plugin::Plugins {
     static PLUGINS: std::sync::OnceLock<herald::plugin::Plugins> = std::sync::OnceLock::new();
     PLUGINS.get_or_init(|| herald::plugin::Plugins::load(&test_defaults()).expect("shipped plugins load"))
-}
-
-/// An HTTP client builder for tests. The workspace builds reqwest without a
-/// default TLS provider (Herald installs ring for plugin HTTP), so install it here too.
-pub fn http_client() -> reqwest::ClientBuilder {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
 }
 
 pub fn in_an_hour() -> u64 {
@@ -699,78 +414,4 @@ pub fn signed_token(algorithm: Algorithm, private_pem: &str, claims: Value) -> S
     }
     .expect("key");
     jsonwebtoken::encode(&Header::new(algorithm), &claims, &key).expect("sign")
-}
-
-/// The Python of `TEST_PYTHON` (default `python3`) when it can import `module`;
-/// otherwise `None` after a notice saying how to install `requirements` (a
-/// requirements file under tests/), or a panic under `CI=true`.
-pub fn python_with(module: &str, requirements: &str) -> Option<String> {
-    let python = std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = std::process::Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-    if probe.is_ok_and(|status| status.success()) {
-        return Some(python);
-    }
-    let help = format!(
-        "this test needs a Python with `{module}`, and `{python}` (TEST_PYTHON, default python3) has \
-         none. Install it with:\n    python3 -m venv /var/tmp/herald-ci-venv\n    \
-         /var/tmp/herald-ci-venv/bin/pip install -r {requirements}\nthen run with \
-         TEST_PYTHON=/var/tmp/herald-ci-venv/bin/python (.ci/run does both)"
-    );
-    if in_ci() {
-        panic!("{help}");
-    }
-    eprintln!("note: skipping: {help}");
-    None
-}
-
-/// Whether this is a CI run (`CI=true`), where unavailable services fail tests.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// This process's PostgreSQL database URL, created and migrated once.
-async fn postgres_url() -> Option<String> {
-    static URL: OnceCell<Option<String>> = OnceCell::const_new();
-    URL.get_or_init(|| async {
-        match prepare_postgres().await {
-            Ok(url) => Some(url),
-            Err(e) if in_ci() => panic!("PostgreSQL is required under CI=true but unusable: {e:#}"),
-            Err(e) => {
-                eprintln!("note: skipping PostgreSQL tests, PostgreSQL is unusable: {e:#}");
-                None
-            }
-        }
-    })
-    .await
-    .clone()
-}
-
-async fn prepare_postgres() -> anyhow::Result<String> {
-    if let Ok(url) = std::env::var("TEST_POSTGRES_URL") {
-        return Ok(url);
-    }
-    let admin_url = std::env::var("TEST_POSTGRES_ADMIN_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.into());
-    let mut admin = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin_url)).await??;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let stale: Vec<String> =
-        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'herald\\_test\\_%'")
-            .fetch_all(&mut admin)
-            .await?;
-    for name in stale {
-        let created = name.split('_').nth(2).and_then(|t| t.parse::<u64>().ok());
-        if created.is_some_and(|t| now.saturating_sub(t) > STALE_AFTER.as_secs()) {
-            let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut admin).await;
-        }
-    }
-    let name = format!("herald_test_{now}_{}", std::process::id());
-    let create = format!("CREATE DATABASE \"{name}\"");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(create)).execute(&mut admin).await?;
-    admin.close().await?;
-    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
-    Ok(format!("{base}/{name}"))
 }

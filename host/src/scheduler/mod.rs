@@ -121,6 +121,15 @@ impl Scheduler {
         }
     }
 
+    /// The loops' periodic work once, now: reconcile receipts and unknown
+    /// outcomes, then hand out everything due. Tests call it to act at a moment
+    /// of their choosing (after moving a clock) instead of waiting for a timer.
+    pub async fn tick(&self) -> Result<(), SchedulerError> {
+        self.reconcile().await?;
+        while self.hand_out().await? {}
+        Ok(())
+    }
+
     /// One pass over the campaigns with due messages; true when there may be
     /// more to hand out right away. Jobs of one campaign are published while the
     /// next campaign's messages are claimed.
