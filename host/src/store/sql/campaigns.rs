@@ -176,12 +176,7 @@ where
             .bind(seen_version)
             .execute(&mut *tx)
             .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        Self::append_events(&mut *tx, events).await?;
-        tx.commit().await?;
-        Ok(true)
+        Self::land(tx, done.rows_affected() == 1, events).await
     }
 
     async fn delete_campaign(
@@ -200,12 +195,7 @@ where
             .bind(seen_version)
             .execute(&mut *tx)
             .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        Self::append_events(&mut *tx, events).await?;
-        tx.commit().await?;
-        Ok(true)
+        Self::land(tx, done.rows_affected() == 1, events).await
     }
 
     async fn campaign_by_id(&self, id: CampaignId) -> Result<Option<Campaign>, StoreError> {

@@ -151,6 +151,17 @@ where
     Json<Attributes>: Column<DB>,
     usize: ColumnIndex<DB::Row>,
 {
+    /// Ends an optimistic write: when it touched its row (`landed`), commits it
+    /// with its events; otherwise rolls it back. Returns `landed`.
+    async fn land(mut tx: sqlx::Transaction<'static, DB>, landed: bool, events: &[Event]) -> Result<bool, StoreError> {
+        if !landed {
+            return Ok(false);
+        }
+        Self::append_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Appends events to the outbox.
     async fn append_events(conn: &mut DB::Connection, events: &[Event]) -> Result<(), StoreError> {
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
