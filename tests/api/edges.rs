@@ -10,8 +10,8 @@ use herald::config::CarrierConfig;
 use herald_tests::gateway::{FakeGateway, message_id_of, twilio_carrier, twilio_sid};
 use herald_tests::serde_json::json;
 use herald_tests::{
-    Backend, LOG_WEBHOOK_SECRET, LOG_WEBHOOK_SECRET_HEADER, ManualClock, TestServer, eventually, fast_retries,
-    on_both_backends, phones, plugin_carrier, twilio_signed, window_open_now,
+    LOG_WEBHOOK_SECRET, LOG_WEBHOOK_SECRET_HEADER, ManualClock, TestServer, eventually, fast_retries, on_both_backends,
+    phones, plugin_carrier, twilio_signed, window_open_now,
 };
 
 use crate::sending::{SETTLE, TUESDAY_10AM, at};
