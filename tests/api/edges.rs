@@ -182,14 +182,14 @@ on_both_backends! {
         server.send_campaign(&user, &campaign).await;
         let stats = server.wait_settled(&user, &campaign, 1, SETTLE).await;
         assert_eq!(stats["messages_failed"], 1, "{stats}");
-        // The opt-out is committed after the message's result (its own
-        // statement): its event says it has been.
+        // The opt-out is written in the same transaction as the failure: once
+        // the message is failed, the contact is opted out.
+        let contact = &server.get(&format!("/api/v1/campaigns/{campaign}/contacts"), &user).await.body["contacts"][0];
+        assert_eq!(contact["opted_out"], true, "the next campaign will not text them: {contact}");
         let opted_out = eventually("contact.opted_out", SETTLE, || async {
             events.of_type("herald.contact.opted_out").into_iter().next()
         }).await;
         assert_eq!(opted_out["data"]["source"], "carrier");
-        let contact = &server.get(&format!("/api/v1/campaigns/{campaign}/contacts"), &user).await.body["contacts"][0];
-        assert_eq!(contact["opted_out"], true, "the next campaign will not text them: {contact}");
         let failed = eventually("message.failed", SETTLE, || async {
             events.of_type("herald.message.failed").into_iter().next()
         }).await;

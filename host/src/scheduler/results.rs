@@ -17,7 +17,6 @@ use crate::bus::{Consumer, Delivery, SendResult};
 use crate::domain::contact::ConsentSource;
 use crate::domain::message::{MessageChange, MessageRecord, MessageStatus, OPTED_OUT};
 use crate::domain::result::plan_change;
-use crate::store::ConsentTarget;
 
 /// How long a receipt whose send result never lands is kept.
 const EARLY_RECEIPT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -60,39 +59,17 @@ impl Scheduler {
             .iter()
             .map(|d| plan_change(&d.payload, &policy, now, rand::random::<f64>()))
             .collect();
-        let applied = self.store.apply_changes(&changes).await?;
+        let results = self.store.apply_changes(&changes).await?;
+        let applied = &results.messages;
         metrics::counter!("herald_results_applied_total").increment(applied.len() as u64);
-        self.replay_events(&changes, &applied, now).await?;
-        self.after_changes(&applied, now).await?;
-        self.opt_out_refused(&changes, &applied, now).await?;
+        self.replay_events(&changes, applied, now).await?;
+        self.after_changes(applied, now).await?;
+        // Contacts a carrier said opted out: already written with the results.
+        let consent_events = consent::events(&results.opted_out, ConsentSource::Carrier, &results.cancelled, now);
+        self.outbox.publish(consent_events).await;
         if !applied.is_empty() {
             // Receipts that came first wait for exactly these results.
             self.apply_early_receipts(now, false).await?;
-        }
-        Ok(())
-    }
-
-    /// Opts out the contacts whose carrier refused a message because they
-    /// opted out with it (consent source `carrier`).
-    async fn opt_out_refused(
-        &self,
-        changes: &[MessageChange],
-        applied: &[MessageRecord],
-        now: DateTime<Utc>,
-    ) -> Result<(), SchedulerError> {
-        let refused: HashMap<MessageId, &str> = changes
-            .iter()
-            .filter_map(|c| Some((c.id, c.carrier_opt_out.as_deref()?)))
-            .collect();
-        for message in applied {
-            let Some(detail) = refused.get(&message.id) else {
-                continue;
-            };
-            let detail = format!("{detail} (via {})", message.carrier);
-            let target = ConsentTarget::Contact(message.contact_id);
-            let events = consent::set(&*self.store, target, true, ConsentSource::Carrier, &detail, now).await?;
-            // Not replayed with the result if this batch is retried: keep them.
-            self.outbox.publish(events).await;
         }
         Ok(())
     }

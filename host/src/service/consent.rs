@@ -35,7 +35,14 @@ pub async fn cancel_queued(
     Ok(cancelled.iter().filter_map(|m| build::message(m, now)).collect())
 }
 
-fn events(contacts: &[Contact], source: ConsentSource, cancelled: &[MessageRecord], now: DateTime<Utc>) -> Vec<Event> {
+/// The events of a consent change: the contacts that changed, then the
+/// messages cancelled with them.
+pub fn events(
+    contacts: &[Contact],
+    source: ConsentSource,
+    cancelled: &[MessageRecord],
+    now: DateTime<Utc>,
+) -> Vec<Event> {
     let consent = contacts.iter().map(|c| build::consent(c, source.as_str(), now));
     let messages = cancelled.iter().filter_map(|m| build::message(m, now));
     consent.chain(messages).collect()

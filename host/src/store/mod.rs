@@ -211,6 +211,18 @@ pub trait ContactStore: Send + Sync + 'static {
     ) -> Result<Vec<MessageRecord>, StoreError>;
 }
 
+/// What a batch of results changed, all in one transaction.
+#[derive(Debug, Default)]
+pub struct AppliedResults {
+    /// Messages moved on by their results.
+    pub messages: Vec<MessageRecord>,
+    /// Contacts opted out because a carrier refused their message (consent
+    /// source `carrier`)…
+    pub opted_out: Vec<Contact>,
+    /// …and their queued messages, cancelled.
+    pub cancelled: Vec<MessageRecord>,
+}
+
 /// Whose consent a change is about.
 #[derive(Debug, Clone, Copy)]
 pub enum ConsentTarget<'a> {
@@ -268,8 +280,9 @@ pub trait SendingStore: Send + Sync + 'static {
         new_hand_off: bool,
     ) -> Result<Vec<ClaimedMessage>, StoreError>;
     /// Applies dispatcher results; a change whose hand-off is no longer current
-    /// is skipped. Returns the messages that changed.
-    async fn apply_changes(&self, changes: &[MessageChange]) -> Result<Vec<MessageRecord>, StoreError>;
+    /// is skipped. A carrier's opt-out (`carrier_opt_out`) opts the contact out
+    /// and cancels its queued messages in the same transaction.
+    async fn apply_changes(&self, changes: &[MessageChange]) -> Result<AppliedResults, StoreError>;
     /// A carrier's delivery receipt, in any order relative to the send result:
     /// it reconciles a message held with an unknown outcome (by the message id
     /// it names), moves a `sent` message on, or is kept until the result

@@ -8,7 +8,7 @@ use sqlx::{ColumnIndex, Executor};
 use uuid::Uuid;
 
 use super::campaigns::Counted;
-use super::{Bind, CONTACT_COLUMNS, COUNT_CAMPAIGN_CONTACTS, Column, Dialect, RowsAffected, SqlStore};
+use super::{Bind, CONTACT_COLUMNS, COUNT_CAMPAIGN_CONTACTS, Column, Dialect, RECORD_CONSENT, RowsAffected, SqlStore};
 use crate::bus::event::Event;
 use crate::domain::contact::{Attributes, ConsentSource, Contact};
 use crate::domain::ids::{CampaignId, ContactId, UserId};
@@ -16,9 +16,6 @@ use crate::domain::message::MessageRecord;
 use crate::domain::page::{Page, PageRequest};
 use crate::store::columns::Nullable;
 use crate::store::{ConsentTarget, ContactBatches, ContactStore, LinkOutcome, StoreError};
-
-const RECORD_CONSENT: &str = "INSERT INTO consent_events (id, contact_id, opted_out, source, detail, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6)";
 
 #[async_trait]
 impl<DB> ContactStore for SqlStore<DB>
@@ -138,59 +135,9 @@ where
         at: DateTime<Utc>,
     ) -> Result<(Vec<Contact>, Vec<MessageRecord>), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let ids: Vec<ContactId> = match target {
-            ConsentTarget::Phone { carrier, phone_number } => {
-                sqlx::query_scalar(
-                    "UPDATE contacts SET opted_out = $3, updated_at = $4, version = version + 1 \
-                     WHERE opted_out <> $3 AND id IN \
-                     (SELECT contact_id FROM messages WHERE carrier = $1 AND phone_number = $2) RETURNING id",
-                )
-                .bind(carrier)
-                .bind(phone_number)
-                .bind(opted_out)
-                .bind(at)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-            ConsentTarget::Contact(id) => {
-                sqlx::query_scalar(
-                    "UPDATE contacts SET opted_out = $2, updated_at = $3, version = version + 1 \
-                     WHERE opted_out <> $2 AND id = $1 RETURNING id",
-                )
-                .bind(id)
-                .bind(opted_out)
-                .bind(at)
-                .fetch_all(&mut *tx)
-                .await?
-            }
-        };
-        let mut contacts = Vec::with_capacity(ids.len());
-        let mut cancelled = Vec::new();
-        for &id in &ids {
-            sqlx::query(RECORD_CONSENT)
-                .bind(Uuid::now_v7())
-                .bind(id)
-                .bind(opted_out)
-                .bind(source)
-                .bind(Nullable(Some(detail)))
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            let contact: Contact = sqlx::query_as(concatcp!(
-                "SELECT ",
-                CONTACT_COLUMNS,
-                " FROM contacts c WHERE c.id = $1"
-            ))
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-            contacts.push(contact);
-            if opted_out {
-                cancelled.extend(Self::cancel_queued(&mut *tx, id, at).await?);
-            }
-        }
+        let changed = Self::set_consent_in(&mut tx, target, opted_out, source, detail, at).await?;
         tx.commit().await?;
-        Ok((contacts, cancelled))
+        Ok(changed)
     }
 
     async fn owners_messaged(&self, carrier: &str, phone_number: &str) -> Result<Vec<UserId>, StoreError> {

@@ -27,9 +27,9 @@ use uuid::Uuid;
 
 use super::cache::ReadCache;
 use super::columns::Nullable;
-use super::{ContactBatches, LinkOutcome, StoreError};
+use super::{ConsentTarget, ContactBatches, LinkOutcome, StoreError};
 use crate::bus::event::Event;
-use crate::domain::contact::Attributes;
+use crate::domain::contact::{Attributes, ConsentSource, Contact};
 use crate::domain::ids::{CampaignId, ContactId, UserId};
 use crate::domain::message::{MessageRecord, MessageStatus, Receipt};
 
@@ -130,6 +130,10 @@ const MESSAGE_COLUMNS: &str = "messages.id, \
      messages.carrier_message_id, messages.segments, messages.attempts, messages.last_error AS error, \
      messages.not_before, messages.hand_offs AS hand_off";
 
+/// Records one change of a contact's consent.
+pub(super) const RECORD_CONSENT: &str = "INSERT INTO consent_events (id, contact_id, opted_out, source, detail, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
 /// Columns of [`Contact`] on `contacts c`.
 const CONTACT_COLUMNS: &str =
     "c.id, c.user_id, c.phone_number, c.name, c.opted_out, c.attributes, c.created_at, c.updated_at, c.version";
@@ -179,6 +183,70 @@ where
             insert.build().execute(&mut *conn).await?;
         }
         Ok(())
+    }
+
+    /// Opts the target's contacts out (or in) inside the caller's transaction,
+    /// recording a consent event each; opting out cancels their queued messages.
+    async fn set_consent_in(
+        conn: &mut DB::Connection,
+        target: ConsentTarget<'_>,
+        opted_out: bool,
+        source: ConsentSource,
+        detail: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(Vec<Contact>, Vec<MessageRecord>), StoreError> {
+        let ids: Vec<ContactId> = match target {
+            ConsentTarget::Phone { carrier, phone_number } => {
+                sqlx::query_scalar(
+                    "UPDATE contacts SET opted_out = $3, updated_at = $4, version = version + 1 \
+                     WHERE opted_out <> $3 AND id IN \
+                     (SELECT contact_id FROM messages WHERE carrier = $1 AND phone_number = $2) RETURNING id",
+                )
+                .bind(carrier)
+                .bind(phone_number)
+                .bind(opted_out)
+                .bind(at)
+                .fetch_all(&mut *conn)
+                .await?
+            }
+            ConsentTarget::Contact(id) => {
+                sqlx::query_scalar(
+                    "UPDATE contacts SET opted_out = $2, updated_at = $3, version = version + 1 \
+                     WHERE opted_out <> $2 AND id = $1 RETURNING id",
+                )
+                .bind(id)
+                .bind(opted_out)
+                .bind(at)
+                .fetch_all(&mut *conn)
+                .await?
+            }
+        };
+        let mut contacts = Vec::with_capacity(ids.len());
+        let mut cancelled = Vec::new();
+        for &id in &ids {
+            sqlx::query(RECORD_CONSENT)
+                .bind(Uuid::now_v7())
+                .bind(id)
+                .bind(opted_out)
+                .bind(source)
+                .bind(Nullable(Some(detail)))
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            let contact: Contact = sqlx::query_as(concatcp!(
+                "SELECT ",
+                CONTACT_COLUMNS,
+                " FROM contacts c WHERE c.id = $1"
+            ))
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+            contacts.push(contact);
+            if opted_out {
+                cancelled.extend(Self::cancel_queued(&mut *conn, id, at).await?);
+            }
+        }
+        Ok((contacts, cancelled))
     }
 
     /// Fails the contact's queued messages: it opted out.

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{Bind, Column, Dialect, MESSAGE_COLUMNS, ROWS_PER_STATEMENT, RowsAffected, SqlStore, push_list};
 use crate::domain::contact::Attributes;
+use crate::domain::contact::ConsentSource;
 use crate::domain::ids::{CampaignId, ContactId, MessageId, TaskId, UserId};
 use crate::domain::message::{
     ClaimedMessage, MessageChange, MessageRecord, MessageStatus, Receipt, ReceiptOutcome, SendRequest, TaskReport,
@@ -16,7 +17,7 @@ use crate::domain::message::{
 };
 use crate::domain::variant::Variant;
 use crate::store::columns::Nullable;
-use crate::store::{SendingStore, StoreError};
+use crate::store::{AppliedResults, ConsentTarget, SendingStore, StoreError};
 
 /// `RETURNING` columns of [`ClaimedMessage`]: a message with its contact's name
 /// and attributes (scalar subqueries: SQLite's `RETURNING` cannot join).
@@ -263,7 +264,7 @@ where
         .await?)
     }
 
-    async fn apply_changes(&self, changes: &[MessageChange]) -> Result<Vec<MessageRecord>, StoreError> {
+    async fn apply_changes(&self, changes: &[MessageChange]) -> Result<AppliedResults, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut applied = Vec::with_capacity(changes.len());
         for chunk in changes.chunks(ROWS_PER_STATEMENT) {
@@ -317,8 +318,21 @@ where
             ));
             applied.extend(update.build_query_as::<MessageRecord>().fetch_all(&mut *tx).await?);
         }
+        let mut results = AppliedResults::default();
+        for message in &applied {
+            let change = changes.iter().find(|c| c.id == message.id);
+            if let Some((refusal, at)) = change.and_then(|c| Some((c.carrier_opt_out.as_deref()?, c.at))) {
+                let detail = format!("{refusal} (via {})", message.carrier);
+                let target = ConsentTarget::Contact(message.contact_id);
+                let (contacts, cancelled) =
+                    Self::set_consent_in(&mut tx, target, true, ConsentSource::Carrier, &detail, at).await?;
+                results.opted_out.extend(contacts);
+                results.cancelled.extend(cancelled);
+            }
+        }
         tx.commit().await?;
-        Ok(applied)
+        results.messages = applied;
+        Ok(results)
     }
 
     async fn apply_receipt(&self, receipt: &Receipt) -> Result<ReceiptOutcome, StoreError> {
