@@ -16,7 +16,7 @@ use crate::domain::template::MAX_TEMPLATE_CHARS;
 const NO_NUL: &str = r"^[^\u0000]*$";
 /// Text with no NUL character and something other than whitespace (`check_name`).
 const NOT_BLANK: &str = r"^[^\u0000]*[^\s\u0000][^\u0000]*$";
-/// `HH:MM` on a 24-hour clock (`parse_time_of_day`).
+/// `HH:MM` on a 24-hour clock (`TimeOfDay`).
 const TIME_OF_DAY: &str = "^(?:[01][0-9]|2[0-3]):[0-5][0-9]$";
 /// The shipped template plugin's syntax (plugins/template-default): text in
 /// which `{{` opens a placeholder — a variable, then `| upper`, `| lower`,
