@@ -10,21 +10,34 @@
 //!
 //! Jobs and results are consumed through durable pull consumers shared by
 //! every process of a role: that is how dispatchers scale out. Each [`Inbox`]
-//! reads its share through the client's pull stream (`consumer.stream()`):
-//! it keeps one pull request open on the server, renews it once half of it
-//! has arrived, expects the server's idle heartbeats, and asks again after a
-//! reconnect. A call returns at most what the caller asked for, as soon as a
-//! burst has arrived; what the stream pulled meanwhile is handed out by the
-//! next call. So an inbox holds up to about one and a half pull requests'
-//! worth of messages its caller has not taken yet: callers take from it in a
-//! loop, since a message left unread past the ack wait goes to another consumer.
+//! has a keeper task that makes its pull requests and reads every reply as it
+//! arrives. Two rules keep a message from being sent twice because of the
+//! transport, and keep one dispatcher from hoarding work others could take:
+//!
+//! - **Never ask for more than the caller can take.** A call's `max` is the
+//!   inbox's credit (a dispatcher passes its free workers); each message
+//!   handed out uses one. The keeper has one pull request open at a time, for
+//!   the credit less what it already holds: what it holds and has asked for
+//!   never exceeds the credit it had when it asked. (Not the client's pull
+//!   stream: it renews its request whenever half has arrived, read or not.)
+//! - **Keep what is held in progress.** A message that arrived after a call
+//!   returned, or beyond what a call took, waits in the inbox for the next call;
+//!   the keeper marks it in progress (`+WPI`) every third of the ack wait, so
+//!   the server gives it to no other consumer while it waits. Once handed out
+//!   it is the handler's to keep in progress ([`Delivery::working`]). An inbox
+//!   that is dropped stops doing so: what it held goes to another consumer
+//!   after the ack wait, and is never handed out here.
+//!
+//! A call returns at most `max`, as soon as a burst has arrived. Pull requests
+//! expire after a few seconds and are renewed, so one the server lost in a
+//! restart is soon replaced.
 //!
 //! The connection reconnects forever: a NATS restart mid-campaign makes calls
 //! fail with [`BusError::Unavailable`] until it is back, then they resume (an
 //! inbox is opened again, which restores its consumer, and its stream, should
-//! the server have come back without its storage). Handlers mark a long job
-//! in progress ([`Delivery::working`]) so it is not redelivered meanwhile.
+//! the server have come back without its storage).
 
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,11 +52,12 @@ use async_nats::jetstream::message::{Acker, PublishMessage};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
 use async_nats::jetstream::{self, AckKind};
-use async_nats::{Client, ConnectOptions};
+use async_nats::{Client, ConnectOptions, StatusCode};
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::future::join_all;
-use futures::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
 
 use crate::bus::event::Event;
 use crate::bus::{BusError, Delivery, DeliveryHandle, Inbox, SendJob, SendResult, Transport, hand_off_key};
@@ -84,11 +98,9 @@ const MAX_ACK_INFLIGHT: usize = 64 * PUBLISH_WINDOW;
 /// After the first delivery of a call, how long to wait for the rest of the
 /// burst: the server sends a batch back to back, far faster than this.
 const LINGER: Duration = Duration::from_millis(5);
-/// Lifetime of one pull request on the server; the stream renews it.
-const PULL_EXPIRES: Duration = Duration::from_secs(30);
-/// How often the server confirms an idle pull request; two missed in a row
-/// mean it is lost (the stream then fails and the inbox is opened again).
-const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Lifetime of one pull request on the server; the keeper then asks again.
+/// Short, so a request the server lost in a restart is replaced soon.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// JetStream transport: publishes jobs, results and events, and hands out
 /// shares of the job and result queues.
@@ -171,6 +183,14 @@ impl Layout {
         }
     }
 
+    /// The same layout with another ack wait, for tests that wait it out.
+    #[cfg(test)]
+    fn with_ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.dispatchers.ack_wait = ack_wait;
+        self.api.ack_wait = ack_wait;
+        self
+    }
+
     fn job_subject(&self, carrier: &str) -> String {
         format!("{}.jobs.send.{}", self.subject_prefix, subject_token(carrier))
     }
@@ -238,6 +258,10 @@ impl NatsTransport {
     /// The first connection is retried for a few seconds (the server may be
     /// starting alongside us); after that the client reconnects forever.
     pub async fn connect(url: &str, stream_prefix: &str, subject_prefix: &str) -> Result<Self, BusError> {
+        Self::connect_with(url, Layout::new(stream_prefix, subject_prefix)).await
+    }
+
+    async fn connect_with(url: &str, layout: Layout) -> Result<Self, BusError> {
         let client = connect_client(url).await?;
         let js = jetstream::ContextBuilder::new()
             .timeout(API_TIMEOUT)
@@ -246,7 +270,7 @@ impl NatsTransport {
         let transport = Self {
             client,
             js,
-            layout: Arc::new(Layout::new(stream_prefix, subject_prefix)),
+            layout: Arc::new(layout),
             reprovision: AtomicBool::new(false),
         };
         transport.provision().await?;
@@ -348,7 +372,7 @@ impl NatsTransport {
         let consumer = tokio::time::timeout(ESTABLISH_TIMEOUT, self.restore_consumer(stream, consumer))
             .await
             .map_err(|_| BusError::Unavailable("setting up the pull timed out".to_string()))??;
-        Ok(PullInbox::new(self.client.clone(), consumer))
+        Ok(PullInbox::new(self.client.clone(), self.js.clone(), consumer))
     }
 
     /// The durable consumer, created or brought to `config`, and its stream
@@ -481,50 +505,103 @@ impl Transport for NatsTransport {
     }
 }
 
-/// One process's share of a durable pull consumer, read through the client's
-/// pull stream.
+/// One process's share of a durable pull consumer.
 ///
-/// The stream is opened by the first call, with pull requests as large as
-/// that call's `max` (each caller asks for about the same every time: what its
-/// workers or its batch can take). It keeps a request open on the server and
-/// renews it once half of it has arrived, so what arrives after a call
-/// returned waits in the stream and is handed out by the next call instead of
-/// expiring its ack wait unseen.
+/// A keeper task ([`Keeper`]) pulls for it and holds what arrived until a
+/// call hands it out; calls only take from what is held and say how many
+/// more they can take (the *credit*).
 struct PullInbox<T> {
     client: Client,
-    consumer: PullConsumer,
-    messages: Option<pull::Stream>,
+    shared: Arc<Shared>,
+    keeper: tokio::task::JoinHandle<()>,
     _payload: PhantomData<fn() -> T>,
 }
 
+/// What the inbox and its keeper share.
+#[derive(Default)]
+struct Shared {
+    held: std::sync::Mutex<Held>,
+    /// Signalled by the keeper when a message arrived or a pull failed.
+    arrived: Notify,
+    /// Signalled by a call when the credit changed.
+    asked: Notify,
+}
+
+#[derive(Default)]
+struct Held {
+    /// Pulled and not handed out yet, oldest first; kept in progress.
+    messages: VecDeque<jetstream::Message>,
+    /// How many more the caller can take: its last call's `max` less what that
+    /// call took. The keeper never holds plus requests more than this.
+    credit: usize,
+    /// Why pulling stopped; reported by the next call that finds nothing held.
+    failure: Option<BusError>,
+}
+
+impl Shared {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().expect("inbox lock")
+    }
+
+    /// How many messages the keeper may request now.
+    fn wanted(&self) -> usize {
+        let held = self.held();
+        if held.failure.is_some() {
+            return 0;
+        }
+        held.credit.saturating_sub(held.messages.len())
+    }
+
+    fn hold(&self, message: jetstream::Message) {
+        self.held().messages.push_back(message);
+        self.arrived.notify_one();
+    }
+
+    fn fail(&self, err: BusError) {
+        self.held().failure.get_or_insert(err);
+        self.arrived.notify_one();
+    }
+}
+
 impl<T: DeserializeOwned + Send + 'static> PullInbox<T> {
-    fn new(client: Client, consumer: PullConsumer) -> Self {
+    fn new(client: Client, js: jetstream::Context, consumer: PullConsumer) -> Self {
+        let shared = Arc::new(Shared::default());
+        let keeper = Keeper {
+            client: client.clone(),
+            js,
+            // Well within the ack wait, so one lost or late progress ack is harmless.
+            progress_every: consumer.cached_info().config.ack_wait / 3,
+            consumer,
+            shared: Arc::clone(&shared),
+        };
         Self {
             client,
-            consumer,
-            messages: None,
+            shared,
+            keeper: tokio::spawn(keeper.run()),
             _payload: PhantomData,
         }
     }
 
-    /// Opens the pull stream unless it is open.
-    async fn open(&mut self, batch: usize) -> Result<(), BusError> {
-        if self.messages.is_some() {
-            return Ok(());
+    /// Up to `room` held messages, taken off the credit; or the keeper's
+    /// failure when nothing is held.
+    fn take(&self, room: usize) -> Result<Vec<jetstream::Message>, BusError> {
+        let mut held = self.shared.held();
+        let n = room.min(held.messages.len());
+        if n == 0
+            && let Some(err) = held.failure.take()
+        {
+            return Err(err);
         }
-        let opening = self
-            .consumer
-            .stream()
-            .max_messages_per_batch(batch)
-            .expires(PULL_EXPIRES)
-            .heartbeat(PULL_HEARTBEAT)
-            .messages();
-        let messages = tokio::time::timeout(API_TIMEOUT, opening)
-            .await
-            .map_err(|_| BusError::Unavailable("opening the pull stream timed out".to_string()))?
-            .map_err(|err| unavailable("opening the pull stream", err))?;
-        self.messages = Some(messages);
-        Ok(())
+        held.credit = held.credit.saturating_sub(n);
+        Ok(held.messages.drain(..n).collect())
+    }
+}
+
+impl<T> Drop for PullInbox<T> {
+    /// What is still held goes to a consumer after the ack wait: without the
+    /// keeper nothing keeps it in progress, and it is never handed out here.
+    fn drop(&mut self) {
+        self.keeper.abort();
     }
 }
 
@@ -547,54 +624,193 @@ async fn decode<T: DeserializeOwned>(message: jetstream::Message) -> Option<Deli
 #[async_trait]
 impl<T: DeserializeOwned + Send + 'static> Inbox<T> for PullInbox<T> {
     async fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery<T>>, BusError> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
         let deadline = tokio::time::Instant::now() + wait;
-        self.open(max).await?;
-        let messages = self.messages.as_mut().expect("opened above");
+        self.shared.held().credit = max;
+        self.shared.asked.notify_one();
         let mut out = Vec::new();
-        let mut failure = None;
         while out.len() < max {
-            // What already arrived first, even while disconnected (its acks go
-            // out once the connection is back); then wait for the first
-            // delivery until the deadline and for the rest of its burst only briefly.
-            let item = match messages.next().now_or_never() {
-                Some(item) => item,
-                None if self.client.connection_state() != State::Connected => {
-                    failure = Some(BusError::Unavailable("not connected to NATS".to_string()));
+            // What is held first, even while disconnected (its acks go out once
+            // the connection is back); then wait for the first delivery until
+            // the deadline and for the rest of its burst only briefly.
+            let taken = match self.take(max - out.len()) {
+                Ok(taken) => taken,
+                // Pulling failed (a lost consumer, a failed request): the
+                // caller opens the inbox again, which restores the consumer.
+                Err(err) if out.is_empty() => return Err(err),
+                Err(err) => {
+                    self.shared.fail(err);
                     break;
-                }
-                None => {
-                    let until = if out.is_empty() {
-                        deadline
-                    } else {
-                        deadline.min(tokio::time::Instant::now() + LINGER)
-                    };
-                    match tokio::time::timeout_at(until, messages.next()).await {
-                        Ok(item) => item,
-                        Err(_) => break,
-                    }
                 }
             };
-            match item {
-                Some(Ok(message)) => out.extend(decode(message).await),
-                // A missed heartbeat, a failed pull request, a deleted consumer:
-                // the caller opens the inbox again, which restores the consumer.
-                Some(Err(err)) => {
-                    failure = Some(unavailable("pulling messages", err));
-                    break;
+            if !taken.is_empty() {
+                for message in taken {
+                    out.extend(decode(message).await);
                 }
-                None => {
-                    failure = Some(BusError::Unavailable("the pull stream ended".to_string()));
-                    break;
+                continue;
+            }
+            if self.client.connection_state() != State::Connected {
+                if out.is_empty() {
+                    return Err(BusError::Unavailable("not connected to NATS".to_string()));
                 }
+                break;
+            }
+            let until = if out.is_empty() {
+                deadline
+            } else {
+                deadline.min(tokio::time::Instant::now() + LINGER)
+            };
+            if tokio::time::timeout_at(until, self.shared.arrived.notified())
+                .await
+                .is_err()
+            {
+                break;
             }
         }
-        match failure {
-            // Hand over what arrived; the error shows on the next call if it persists.
-            Some(err) if out.is_empty() => Err(err),
-            _ => Ok(out),
+        Ok(out)
+    }
+}
+
+/// Pulls for one [`PullInbox`] and keeps what it holds in progress.
+///
+/// One pull request at a time, for what the caller can still take less what
+/// is held; a new one once it is filled, expired or the credit was used up.
+/// Every message that arrives is read at once into [`Held`], where it is
+/// marked in progress every third of the ack wait until a call hands it out:
+/// nothing this process holds is given to another consumer meanwhile.
+struct Keeper {
+    client: Client,
+    js: jetstream::Context,
+    consumer: PullConsumer,
+    shared: Arc<Shared>,
+    progress_every: Duration,
+}
+
+/// One open pull request: its replies come on a subject of its own.
+struct PullRequest {
+    replies: async_nats::Subscriber,
+    /// Messages still to come.
+    remaining: usize,
+    /// When to stop waiting for the server to end it (a reply lost in a reconnect).
+    given_up_at: tokio::time::Instant,
+}
+
+/// What one reply to a pull request means.
+enum Reply {
+    Message(Box<jetstream::Message>),
+    /// Nothing to hold: a status, or the request is over (then `remaining` is 0).
+    Nothing,
+    Failed(BusError),
+}
+
+impl Keeper {
+    async fn run(self) {
+        let mut request: Option<PullRequest> = None;
+        let mut progress = tokio::time::interval(self.progress_every);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if request.is_none() {
+                let wanted = self.shared.wanted();
+                if wanted > 0 {
+                    match self.request(wanted).await {
+                        Ok(opened) => request = Some(opened),
+                        Err(err) => self.shared.fail(err),
+                    }
+                }
+            }
+            tokio::select! {
+                reply = next_reply(request.as_mut(), &self.js) => match reply {
+                    Reply::Message(message) => self.shared.hold(*message),
+                    Reply::Nothing => {}
+                    Reply::Failed(err) => self.shared.fail(err),
+                },
+                _ = self.shared.asked.notified() => {}
+                _ = progress.tick() => self.keep_in_progress().await,
+            }
+            // Over: filled, expired or failed. Dropping it unsubscribes.
+            if request.as_ref().is_some_and(|r| r.remaining == 0) {
+                request = None;
+            }
+        }
+    }
+
+    /// Asks the server for `n` messages (no more than the caller can take).
+    async fn request(&self, n: usize) -> Result<PullRequest, BusError> {
+        let subject = self.client.new_inbox();
+        let opening = async {
+            let replies = self
+                .client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|err| unavailable("pulling messages", err))?;
+            let config = pull::BatchConfig {
+                batch: n,
+                expires: Some(PULL_EXPIRES),
+                ..Default::default()
+            };
+            self.consumer
+                .request_batch(config, subject.into())
+                .await
+                .map_err(|err| unavailable("pulling messages", err))?;
+            Ok(PullRequest {
+                replies,
+                remaining: n,
+                given_up_at: tokio::time::Instant::now() + PULL_EXPIRES + API_TIMEOUT,
+            })
+        };
+        tokio::time::timeout(API_TIMEOUT, opening)
+            .await
+            .map_err(|_| BusError::Unavailable("pull request timed out".to_string()))?
+    }
+
+    /// Marks every held message in progress so its ack wait starts again.
+    async fn keep_in_progress(&self) {
+        let replies: Vec<_> = self
+            .shared
+            .held()
+            .messages
+            .iter()
+            .filter_map(|message| message.reply.clone())
+            .collect();
+        for reply in replies {
+            JetStreamHandle(Acker::new(self.js.clone(), Some(reply)))
+                .send(AckKind::Progress, "progress ack")
+                .await;
+        }
+    }
+}
+
+/// The next reply to `request`; never ready without one.
+async fn next_reply(request: Option<&mut PullRequest>, js: &jetstream::Context) -> Reply {
+    let Some(request) = request else {
+        return std::future::pending().await;
+    };
+    let reply = match tokio::time::timeout_at(request.given_up_at, request.replies.next()).await {
+        Ok(Some(reply)) => reply,
+        Ok(None) | Err(_) => {
+            request.remaining = 0;
+            return Reply::Nothing;
+        }
+    };
+    match reply.status {
+        None | Some(StatusCode::OK) => {
+            request.remaining = request.remaining.saturating_sub(1);
+            Reply::Message(Box::new(jetstream::Message {
+                message: reply,
+                context: js.clone(),
+            }))
+        }
+        Some(StatusCode::IDLE_HEARTBEAT) => Reply::Nothing,
+        // Expired, or ended by the server with nothing more to give.
+        Some(StatusCode::TIMEOUT) | Some(StatusCode::NOT_FOUND) => {
+            request.remaining = 0;
+            Reply::Nothing
+        }
+        Some(status) => {
+            request.remaining = 0;
+            Reply::Failed(BusError::Unavailable(format!(
+                "pull request ended: {status} {}",
+                reply.description.as_deref().unwrap_or_default()
+            )))
         }
     }
 }
@@ -649,11 +865,18 @@ mod tests {
     /// `TEST_NATS_URL` (default `nats://127.0.0.1:4222`). `None` after a notice
     /// when NATS is unusable, except under `CI=true`, where the test fails.
     async fn transport() -> Option<NatsTransport> {
+        transport_with_ack_wait(ACK_WAIT).await
+    }
+
+    /// [`transport`] whose consumers give a delivery to another consumer
+    /// after `ack_wait` instead of the production thirty seconds.
+    async fn transport_with_ack_wait(ack_wait: Duration) -> Option<NatsTransport> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let url = std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string());
         let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
         let run = format!("{now}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        match NatsTransport::connect(&url, &format!("HT_{run}"), &format!("ht{run}")).await {
+        let layout = Layout::new(&format!("HT_{run}"), &format!("ht{run}")).with_ack_wait(ack_wait);
+        match NatsTransport::connect_with(&url, layout).await {
             Ok(transport) => Some(transport),
             Err(err) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
                 panic!("NATS is required under CI=true but unusable at {url}: {err}")
@@ -732,12 +955,10 @@ mod tests {
     #[tokio::test]
     async fn a_message_pulled_after_a_call_returned_is_handed_out_by_the_next_call() {
         let Some(bus) = transport().await else { return };
-        bus.publish_results(&results(0..3)).await.unwrap();
         let mut first = bus.results().await.unwrap();
-        let taken = first.next(2, WAIT).await.unwrap();
-        assert_eq!(taken.len(), 2);
-        // The first inbox's stream asks for more as soon as half of its pull
-        // has arrived: the third result is now on its way to it, not to others.
+        // The call returns empty-handed, but its pull for three stays open.
+        assert!(first.next(3, QUIET).await.unwrap().is_empty());
+        bus.publish_results(&results(0..3)).await.unwrap();
         tokio::time::sleep(QUIET).await;
         let mut second = bus.results().await.unwrap();
         assert!(
@@ -747,10 +968,61 @@ mod tests {
 
         let started = Instant::now();
         let rest = first.next(10, WAIT).await.unwrap();
-        assert_eq!(hand_offs(&rest), vec![2]);
-        assert!(started.elapsed() < WAIT, "handed out at once, not after the ack wait");
+        assert_eq!(hand_offs(&rest), vec![0, 1, 2]);
+        assert!(
+            started.elapsed() < QUIET,
+            "handed out at once, from what the inbox holds"
+        );
+        ack_all(rest).await;
+        bus.delete_streams().await;
+    }
+
+    #[tokio::test]
+    async fn an_inbox_holds_no_more_than_its_caller_can_take() {
+        let Some(bus) = transport().await else { return };
+        bus.publish_results(&results(0..5)).await.unwrap();
+        let mut first = bus.results().await.unwrap();
+        let taken = first.next(2, WAIT).await.unwrap();
+        assert_eq!(hand_offs(&taken), vec![0, 1]);
+        // Its caller took all it asked for: the first inbox pulls nothing more,
+        // so the rest is there for other consumers.
+        tokio::time::sleep(QUIET).await;
+        let mut second = bus.results().await.unwrap();
+        let rest = take(&mut *second, 3).await;
+        assert_eq!(hand_offs(&rest), vec![2, 3, 4]);
         ack_all(taken).await;
         ack_all(rest).await;
+        bus.delete_streams().await;
+    }
+
+    #[tokio::test]
+    async fn what_an_inbox_holds_past_the_ack_wait_goes_to_no_other_consumer() {
+        let ack_wait = Duration::from_secs(2);
+        let Some(bus) = transport_with_ack_wait(ack_wait).await else {
+            return;
+        };
+        let mut first = bus.results().await.unwrap();
+        // Its caller can take three, and takes one: two stay held, unread.
+        assert!(first.next(3, QUIET).await.unwrap().is_empty());
+        bus.publish_results(&results(0..5)).await.unwrap();
+        let taken = take(&mut *first, 1).await;
+        assert_eq!(hand_offs(&taken), vec![0]);
+        ack_all(taken).await;
+
+        tokio::time::sleep(ack_wait * 3).await;
+        let mut second = bus.results().await.unwrap();
+        let others = take(&mut *second, 2).await;
+        assert_eq!(hand_offs(&others), vec![3, 4], "only what the first inbox never pulled");
+        ack_all(others).await;
+        assert!(
+            second.next(10, ack_wait).await.unwrap().is_empty(),
+            "nothing the first inbox holds is redelivered"
+        );
+
+        let held = first.next(10, WAIT).await.unwrap();
+        assert_eq!(hand_offs(&held), vec![1, 2], "still handed out by the first inbox");
+        ack_all(held).await;
+        assert!(second.next(10, QUIET).await.unwrap().is_empty(), "each sent once");
         bus.delete_streams().await;
     }
 
