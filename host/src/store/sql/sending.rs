@@ -1,5 +1,7 @@
 //! The sending half: queueing, claiming hand-offs, applying results and receipts.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use const_format::concatcp;
@@ -319,16 +321,21 @@ where
             applied.extend(update.build_query_as::<MessageRecord>().fetch_all(&mut *tx).await?);
         }
         let mut results = AppliedResults::default();
+        // Carriers' opt-outs, by message: the contact is opted out with the failure.
+        let refused: HashMap<MessageId, (&str, DateTime<Utc>)> = changes
+            .iter()
+            .filter_map(|c| Some((c.id, (c.carrier_opt_out.as_deref()?, c.at))))
+            .collect();
         for message in &applied {
-            let change = changes.iter().find(|c| c.id == message.id);
-            if let Some((refusal, at)) = change.and_then(|c| Some((c.carrier_opt_out.as_deref()?, c.at))) {
-                let detail = format!("{refusal} (via {})", message.carrier);
-                let target = ConsentTarget::Contact(message.contact_id);
-                let (contacts, cancelled) =
-                    Self::set_consent_in(&mut tx, target, true, ConsentSource::Carrier, &detail, at).await?;
-                results.opted_out.extend(contacts);
-                results.cancelled.extend(cancelled);
-            }
+            let Some(&(refusal, at)) = refused.get(&message.id) else {
+                continue;
+            };
+            let detail = format!("{refusal} (via {})", message.carrier);
+            let target = ConsentTarget::Contact(message.contact_id);
+            let (contacts, cancelled) =
+                Self::set_consent_in(&mut tx, target, true, ConsentSource::Carrier, &detail, at).await?;
+            results.opted_out.extend(contacts);
+            results.cancelled.extend(cancelled);
         }
         tx.commit().await?;
         results.messages = applied;
