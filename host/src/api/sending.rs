@@ -30,18 +30,23 @@ pub async fn send(req: &mut Request, depot: &mut Depot, res: &mut Response) -> R
     let user_id = user(depot);
     let campaign = load(app, user_id, extract::path_id(req, "id")?).await?;
     campaign::check_sendable(&campaign)?;
-    let queued = service::sending::queue(&*app.store, &campaign, app.config.default_carrier(), app.clock.now()).await?;
-    app.publish(vec![queued.event.clone()]).await;
+    let service::sending::Queued {
+        task_id,
+        queued,
+        scheduled_for,
+        event,
+    } = service::sending::queue(&*app.store, &campaign, app.config.default_carrier(), app.clock.now()).await?;
+    app.publish(vec![event]).await;
     app.scheduler.wake();
     res.status_code(StatusCode::ACCEPTED);
     res.render(Json(SendAccepted {
-        task_id: queued.task_id,
-        message: match queued.scheduled_for {
+        task_id,
+        message: match scheduled_for {
             None => "Campaign sending initiated",
             Some(_) => "Campaign queued for next business day",
         },
-        queued: queued.queued,
-        scheduled_for: queued.scheduled_for,
+        queued,
+        scheduled_for,
     }));
     Ok(())
 }

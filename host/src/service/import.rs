@@ -32,7 +32,7 @@ pub async fn contacts(
     let (tx, rx) = mpsc::channel(2);
     tx.send(ContactBatch::Rows(contacts)).await.expect("receiver is alive");
     tx.send(ContactBatch::End).await.expect("receiver is alive");
-    let outcome = store.link_contacts(campaign.user_id, campaign.id, rx, now).await?;
+    let outcome = link(store, campaign, rx, now).await?;
     let event = imported(campaign, &outcome, outcome.already_linked + repeats, 0, now);
     Ok((outcome, event))
 }
