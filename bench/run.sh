@@ -7,6 +7,8 @@
 #   bench/run.sh dispatch end-to-end sending (queued -> rendered -> carrier-log -> sent persisted),
 #                         embedded (SQLite, in-process) and PostgreSQL + NATS JetStream
 #                         (dispatch-embedded, dispatch-nats: one of them)
+#   bench/run.sh plugins  start-up time and idle RSS with a JavaScript and a Python carrier (sdk/examples),
+#                         first start (compiles) and later starts (code cache); `plugin inspect` likewise
 #   bench/run.sh hostile  hostile CSV uploads and webhook bodies (SPEC §9): wall time, server CPU and peak RSS of each
 #   bench/run.sh all      all of the above
 #
@@ -285,6 +287,73 @@ bench_dispatch_nats() {
         "${BENCH_NATS_URL:-nats://127.0.0.1:4222}"
 }
 
+# serve_until_ready LABEL DATA_DIR CONFIG: wall time from exec to /healthz, then idle RSS 3 s later.
+serve_until_ready() {
+    local label="$1" data="$2" config="$3" start ready
+    start=$(date +%s%N)
+    env HERALD_DATA_DIR="$data" HERALD_SERVER__BIND="127.0.0.1:$PORT" HERALD_LOG__LEVEL="${BENCH_LOG_LEVEL:-warn}" \
+        "$BIN" --config "$config" serve >>"$data/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 600); do curl -sf "localhost:$PORT/healthz" >/dev/null && break; sleep 0.02; done
+    ready=$(( ($(date +%s%N) - start) / 1000000 ))
+    sleep 3
+    printf '%-44s ready in %6d ms, idle RSS %s\n' "$label" "$ready" \
+        "$(awk '/VmRSS/ {print $2, $3}' "/proc/$SERVER_PID/status")"
+    stop_server
+}
+
+# timed LABEL COMMAND...: wall time of one run.
+timed() {
+    local label="$1" start
+    shift
+    start=$(date +%s%N)
+    "$@" >/dev/null
+    printf '%-44s %6d ms\n' "$label" $(( ($(date +%s%N) - start) / 1000000 ))
+}
+
+bench_plugins() {
+    local root config data
+    root="$(cd "$(dirname "$0")/.." && pwd)"
+    for lang in js python; do
+        "$root/sdk/examples/$lang/build.sh" "$WORK/$lang.wasm" >&2
+    done
+    config="$WORK/plugins.toml"
+    cat >"$config" <<TOML
+[[carriers]]
+name = "log"
+plugin = "builtin:log"
+default = true
+
+[[carriers]]
+name = "js"
+plugin = "$WORK/js.wasm"
+allowed_hosts = ["127.0.0.1"]
+allow_insecure_http = true
+settings = { url = "http://127.0.0.1:9/send" }
+
+[[carriers]]
+name = "python"
+plugin = "$WORK/python.wasm"
+allowed_hosts = ["127.0.0.1"]
+allow_insecure_http = true
+settings = { url = "http://127.0.0.1:9/send" }
+TOML
+    echo "== plugins: $(du -h "$WORK/js.wasm" | cut -f1) JavaScript, $(du -h "$WORK/python.wasm" | cut -f1) Python component"
+    data="$WORK/plugins-inspect"
+    mkdir -p "$data"
+    for lang in js python; do
+        timed "plugin inspect $lang, first run (compiles)" env HERALD_DATA_DIR="$data" "$BIN" plugin inspect "$WORK/$lang.wasm"
+        timed "plugin inspect $lang, again (code cache)" env HERALD_DATA_DIR="$data" "$BIN" plugin inspect "$WORK/$lang.wasm"
+    done
+    serve_until_ready "serve, shipped plugins only" "$WORK/plugins-shipped" /dev/null
+    data="$WORK/plugins-serve"
+    mkdir -p "$data"
+    serve_until_ready "serve + JS + Python, first start" "$data" "$config"
+    serve_until_ready "serve + JS + Python, second start" "$data" "$config"
+    serve_until_ready "serve + JS + Python, third start" "$data" "$config"
+    echo "   code cache: $(du -sh "$data/plugin-cache" | cut -f1) in $(find "$data/plugin-cache" -name '*.cwasm' | wc -l) entries"
+}
+
 case "${1:-all}" in
     list) bench_list ;;
     import) bench_import ;;
@@ -293,6 +362,7 @@ case "${1:-all}" in
     dispatch-embedded) bench_dispatch_embedded ;;
     dispatch-nats) bench_dispatch_nats ;;
     hostile) bench_hostile ;;
+    plugins) bench_plugins ;;
     all) bench_rss; bench_list; bench_import; bench_dispatch_embedded; bench_dispatch_nats ;;
-    *) echo "usage: $0 list|import|rss|dispatch|dispatch-embedded|dispatch-nats|hostile|all" >&2; exit 2 ;;
+    *) echo "usage: $0 list|import|rss|dispatch|dispatch-embedded|dispatch-nats|hostile|plugins|all" >&2; exit 2 ;;
 esac

@@ -51,10 +51,12 @@ fn micros(d: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let runtime = PluginRuntime::new(PluginLimits::default()).expect("runtime");
+    let runtime = PluginRuntime::new(PluginLimits::default(), None).expect("runtime");
     let wasm = builtin::resolve("builtin:default").expect("built in");
     let started = Instant::now();
-    let template = TemplatePlugin::load(&runtime, identity("default"), &wasm).expect("loads");
+    let template = TemplatePlugin::load(&runtime, identity("default"), &wasm)
+        .await
+        .expect("loads");
     println!(
         "{:<48} {:>8.1} ms",
         "load builtin:default (compile + link)",
@@ -82,7 +84,9 @@ async fn main() {
 
     if let Ok(log) = builtin::resolve("builtin:log") {
         let http = PluginHttp::new(&[], false, runtime.limits()).expect("http policy");
-        let carrier = CarrierPlugin::load(&runtime, identity("log"), http, &log).expect("loads");
+        let carrier = CarrierPlugin::load(&runtime, identity("log"), http, &log)
+            .await
+            .expect("loads");
         let message = Message {
             id: "01900000-0000-7000-8000-000000000000".into(),
             to: "+15551230001".into(),
@@ -108,7 +112,9 @@ async fn main() {
                 .collect(),
         };
         let wasm = builtin::resolve("builtin:http").expect("built in");
-        let carrier = CarrierPlugin::load(&runtime, identity, http, &wasm).expect("loads");
+        let carrier = CarrierPlugin::load(&runtime, identity, http, &wasm)
+            .await
+            .expect("loads");
         measure("carrier-http send to a loopback gateway", || async {
             assert!(matches!(carrier.send(&message).await.0, Ok(Ok(_))));
         })

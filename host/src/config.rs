@@ -402,6 +402,16 @@ impl Config {
             .map(|c| c.name.as_str())
     }
 
+    /// Where compiled plugin code is kept: `plugins.cache_dir`, else
+    /// `plugin-cache` in the data directory; `None` when set to an empty path.
+    pub fn plugin_cache_dir(&self) -> Option<PathBuf> {
+        match &self.plugins.cache_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(dir.clone()),
+            None => Some(self.data_dir.join("plugin-cache")),
+        }
+    }
+
     pub fn database_url(&self) -> String {
         match &self.database.url {
             Some(url) if !url.is_empty() => url.clone(),

@@ -40,7 +40,7 @@ impl Herald {
     /// Opens storage (migrating it if `migrate` and the configuration allow),
     /// loads the configured plugins and sets up authentication.
     pub async fn open(config: Config, migrate: bool) -> anyhow::Result<Self> {
-        let plugins = Plugins::load(&config).context("loading the configured plugins")?;
+        let plugins = Plugins::load(&config).await.context("loading the configured plugins")?;
         release_freed_memory();
         Self::open_with_plugins(config, migrate, plugins).await
     }

@@ -506,12 +506,32 @@ fn plugin_inspect_describes_a_component_and_whether_it_loads() {
         "world:    template-plugin",
         "herald:plugin@0.1.0",
         "exports:  herald:plugin/template@0.1.0",
+        "code:     compiled",
+        "instance: ",
         "loadable: yes",
     ] {
         assert!(
             run.stdout.contains(expected),
             "missing {expected:?} in:\n{}",
             run.stdout
+        );
+    }
+    // The compiled code was kept in the data directory: the next run maps it.
+    let again = sandbox.run(&["plugin", "inspect", "builtin:default"], &[]);
+    assert!(
+        again.stdout.contains("code:     mapped from the code cache"),
+        "{}",
+        again.stdout
+    );
+    assert!(again.stdout.contains("loadable: yes"), "{}", again.stdout);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(sandbox.data_dir()).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o700,
+            "the data directory the cache created is owner-only"
         );
     }
     let junk = sandbox.path().join("junk.wasm");

@@ -22,8 +22,8 @@ fn limits() -> PluginLimits {
     }
 }
 
-fn carrier(spec: &str, settings: &[(&str, &str)], allowed: &[&str]) -> CarrierPlugin {
-    let runtime = PluginRuntime::new(limits()).unwrap();
+async fn carrier(spec: &str, settings: &[(&str, &str)], allowed: &[&str]) -> CarrierPlugin {
+    let runtime = PluginRuntime::new(limits(), Some(&herald_tests::plugin_code_cache())).unwrap();
     let identity = PluginIdentity {
         name: spec.into(),
         settings: settings
@@ -33,7 +33,9 @@ fn carrier(spec: &str, settings: &[(&str, &str)], allowed: &[&str]) -> CarrierPl
     };
     let allowed: Vec<String> = allowed.iter().map(|h| h.to_string()).collect();
     let http = PluginHttp::new(&allowed, true, &limits()).unwrap();
-    CarrierPlugin::load(&runtime, identity, http, &builtin::resolve(spec).unwrap()).unwrap()
+    CarrierPlugin::load(&runtime, identity, http, &builtin::resolve(spec).unwrap())
+        .await
+        .unwrap()
 }
 
 fn message(id: &str) -> Message {
@@ -50,7 +52,7 @@ fn message(id: &str) -> Message {
 
 #[tokio::test]
 async fn log_carrier_accepts_and_turns_posted_receipts_into_events() {
-    let log = carrier("builtin:log", &[], &[]);
+    let log = carrier("builtin:log", &[], &[]).await;
     let accepted = log.send(&message("m-1")).await.0.unwrap().unwrap();
     assert_eq!(accepted.carrier_message_id, "log-m-1");
     assert_eq!(accepted.status, Some(DeliveryStatus::Sent));
@@ -66,7 +68,7 @@ async fn log_carrier_accepts_and_turns_posted_receipts_into_events() {
         matches!(refused, Err(WebhookError::Unauthorized(_))),
         "without webhook_secret the log carrier trusts no webhook: {refused:?}"
     );
-    let log = carrier("builtin:log", &[("webhook_secret", "s3cret")], &[]);
+    let log = carrier("builtin:log", &[("webhook_secret", "s3cret")], &[]).await;
     let forged = WebhookRequest {
         headers: vec![Header {
             name: "X-Herald-Webhook-Secret".into(),
@@ -125,7 +127,7 @@ impl FakeTwilio {
             .await;
     }
 
-    fn twilio(&self) -> CarrierPlugin {
+    async fn twilio(&self) -> CarrierPlugin {
         let base_url = self.server.uri();
         let settings = [
             ("account_sid", "AC0123"),
@@ -133,14 +135,14 @@ impl FakeTwilio {
             ("base_url", base_url.as_str()),
             ("status_callback", "https://herald.example/webhooks/twilio/status"),
         ];
-        carrier("builtin:twilio", &settings, &["127.0.0.1"])
+        carrier("builtin:twilio", &settings, &["127.0.0.1"]).await
     }
 }
 
 #[tokio::test]
 async fn twilio_send_maps_every_kind_of_answer() {
     let fake = FakeTwilio::start().await;
-    let twilio = fake.twilio();
+    let twilio = fake.twilio().await;
 
     fake.then(answer(201, r#"{"sid": "SM123", "status": "queued"}"#)).await;
     let accepted = twilio.send(&message("m-42")).await.0.unwrap().unwrap();
@@ -224,7 +226,7 @@ fn signed(url: &str, params: &[(&str, &str)], token: &str) -> WebhookRequest {
 #[tokio::test]
 async fn twilio_webhooks_need_a_valid_signature() {
     let fake = FakeTwilio::start().await;
-    let twilio = fake.twilio();
+    let twilio = fake.twilio().await;
     let url = "https://herald.example.com/webhooks/twilio/status";
     let params = [
         ("MessageSid", "SM123"),

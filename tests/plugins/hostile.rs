@@ -19,18 +19,23 @@ fn identity(name: &str) -> PluginIdentity {
 }
 
 fn runtime() -> PluginRuntime {
-    PluginRuntime::new(PluginLimits {
-        call_timeout_ms: 200,
-        memory_mb: 16,
-        max_response_bytes: 4096,
-        http_timeout_ms: 2_000,
-        ..PluginLimits::default()
-    })
+    PluginRuntime::new(
+        PluginLimits {
+            call_timeout_ms: 200,
+            memory_mb: 16,
+            max_response_bytes: 4096,
+            http_timeout_ms: 2_000,
+            ..PluginLimits::default()
+        },
+        Some(&herald_tests::plugin_code_cache()),
+    )
     .expect("runtime")
 }
 
-fn template(runtime: &PluginRuntime, path: &str) -> TemplatePlugin {
-    TemplatePlugin::load(runtime, identity(path), &std::fs::read(path).unwrap()).expect("loads")
+async fn template(runtime: &PluginRuntime, path: &str) -> TemplatePlugin {
+    TemplatePlugin::load(runtime, identity(path), &std::fs::read(path).unwrap())
+        .await
+        .expect("loads")
 }
 
 /// The host still serves: the shipped template renders on the same runtime.
@@ -40,6 +45,7 @@ async fn still_serving(runtime: &PluginRuntime) {
         identity("default"),
         &builtin::resolve("builtin:default").unwrap(),
     )
+    .await
     .unwrap();
     let rendered = good
         .render("Hi {{name}}", &[("name".into(), "Ada".into())])
@@ -52,7 +58,7 @@ async fn still_serving(runtime: &PluginRuntime) {
 #[tokio::test]
 async fn an_endless_loop_is_stopped_at_the_deadline() {
     let runtime = runtime();
-    let spin = template(&runtime, fixtures::HOSTILE_LOOP);
+    let spin = template(&runtime, fixtures::HOSTILE_LOOP).await;
     let started = Instant::now();
     let error = spin.render("x", &[]).await.unwrap_err();
     assert!(matches!(error, PluginError::Trap(_)), "{error}");
@@ -68,7 +74,7 @@ async fn an_endless_loop_is_stopped_at_the_deadline() {
 #[tokio::test]
 async fn unbounded_allocation_fails_cleanly() {
     let runtime = runtime();
-    let hog = template(&runtime, fixtures::HOSTILE_ALLOC);
+    let hog = template(&runtime, fixtures::HOSTILE_ALLOC).await;
     let error = hog.render("x", &[]).await.unwrap_err();
     assert!(matches!(error, PluginError::Trap(_)), "{error}");
     still_serving(&runtime).await;
@@ -77,7 +83,7 @@ async fn unbounded_allocation_fails_cleanly() {
 #[tokio::test]
 async fn a_panic_fails_the_call_with_a_backtrace() {
     let runtime = runtime();
-    let boom = template(&runtime, fixtures::HOSTILE_PANIC);
+    let boom = template(&runtime, fixtures::HOSTILE_PANIC).await;
     let PluginError::Trap(trap) = boom.render("x", &[]).await.unwrap_err() else {
         panic!("a panic is a trap");
     };
@@ -92,7 +98,7 @@ async fn a_panic_fails_the_call_with_a_backtrace() {
 async fn a_component_for_an_unknown_wit_version_is_refused_at_load() {
     let runtime = runtime();
     let wasm = std::fs::read(fixtures::FUTURE_VERSION).unwrap();
-    let Err(PluginError::Load { reason, .. }) = TemplatePlugin::load(&runtime, identity("future"), &wasm) else {
+    let Err(PluginError::Load { reason, .. }) = TemplatePlugin::load(&runtime, identity("future"), &wasm).await else {
         panic!("must be refused");
     };
     assert!(
@@ -104,7 +110,8 @@ async fn a_component_for_an_unknown_wit_version_is_refused_at_load() {
         identity("template-as-carrier"),
         http(&[], false),
         &builtin::resolve("builtin:default").unwrap(),
-    );
+    )
+    .await;
     assert!(carrier.is_err(), "a template plugin is not a carrier");
 }
 
@@ -153,7 +160,9 @@ async fn fetches_stay_on_the_allow_list_and_under_the_size_cap() {
     let wasm = std::fs::read(fixtures::FETCHER).unwrap();
     let (address, connections) = fake_server(100).await;
 
-    let allowed = CarrierPlugin::load(&runtime, identity("fetcher"), http(&["127.0.0.1"], true), &wasm).unwrap();
+    let allowed = CarrierPlugin::load(&runtime, identity("fetcher"), http(&["127.0.0.1"], true), &wasm)
+        .await
+        .unwrap();
     let accepted = allowed
         .send(&message(format!("http://{address}/ok")))
         .await
@@ -163,7 +172,9 @@ async fn fetches_stay_on_the_allow_list_and_under_the_size_cap() {
     assert_eq!(accepted.carrier_message_id, "200:100");
     assert_eq!(connections.load(Ordering::SeqCst), 1);
 
-    let denied = CarrierPlugin::load(&runtime, identity("fetcher"), http(&["api.example.com"], true), &wasm).unwrap();
+    let denied = CarrierPlugin::load(&runtime, identity("fetcher"), http(&["api.example.com"], true), &wasm)
+        .await
+        .unwrap();
     let refused = denied
         .send(&message(format!("http://{address}/nope")))
         .await
@@ -171,7 +182,9 @@ async fn fetches_stay_on_the_allow_list_and_under_the_size_cap() {
         .unwrap()
         .unwrap_err();
     assert!(format!("{refused:?}").contains("Denied"), "{refused:?}");
-    let https_only = CarrierPlugin::load(&runtime, identity("fetcher"), http(&["127.0.0.1"], false), &wasm).unwrap();
+    let https_only = CarrierPlugin::load(&runtime, identity("fetcher"), http(&["127.0.0.1"], false), &wasm)
+        .await
+        .unwrap();
     let refused = https_only
         .send(&message(format!("http://{address}/plain")))
         .await
@@ -194,7 +207,7 @@ async fn fetches_stay_on_the_allow_list_and_under_the_size_cap() {
 #[tokio::test]
 async fn a_plugin_that_keeps_trapping_is_tripped() {
     let runtime = runtime();
-    let boom = template(&runtime, fixtures::HOSTILE_PANIC);
+    let boom = template(&runtime, fixtures::HOSTILE_PANIC).await;
     for _ in 0..runtime.limits().trip_after_traps {
         assert!(matches!(boom.render("x", &[]).await, Err(PluginError::Trap(_))));
     }

@@ -2,4 +2,5 @@
 
 mod carriers;
 mod hostile;
+mod pool;
 mod template;

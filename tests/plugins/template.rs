@@ -3,13 +3,16 @@
 use herald::plugin::template::{Encoding, TemplatePlugin};
 use herald::plugin::{PluginIdentity, PluginLimits, PluginRuntime, builtin};
 
-fn plugin() -> TemplatePlugin {
-    let runtime = PluginRuntime::new(PluginLimits::default()).expect("runtime");
+async fn plugin() -> TemplatePlugin {
+    let runtime =
+        PluginRuntime::new(PluginLimits::default(), Some(&herald_tests::plugin_code_cache())).expect("runtime");
     let identity = PluginIdentity {
         name: "default".into(),
         settings: Default::default(),
     };
-    TemplatePlugin::load(&runtime, identity, &builtin::resolve("builtin:default").unwrap()).expect("loads")
+    TemplatePlugin::load(&runtime, identity, &builtin::resolve("builtin:default").unwrap())
+        .await
+        .expect("loads")
 }
 
 fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -18,7 +21,7 @@ fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn renders_placeholders_and_filters() {
-    let plugin = plugin();
+    let plugin = plugin().await;
     let cases = [
         ("Hi {{name}}!", vec![("name", "Ada")], "Hi Ada!"),
         ("Hi {{ first_name | default:\"there\" }}", vec![], "Hi there"),
@@ -47,7 +50,7 @@ async fn renders_placeholders_and_filters() {
 
 #[tokio::test]
 async fn counts_segments_like_carriers_do() {
-    let plugin = plugin();
+    let plugin = plugin().await;
     let cases: Vec<(String, Encoding, u32)> = vec![
         ("a".repeat(160), Encoding::Gsm7, 1),
         ("a".repeat(161), Encoding::Gsm7, 2),

@@ -65,7 +65,15 @@ pub fn fast_retries(config: &mut Config) {
 fn test_defaults() -> Config {
     let mut config = Config::default();
     with_log_webhooks(&mut config);
+    config.plugins.cache_dir = Some(plugin_code_cache());
     config
+}
+
+/// Compiled plugin code shared by every test process (entries are keyed by
+/// the component and the engine settings, and written atomically), so the
+/// shipped and example plugins are compiled once per machine, not per test.
+pub fn plugin_code_cache() -> PathBuf {
+    std::env::temp_dir().join("herald-test-plugin-code")
 }
 
 /// Enables the default log carrier's webhooks with [`LOG_WEBHOOK_SECRET`].
@@ -227,7 +235,7 @@ impl TestServer {
         if std::env::var_os("RUST_LOG").is_some() {
             herald::telemetry::init_logging(&config.log);
         }
-        let plugins = plugins_for(&config);
+        let plugins = plugins_for(&config).await;
         let system_clock: Arc<dyn herald::clock::Clock> = Arc::new(herald::clock::SystemClock);
         let used_clock = clock
             .clone()
@@ -306,12 +314,12 @@ impl TestServer {
     pub fn spawn_dispatcher(&self) -> oneshot::Sender<()> {
         let (stop, stopped) = oneshot::channel::<()>();
         let config = self.config.clone();
-        let plugins = plugins_for(&config);
         let clock: Arc<dyn herald::clock::Clock> = match &self.clock {
             Some(clock) => clock.clone(),
             None => Arc::new(herald::clock::SystemClock),
         };
         tokio::spawn(async move {
+            let plugins = plugins_for(&config).await;
             let shutdown = async move {
                 let _ = stopped.await;
             };
@@ -343,16 +351,18 @@ pub fn window_open_now() -> Value {
 }
 
 /// The plugins of `config`: the shared set when its carriers are the defaults.
-fn plugins_for(config: &Config) -> herald::plugin::Plugins {
+async fn plugins_for(config: &Config) -> herald::plugin::Plugins {
     let defaults = test_defaults();
     let same = serde_json::to_value(&config.carriers).ok() == serde_json::to_value(&defaults.carriers).ok()
         && config.template == defaults.template
         && config.template_settings == defaults.template_settings
         && config.plugins == defaults.plugins;
     if same {
-        shared_plugins().clone()
+        shared_plugins().await.clone()
     } else {
-        herald::plugin::Plugins::load(config).expect("the test's plugins load")
+        herald::plugin::Plugins::load(config)
+            .await
+            .expect("the test's plugins load")
     }
 }
 
@@ -388,9 +398,15 @@ where
 
 /// The shipped plugins, compiled once per test process and shared by every
 /// server (compiling them is most of a server's start-up).
-fn shared_plugins() -> &'static herald::plugin::Plugins {
-    static PLUGINS: std::sync::OnceLock<herald::plugin::Plugins> = std::sync::OnceLock::new();
-    PLUGINS.get_or_init(|| herald::plugin::Plugins::load(&test_defaults()).expect("shipped plugins load"))
+async fn shared_plugins() -> &'static herald::plugin::Plugins {
+    static PLUGINS: tokio::sync::OnceCell<herald::plugin::Plugins> = tokio::sync::OnceCell::const_new();
+    PLUGINS
+        .get_or_init(async || {
+            herald::plugin::Plugins::load(&test_defaults())
+                .await
+                .expect("shipped plugins load")
+        })
+        .await
 }
 
 pub fn in_an_hour() -> u64 {

@@ -110,7 +110,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(config: Config, role: Role, migrate: bool) -> anyhow::Result<()> {
     if role == Role::Dispatcher {
-        let plugins = crate::plugin::Plugins::load(&config).context("loading the configured plugins")?;
+        let plugins = crate::plugin::Plugins::load(&config)
+            .await
+            .context("loading the configured plugins")?;
         let clock = std::sync::Arc::new(crate::clock::SystemClock);
         return crate::server::run_dispatcher(config, plugins, clock, shutdown_signal()).await;
     }

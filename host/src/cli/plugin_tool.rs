@@ -1,7 +1,8 @@
 //! `herald plugin inspect|send`: for people writing plugins.
 
+use std::time::Instant;
+
 use anyhow::{Context, bail};
-use wasmtime::component::Component;
 
 use super::PluginCommand;
 use crate::config::Config;
@@ -9,11 +10,11 @@ use crate::domain::phone::PhonePolicy;
 use crate::plugin::carrier::{CarrierPlugin, Message};
 use crate::plugin::http::PluginHttp;
 use crate::plugin::template::TemplatePlugin;
-use crate::plugin::{PluginIdentity, PluginRuntime, Plugins, SUPPORTED_VERSIONS, builtin};
+use crate::plugin::{CodeOrigin, PluginError, PluginIdentity, PluginRuntime, Plugins, SUPPORTED_VERSIONS, builtin};
 
 pub async fn run(config: &Config, command: PluginCommand) -> anyhow::Result<()> {
     match command {
-        PluginCommand::Inspect { file } => inspect(config, &file),
+        PluginCommand::Inspect { file } => inspect(config, &file).await,
         PluginCommand::Send {
             carrier,
             to,
@@ -23,11 +24,16 @@ pub async fn run(config: &Config, command: PluginCommand) -> anyhow::Result<()> 
     }
 }
 
-fn inspect(config: &Config, file: &str) -> anyhow::Result<()> {
+/// Compiles `file` once (through the code cache), describes it, and loads it
+/// the way `herald serve` would, instantiating it once.
+async fn inspect(config: &Config, file: &str) -> anyhow::Result<()> {
     let wasm = builtin::resolve(file).map_err(anyhow::Error::msg)?;
-    let runtime = PluginRuntime::new(config.plugins.clone())?;
-    let component = Component::new(runtime.engine(), &wasm[..])
+    let runtime = PluginRuntime::new(config.plugins.clone(), config.plugin_cache_dir().as_deref())?;
+    let started = Instant::now();
+    let (component, origin) = runtime
+        .compile(&wasm)
         .map_err(|e| anyhow::anyhow!("{file} is not a WebAssembly component this host can compile: {e:#}"))?;
+    let compile_time = started.elapsed();
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(runtime.engine()).map(|(name, _)| name.to_string()).collect();
     let imports: Vec<String> = ty.imports(runtime.engine()).map(|(name, _)| name.to_string()).collect();
@@ -45,6 +51,11 @@ fn inspect(config: &Config, file: &str) -> anyhow::Result<()> {
     );
     println!("exports:  {}", exports.join(", "));
     println!("imports:  {}", imports.join(", "));
+    let how = match origin {
+        CodeOrigin::Cached => "mapped from the code cache",
+        CodeOrigin::Compiled => "compiled",
+    };
+    println!("code:     {how} in {} ms", compile_time.as_millis());
     let identity = PluginIdentity {
         name: file.to_string(),
         settings: Default::default(),
@@ -52,19 +63,28 @@ fn inspect(config: &Config, file: &str) -> anyhow::Result<()> {
     let loaded = match world {
         "carrier-plugin" => {
             let http = PluginHttp::new(&[], false, &config.plugins)?;
-            CarrierPlugin::load(&runtime, identity, http, &wasm).map(|_| ())
+            CarrierPlugin::load_compiled(&runtime, identity, http, &component)
+                .await
+                .map(|plugin| plugin.footprint())
         }
-        _ => TemplatePlugin::load(&runtime, identity, &wasm).map(|_| ()),
+        _ => TemplatePlugin::load_compiled(&runtime, identity, &component)
+            .await
+            .map(|plugin| plugin.footprint()),
     };
     match loaded {
-        Ok(()) => println!("loadable: yes"),
+        Ok(footprint) => {
+            let calls = runtime.calls_at_once(&footprint);
+            println!("instance: {footprint} (up to {calls} calls at once)");
+            println!("loadable: yes");
+        }
+        Err(PluginError::Load { reason, .. }) => println!("loadable: no — {reason}"),
         Err(e) => println!("loadable: no — {e}"),
     }
     Ok(())
 }
 
 async fn send(config: &Config, carrier: &str, to: &str, body: &str, from: &str) -> anyhow::Result<()> {
-    let plugins = Plugins::load(config).context("loading the configured plugins")?;
+    let plugins = Plugins::load(config).await.context("loading the configured plugins")?;
     let Some(plugin) = plugins.carrier(Some(carrier)) else {
         let known: Vec<_> = config.carriers.iter().map(|c| c.name.as_str()).collect();
         bail!(

@@ -1,12 +1,13 @@
 //! Carrier plugins: `send` and `handle-webhook`.
 
 use tracing::Instrument;
+use wasmtime::component::Component;
 
 use super::bindings::v0_1_0::carrier_world::{CarrierPlugin as Bindings, CarrierPluginPre};
 use super::host::PluginIdentity;
 use super::http::PluginHttp;
 use super::world::{Guard, Plugin, impl_world};
-use super::{PluginError, PluginRuntime};
+use super::{Footprint, PluginError, PluginRuntime};
 
 pub use super::bindings::v0_1_0::carrier_world::exports::herald::plugin::carrier::{
     Accepted, DeliveryStatus, DeliveryUpdate, InboundMessage, Message, SendError, WebhookError, WebhookEvent,
@@ -22,17 +23,34 @@ impl_world!(Bindings, CarrierPluginPre, "carrier");
 pub struct CarrierPlugin(Plugin<Bindings>);
 
 impl CarrierPlugin {
-    pub fn load(
+    pub async fn load(
         runtime: &PluginRuntime,
         identity: PluginIdentity,
         http: PluginHttp,
         wasm: &[u8],
     ) -> Result<Self, PluginError> {
-        Plugin::load(runtime, identity, Some(http), wasm).map(Self)
+        Plugin::load(runtime, identity, Some(http), wasm).await.map(Self)
+    }
+
+    /// Loads a component already compiled by `runtime`.
+    pub async fn load_compiled(
+        runtime: &PluginRuntime,
+        identity: PluginIdentity,
+        http: PluginHttp,
+        component: &Component,
+    ) -> Result<Self, PluginError> {
+        Plugin::load_compiled(runtime, identity, Some(http), component)
+            .await
+            .map(Self)
     }
 
     pub fn name(&self) -> &str {
         self.0.name()
+    }
+
+    /// What one call takes from the instance pool.
+    pub fn footprint(&self) -> Footprint {
+        self.0.footprint()
     }
 
     /// Sends `message`; everything the call logs (the plugin's own lines, its

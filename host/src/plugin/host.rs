@@ -11,10 +11,10 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::PluginLimits;
 use super::bindings::v0_1_0::carrier_world::herald::plugin::http;
 use super::bindings::v0_1_0::{host, types};
 use super::http::{PluginHttp, Reach};
+use super::{Footprint, PluginLimits};
 
 /// Captured guest output per call; more is dropped.
 const OUTPUT_CAPACITY: usize = 64 * 1024;
@@ -45,7 +45,13 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(identity: Arc<PluginIdentity>, http: Option<Arc<PluginHttp>>, limits: &PluginLimits) -> Self {
+    /// A call's state; its store may hold `footprint` and no more.
+    pub fn new(
+        identity: Arc<PluginIdentity>,
+        http: Option<Arc<PluginHttp>>,
+        limits: &PluginLimits,
+        footprint: &Footprint,
+    ) -> Self {
         let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
@@ -56,9 +62,9 @@ impl HostState {
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes())
-                .instances(8)
-                .tables(16)
-                .memories(4)
+                .instances(footprint.core_instances as usize)
+                .tables(footprint.tables as usize)
+                .memories(footprint.memories as usize)
                 .trap_on_grow_failure(true)
                 .build(),
             stdout,

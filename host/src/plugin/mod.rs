@@ -6,23 +6,33 @@
 //! and returns a result. Every call gets a fresh `Store` (and so a fresh
 //! instance from the plugin's `InstancePre`) with its CPU deadline set before
 //! any guest code runs; a trap or exhausted limit fails that call only.
+//!
+//! What a call takes from the instance pool is measured per plugin at load
+//! (its [`Footprint`]); a call first reserves that much (see [`Slots`]), so a
+//! full pool makes calls wait rather than fail. Compiled code is kept on disk
+//! (`code_cache.rs`).
 
 mod bindings;
 pub mod builtin;
 pub mod carrier;
+mod code_cache;
 mod host;
 pub mod http;
 mod registry;
 pub mod template;
 mod world;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use code_cache::CodeOrigin;
 pub use host::PluginIdentity;
 pub use registry::Plugins;
 pub use world::SUPPORTED_VERSIONS;
@@ -31,6 +41,12 @@ pub use world::SUPPORTED_VERSIONS;
 const KEEP_RESIDENT: usize = 1 << 20;
 /// Decommits (of memory beyond that) done together, to share their TLB flush.
 const DECOMMIT_BATCH: usize = 16;
+
+/// Pool slots per concurrent call (`max_instances`): a call of a Rust plugin
+/// takes 2–4 core instances, one of componentize-py 14 (38 with `--stub-wasi`).
+/// Slots are address space, not memory: only what calls touch becomes resident.
+const CORE_INSTANCES_PER_CALL: u32 = 16;
+const MEMORIES_PER_CALL: u32 = 2;
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -49,12 +65,17 @@ pub struct PluginLimits {
     pub max_response_bytes: u64,
     /// Optional fuel per call (deterministic instruction budget); unset = off.
     pub fuel: Option<u64>,
-    /// Instances alive at once across all plugins (pooling allocator slots).
+    /// Plugin calls running at once across all plugins. The pool holds this many
+    /// component instances, 16 core instances and 2 memories per call; a call
+    /// that finds too few free waits for them.
     pub max_instances: u32,
     /// Consecutive trapping calls after which a plugin is tripped (circuit breaker).
     pub trip_after_traps: u32,
     /// How long a tripped plugin refuses calls before one is let through again.
     pub trip_cooldown_ms: u64,
+    /// Where compiled plugin code is kept between starts; unset means
+    /// `<data_dir>/plugin-cache`, an empty path turns the cache off.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for PluginLimits {
@@ -68,6 +89,7 @@ impl Default for PluginLimits {
             max_instances: 256,
             trip_after_traps: 5,
             trip_cooldown_ms: 30_000,
+            cache_dir: None,
         }
     }
 }
@@ -103,6 +125,103 @@ pub enum PluginError {
     Runtime(String),
 }
 
+/// What one instance of a plugin takes from the pool (and its store may hold):
+/// counted when the plugin is loaded, by instantiating it once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Footprint {
+    pub core_instances: u32,
+    pub memories: u32,
+    pub tables: u32,
+}
+
+impl Footprint {
+    /// Whether `self` fits in `capacity`, else which resource does not.
+    fn exceeds(&self, capacity: &Footprint) -> Option<(&'static str, u32, u32)> {
+        [
+            ("core instances", self.core_instances, capacity.core_instances),
+            ("memories", self.memories, capacity.memories),
+            ("tables", self.tables, capacity.tables),
+        ]
+        .into_iter()
+        .find(|(_, needed, available)| needed > available)
+    }
+}
+
+impl std::fmt::Display for Footprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} core instances, {} memories, {} tables",
+            self.core_instances, self.memories, self.tables
+        )
+    }
+}
+
+/// The pool's capacity as permits. A call reserves its plugin's footprint
+/// before instantiating, so the pool can never run out mid-instantiation (which
+/// would be a trap); a call that finds too few waits for a running one to end.
+/// Tables need no permits of their own: the pool holds as many tables as core
+/// instances, and a core instance defines at most one.
+struct Slots {
+    capacity: Footprint,
+    component_instances: Semaphore,
+    core_instances: Semaphore,
+    memories: Semaphore,
+    max_calls: u32,
+}
+
+/// A call's reservation; released when dropped, after the call's store.
+pub(super) struct Reserved<'a> {
+    _permits: [SemaphorePermit<'a>; 3],
+    pub waited: bool,
+}
+
+impl Slots {
+    fn new(max_calls: u32) -> Self {
+        let capacity = Footprint {
+            core_instances: max_calls * CORE_INSTANCES_PER_CALL,
+            memories: max_calls * MEMORIES_PER_CALL,
+            tables: max_calls * CORE_INSTANCES_PER_CALL,
+        };
+        Self {
+            capacity,
+            component_instances: Semaphore::new(max_calls as usize),
+            core_instances: Semaphore::new(capacity.core_instances as usize),
+            memories: Semaphore::new(capacity.memories as usize),
+            max_calls,
+        }
+    }
+
+    /// Reserves one call of `footprint`, in a fixed order so two waiting
+    /// calls can never hold what the other needs.
+    async fn reserve(&self, footprint: &Footprint) -> Reserved<'_> {
+        let free = self.component_instances.available_permits() > 0
+            && self.core_instances.available_permits() >= footprint.core_instances as usize
+            && self.memories.available_permits() >= footprint.memories as usize;
+        let closed = "the pool's semaphores are never closed";
+        let component = self.component_instances.acquire().await.expect(closed);
+        let core = self
+            .core_instances
+            .acquire_many(footprint.core_instances)
+            .await
+            .expect(closed);
+        let memories = self.memories.acquire_many(footprint.memories).await.expect(closed);
+        Reserved {
+            _permits: [component, core, memories],
+            waited: !free,
+        }
+    }
+
+    /// Waits until no call runs and keeps others out while held: a plugin's
+    /// footprint is measured as the change in the engine's live counts.
+    async fn exclusive(&self) -> SemaphorePermit<'_> {
+        self.component_instances
+            .acquire_many(self.max_calls)
+            .await
+            .expect("the pool's semaphores are never closed")
+    }
+}
+
 /// The shared engine: compiled code cache, pooling allocator, epoch ticker.
 #[derive(Clone)]
 pub struct PluginRuntime {
@@ -112,6 +231,8 @@ pub struct PluginRuntime {
 struct RuntimeInner {
     engine: Engine,
     limits: PluginLimits,
+    slots: Slots,
+    code_cache: Option<code_cache::CodeCache>,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -122,12 +243,16 @@ impl Drop for RuntimeInner {
 }
 
 impl PluginRuntime {
-    pub fn new(limits: PluginLimits) -> Result<Self, PluginError> {
+    /// An engine with `limits`, keeping compiled code in `code_cache` when given.
+    pub fn new(limits: PluginLimits, code_cache: Option<&Path>) -> Result<Self, PluginError> {
+        let max_calls = limits.max_instances.max(1);
+        let slots = Slots::new(max_calls);
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(limits.max_instances)
-            .total_core_instances(limits.max_instances * 4)
-            .total_memories(limits.max_instances * 2)
-            .total_tables(limits.max_instances * 4)
+        pool.total_component_instances(max_calls)
+            .total_stacks(max_calls)
+            .total_core_instances(slots.capacity.core_instances)
+            .total_memories(slots.capacity.memories)
+            .total_tables(slots.capacity.tables)
             .max_memory_size(limits.memory_bytes())
             // Reset the little memory a call touches with memset (only resident
             // pages, found by PAGEMAP_SCAN where the kernel has it) instead of
@@ -145,15 +270,49 @@ impl PluginRuntime {
             .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| PluginError::Runtime(format!("{e:#}")))?;
+        let code_cache = code_cache
+            .map(|dir| {
+                code_cache::CodeCache::open(dir).map_err(|e| {
+                    PluginError::Runtime(format!("cannot open the plugin code cache {}: {e}", dir.display()))
+                })
+            })
+            .transpose()?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), stop_ticker.clone());
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
                 limits,
+                slots,
+                code_cache,
                 stop_ticker,
             }),
         })
+    }
+
+    /// Compiles `wasm`, or maps its compiled code from the cache.
+    pub fn compile(&self, wasm: &[u8]) -> wasmtime::Result<(Component, CodeOrigin)> {
+        match &self.inner.code_cache {
+            Some(cache) => cache.component(&self.inner.engine, wasm),
+            None => Ok((Component::new(&self.inner.engine, wasm)?, CodeOrigin::Compiled)),
+        }
+    }
+
+    /// Core instances, memories and tables the pool holds for all calls together.
+    pub fn pool_capacity(&self) -> Footprint {
+        self.inner.slots.capacity
+    }
+
+    /// How many calls of a plugin with `footprint` the pool runs at once.
+    pub fn calls_at_once(&self, footprint: &Footprint) -> u32 {
+        let capacity = self.pool_capacity();
+        (capacity.core_instances / footprint.core_instances.max(1))
+            .min(capacity.memories / footprint.memories.max(1))
+            .min(self.inner.slots.max_calls)
+    }
+
+    fn slots(&self) -> &Slots {
+        &self.inner.slots
     }
 
     pub fn engine(&self) -> &Engine {

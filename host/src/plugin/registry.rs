@@ -20,13 +20,14 @@ pub struct Plugins {
 
 impl Plugins {
     /// Loads every plugin of the configuration; the first that cannot load stops start-up.
-    pub fn load(config: &Config) -> Result<Self, PluginError> {
-        let runtime = PluginRuntime::new(config.plugins.clone())?;
+    pub async fn load(config: &Config) -> Result<Self, PluginError> {
+        let runtime = PluginRuntime::new(config.plugins.clone(), config.plugin_cache_dir().as_deref())?;
         let template = TemplatePlugin::load(
             &runtime,
             identity("template", &config.template_settings)?,
             &read(&config.template, "template")?,
-        )?;
+        )
+        .await?;
         let mut carriers = HashMap::new();
         for carrier in &config.carriers {
             let http = PluginHttp::new(&carrier.allowed_hosts, carrier.allow_insecure_http, &config.plugins)?;
@@ -35,7 +36,18 @@ impl Plugins {
                 identity(&carrier.name, &carrier.settings)?,
                 http,
                 &read(&carrier.plugin, &carrier.name)?,
-            )?;
+            )
+            .await?;
+            let at_once = runtime.calls_at_once(&loaded.footprint());
+            if carrier.max_concurrency > at_once {
+                tracing::warn!(
+                    carrier = %carrier.name,
+                    "max_concurrency is {} but the plugin pool runs {at_once} of this carrier's calls at once \
+                     (it needs {} each); the others wait for a free slot: raise plugins.max_instances",
+                    carrier.max_concurrency,
+                    loaded.footprint()
+                );
+            }
             carriers.insert(carrier.name.clone(), loaded);
         }
         Ok(Self {

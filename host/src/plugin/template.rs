@@ -1,9 +1,11 @@
 //! Template plugins: `validate` and `render`.
 
+use wasmtime::component::Component;
+
 use super::bindings::v0_1_0::template_world::{TemplatePlugin as Bindings, TemplatePluginPre};
 use super::host::PluginIdentity;
 use super::world::{Plugin, impl_world};
-use super::{PluginError, PluginRuntime};
+use super::{Footprint, PluginError, PluginRuntime};
 
 pub use super::bindings::v0_1_0::template_world::exports::herald::plugin::template::{Rendered, TemplateError};
 pub use super::bindings::v0_1_0::types::Encoding;
@@ -15,8 +17,24 @@ impl_world!(Bindings, TemplatePluginPre, "template");
 pub struct TemplatePlugin(Plugin<Bindings>);
 
 impl TemplatePlugin {
-    pub fn load(runtime: &PluginRuntime, identity: PluginIdentity, wasm: &[u8]) -> Result<Self, PluginError> {
-        Plugin::load(runtime, identity, None, wasm).map(Self)
+    pub async fn load(runtime: &PluginRuntime, identity: PluginIdentity, wasm: &[u8]) -> Result<Self, PluginError> {
+        Plugin::load(runtime, identity, None, wasm).await.map(Self)
+    }
+
+    /// Loads a component already compiled by `runtime`.
+    pub async fn load_compiled(
+        runtime: &PluginRuntime,
+        identity: PluginIdentity,
+        component: &Component,
+    ) -> Result<Self, PluginError> {
+        Plugin::load_compiled(runtime, identity, None, component)
+            .await
+            .map(Self)
+    }
+
+    /// What one call takes from the instance pool.
+    pub fn footprint(&self) -> Footprint {
+        self.0.footprint()
     }
 
     pub async fn validate(&self, template: &str) -> Result<Result<(), TemplateError>, PluginError> {

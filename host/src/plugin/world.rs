@@ -9,7 +9,7 @@ use wasmtime::component::{Component, InstancePre, Linker};
 
 use super::host::{HostState, PluginIdentity};
 use super::http::{PluginHttp, Reach};
-use super::{PluginError, PluginRuntime, describe_trap};
+use super::{CodeOrigin, Footprint, PluginError, PluginRuntime, describe_trap};
 
 /// A generated world's glue: how to link it and instantiate it.
 pub trait World: Sized + Send + Sync + 'static {
@@ -61,6 +61,7 @@ pub struct Plugin<W: World> {
     identity: Arc<PluginIdentity>,
     http: Option<Arc<PluginHttp>>,
     pre: W::Pre,
+    footprint: Footprint,
     breaker: Arc<Breaker>,
 }
 
@@ -110,50 +111,114 @@ impl<W: World> Clone for Plugin<W> {
             identity: self.identity.clone(),
             http: self.http.clone(),
             pre: self.pre.clone(),
+            footprint: self.footprint,
             breaker: self.breaker.clone(),
         }
     }
 }
 
 impl<W: World> Plugin<W> {
-    /// Compiles `wasm` and links it against the host (WASI with an empty context,
-    /// Herald's interfaces); refuses components this host cannot serve.
-    pub(super) fn load(
+    /// Compiles `wasm` (or maps it from the code cache), then loads it as
+    /// [`Plugin::load_compiled`] does.
+    pub(super) async fn load(
         runtime: &PluginRuntime,
         identity: PluginIdentity,
         http: Option<PluginHttp>,
         wasm: &[u8],
     ) -> Result<Self, PluginError> {
-        let load_error = |e: wasmtime::Error| PluginError::Load {
+        let (component, origin) = runtime.compile(wasm).map_err(|e| PluginError::Load {
             plugin: identity.name.clone(),
             reason: format!("{e:#}"),
-        };
-        let component = Component::new(runtime.engine(), wasm).map_err(load_error)?;
-        check_version::<W>(runtime, &component).map_err(|reason| PluginError::Load {
-            plugin: identity.name.clone(),
-            reason,
         })?;
+        let plugin = Self::load_compiled(runtime, identity, http, &component).await?;
+        let cached = origin == CodeOrigin::Cached;
+        tracing::info!(plugin = %plugin.name(), footprint = %plugin.footprint, cached, "plugin loaded");
+        Ok(plugin)
+    }
+
+    /// Links `component` against the host (WASI with an empty context,
+    /// Herald's interfaces), refusing components this host cannot serve, and
+    /// instantiates it once to measure its [`Footprint`]: a component the
+    /// pool or the limits cannot hold is refused here, naming why, rather than
+    /// failing every call later.
+    pub(super) async fn load_compiled(
+        runtime: &PluginRuntime,
+        identity: PluginIdentity,
+        http: Option<PluginHttp>,
+        component: &Component,
+    ) -> Result<Self, PluginError> {
+        let name = identity.name.clone();
+        let refuse = |reason: String| PluginError::Load {
+            plugin: name.clone(),
+            reason,
+        };
+        check_version::<W>(runtime, component).map_err(refuse)?;
         let mut linker = Linker::<HostState>::new(runtime.engine());
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(load_error)?;
-        W::add_to_linker(&mut linker).map_err(load_error)?;
-        let instance_pre = linker.instantiate_pre(&component).map_err(load_error)?;
-        let pre = W::pre(instance_pre).map_err(load_error)?;
-        Ok(Self {
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| refuse(format!("{e:#}")))?;
+        W::add_to_linker(&mut linker).map_err(|e| refuse(format!("{e:#}")))?;
+        let instance_pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| refuse(format!("{e:#}")))?;
+        let pre = W::pre(instance_pre).map_err(|e| refuse(format!("{e:#}")))?;
+        let mut plugin = Self {
             runtime: runtime.clone(),
             identity: Arc::new(identity),
             http: http.map(Arc::new),
             pre,
+            footprint: runtime.pool_capacity(),
             breaker: Arc::default(),
-        })
+        };
+        plugin.footprint = plugin.measure_footprint().await.map_err(refuse)?;
+        Ok(plugin)
+    }
+
+    /// Instantiates the plugin alone on the engine and counts what it took.
+    async fn measure_footprint(&self) -> Result<Footprint, String> {
+        let slots = self.runtime.slots();
+        let _alone = slots.exclusive().await;
+        let live = self
+            .runtime
+            .engine()
+            .pooling_allocator_metrics()
+            .expect("the runtime's engine uses the pooling allocator");
+        let count = || Footprint {
+            core_instances: live.core_instances() as u32,
+            memories: live.memories() as u32,
+            tables: live.tables() as u32,
+        };
+        let before = count();
+        let mut store = self.store().map_err(|e| e.to_string())?;
+        let instantiated = W::instantiate(&self.pre, &mut store).await;
+        store.data().flush_output();
+        let after = count();
+        drop(store);
+        instantiated.map_err(|e| format!("instantiating it failed: {}", describe_trap(&e)))?;
+        let footprint = Footprint {
+            core_instances: after.core_instances - before.core_instances,
+            memories: after.memories - before.memories,
+            tables: after.tables - before.tables,
+        };
+        let capacity = self.runtime.pool_capacity();
+        if let Some((what, needed, available)) = footprint.exceeds(&capacity) {
+            return Err(format!(
+                "an instance needs {needed} {what}, more than the pool holds ({available}; raise plugins.max_instances)"
+            ));
+        }
+        Ok(footprint)
     }
 
     pub fn name(&self) -> &str {
         &self.identity.name
     }
 
+    /// What one instance of this plugin takes from the pool.
+    pub fn footprint(&self) -> Footprint {
+        self.footprint
+    }
+
     fn store(&self) -> Result<Store<HostState>, PluginError> {
         let limits = self.runtime.limits();
-        let state = HostState::new(self.identity.clone(), self.http.clone(), limits);
+        let state = HostState::new(self.identity.clone(), self.http.clone(), limits, &self.footprint);
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(limits.deadline_ticks());
@@ -205,6 +270,11 @@ impl<W: World> Plugin<W> {
             return (Err(tripped), Reach::NotSent);
         }
         let started = Instant::now();
+        let plugin = self.identity.name.clone();
+        let reserved = self.runtime.slots().reserve(&self.footprint).await;
+        if reserved.waited {
+            metrics::counter!("herald_plugin_pool_waits_total", "plugin" => plugin.clone()).increment(1);
+        }
         let mut store = match self.store() {
             Ok(store) => store,
             Err(e) => return (Err(e), Reach::NotSent),
@@ -215,7 +285,9 @@ impl<W: World> Plugin<W> {
         };
         store.data().flush_output();
         let reach = store.data().reach();
-        let plugin = self.identity.name.clone();
+        // The instance goes back to the pool before its slots are released.
+        drop(store);
+        drop(reserved);
         if guard == Guard::Breaker
             && let Some(transition) = self.breaker.record(result.is_err(), self.runtime.limits())
         {
