@@ -114,15 +114,12 @@ def misconfigured(detail: str) -> Permanent:
     return Permanent(f"{MISCONFIGURED_PREFIX} {detail}")
 
 
-def describe(outcome: SendOutcome) -> str:
-    """`outcome` as the Rust SDK prints a `SendError`, for the log."""
-    if isinstance(outcome, RateLimited):
-        return f"rate limited: retry after {outcome.ms} ms"
-    if isinstance(outcome, Retryable):
-        return f"retryable: {outcome.reason}"
-    if isinstance(outcome, Permanent):
-        return f"permanent: {outcome.reason}"
-    return f"accepted as {outcome.carrier_message_id}"
+def describe(error: Retryable | Permanent | RateLimited) -> str:
+    """`error` as the Rust SDK prints a `SendError`, for the log."""
+    if isinstance(error, RateLimited):
+        return f"rate limited: retry after {error.ms} ms"
+    kind = "retryable" if isinstance(error, Retryable) else "permanent"
+    return f"{kind}: {error.reason}"
 
 
 # The events and errors of `handle_webhook`.
@@ -201,7 +198,7 @@ class Settings:
             return value or None
 
         def with_default(key: str) -> str:
-            return optional(key) or getattr(cls, key)
+            return optional(key) or getattr(cls, key)  # the field's default above
 
         # `auth_header` and `auth_value` go together; checked before `url`, as carrier-http does.
         header, value = host.config_get("auth_header"), host.config_get("auth_value")

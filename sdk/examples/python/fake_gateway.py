@@ -38,7 +38,10 @@ class Gateway(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.wfile.write(payload)
+        except BrokenPipeError:
+            print("  (the caller hung up before the answer)", flush=True)
 
     def log_message(self, *args):
         pass  # the request line above says enough

@@ -149,6 +149,20 @@ class Send(unittest.TestCase):
                 any(level == "warn" and "`id`" in line for level, line in host.logs), host.logs
             )
 
+    def test_refusals_are_logged_as_the_rust_carrier_words_them(self):
+        host = FakeHost(url=URL)
+        host.answers += [Response(503, body=b"busy"), Response(429), Response(400, body=b"no")]
+        for _ in range(3):
+            logic.send(Message(), host)
+        self.assertEqual(
+            [line for level, line in host.logs if level == "debug"],
+            [
+                "msg-1 not accepted: retryable: gateway HTTP 503: busy",
+                "msg-1 not accepted: rate limited: retry after 1000 ms",
+                "msg-1 not accepted: permanent: gateway refused (HTTP 400): no",
+            ],
+        )
+
     def test_settings_errors_are_misconfigured_and_named(self):
         def reason(host):
             outcome = logic.send(Message(), host)
