@@ -14,7 +14,7 @@ It answers each POST as a gateway would, chosen by the message text, so one
 import json
 import sys
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
 
 IDS = count(1)
@@ -50,4 +50,4 @@ class Gateway(BaseHTTPRequestHandler):
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8931
     print(f"fake gateway on http://127.0.0.1:{port}/", flush=True)
-    HTTPServer(("127.0.0.1", port), Gateway).serve_forever()
+    ThreadingHTTPServer(("127.0.0.1", port), Gateway).serve_forever()
