@@ -149,10 +149,13 @@ impl Footprint {
 
 impl std::fmt::Display for Footprint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let counted = |n: u32, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         write!(
             f,
-            "{} core instances, {} memories, {} tables",
-            self.core_instances, self.memories, self.tables
+            "{}, {}, {}",
+            counted(self.core_instances, "core instance", "core instances"),
+            counted(self.memories, "memory", "memories"),
+            counted(self.tables, "table", "tables")
         )
     }
 }
