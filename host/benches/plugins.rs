@@ -3,6 +3,10 @@
 //! `cargo bench -p herald --bench plugins`. Every call is what production does:
 //! a fresh instance from the plugin's `InstancePre` in a fresh `Store`, then the
 //! call. Prints median and p99 over many calls after a warm-up.
+//!
+//! `BENCH_CARRIERS="js=/path/js.wasm python=/path/python.wasm"` adds carriers
+//! behaving like carrier-http (the examples in `sdk/examples/`, built with their
+//! `build.sh`): load time compiling and from the code cache, and send calls.
 
 use std::time::{Duration, Instant};
 
@@ -21,23 +25,31 @@ fn identity(name: &str) -> PluginIdentity {
     }
 }
 
-async fn measure<F, Fut>(label: &str, mut call: F)
+async fn measure<F, Fut>(label: &str, call: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
-    for _ in 0..WARM_UP {
+    measure_n(label, WARM_UP, CALLS, call).await
+}
+
+async fn measure_n<F, Fut>(label: &str, warm_up: usize, calls: usize, mut call: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for _ in 0..warm_up {
         call().await;
     }
-    let mut samples: Vec<Duration> = Vec::with_capacity(CALLS);
-    for _ in 0..CALLS {
+    let mut samples: Vec<Duration> = Vec::with_capacity(calls);
+    for _ in 0..calls {
         let started = Instant::now();
         call().await;
         samples.push(started.elapsed());
     }
     samples.sort();
-    let median = samples[CALLS / 2];
-    let p99 = samples[CALLS * 99 / 100];
+    let median = samples[calls / 2];
+    let p99 = samples[calls * 99 / 100];
     println!(
         "{label:<48} median {:>8.1} µs   p99 {:>8.1} µs",
         micros(median),
@@ -119,7 +131,55 @@ async fn main() {
             assert!(matches!(carrier.send(&message).await.0, Ok(Ok(_))));
         })
         .await;
+
+        for (name, path) in std::env::var("BENCH_CARRIERS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|entry| entry.split_once('='))
+        {
+            other_language(name, path, &gateway, &message).await;
+        }
     }
+}
+
+/// Load and call costs of a carrier built by another toolchain.
+async fn other_language(name: &str, path: &str, gateway: &std::net::SocketAddr, message: &Message) {
+    let wasm = std::fs::read(path).expect("BENCH_CARRIERS names readable files");
+    let cache = tempfile::tempdir().expect("temp dir");
+    let load = async |runtime: &PluginRuntime| {
+        let http = PluginHttp::new(&["127.0.0.1".to_string()], true, runtime.limits()).expect("http policy");
+        let identity = PluginIdentity {
+            name: name.into(),
+            settings: [("url".to_string(), format!("http://{gateway}/sms"))]
+                .into_iter()
+                .collect(),
+        };
+        let started = Instant::now();
+        let carrier = CarrierPlugin::load(runtime, identity, http, &wasm)
+            .await
+            .expect("loads");
+        (carrier, started.elapsed())
+    };
+    let fresh = PluginRuntime::new(PluginLimits::default(), Some(cache.path())).expect("runtime");
+    let (_, compiling) = load(&fresh).await;
+    let cached = PluginRuntime::new(PluginLimits::default(), Some(cache.path())).expect("runtime");
+    let (carrier, mapping) = load(&cached).await;
+    let size = wasm.len() as f64 / 1e6;
+    println!(
+        "{:<48} {:>8.1} ms",
+        format!("load {name} ({size:.1} MB): compile + store"),
+        compiling.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<48} {:>8.1} ms   ({})",
+        format!("load {name}: from the code cache"),
+        mapping.as_secs_f64() * 1e3,
+        carrier.footprint()
+    );
+    measure_n(&format!("{name} send to a loopback gateway"), 20, 500, || async {
+        assert!(matches!(carrier.send(message).await.0, Ok(Ok(_))));
+    })
+    .await;
 }
 
 /// A minimal HTTP/1.1 server answering `{"id": "gw-1"}` to every request.
