@@ -57,7 +57,7 @@ if [[ ! -e "$toolchain/.installed" ]]; then
 fi
 flock -u 9
 
-(cd "$here" && node --test test/)
+(cd "$here" && node --test test/) >&2 # stdout is only the line naming the build
 
 # Build next to OUT and rename, so OUT is never a half-written file, even
 # when two builds run at once.
