@@ -65,10 +65,10 @@ fn built(language: &'static str) -> Option<PathBuf> {
 }
 
 fn build(language: &str) -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../sdk/examples")
-        .join(language)
-        .join("build.sh");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is in the workspace");
+    let script = workspace.join("sdk/examples").join(language).join("build.sh");
     if !script.exists() {
         return unavailable(language, &format!("{} does not exist", script.display()));
     }
