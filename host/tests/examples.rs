@@ -27,10 +27,10 @@ use tokio::runtime::Runtime;
 
 use common::{Run, Sandbox, free_port};
 
-/// How long `herald serve` may take to start: it compiles the component
-/// first, minutes for an engine-sized one (a JavaScript runtime) in a debug
-/// build on a busy machine.
-// TODO: shorten once `[plugins] cache_dir` (the compiled-code cache) is set here.
+/// How long `herald serve` may take to start: unless an earlier test left it
+/// in the code cache, it compiles the component first, minutes for an
+/// engine-sized one (a JavaScript or Python runtime) in a debug build on a
+/// busy machine.
 const START_UP: Duration = Duration::from_secs(600);
 
 /// The `plugin` of the Rust reference carrier.
@@ -111,8 +111,12 @@ fn toml_string(text: &str) -> String {
     serde_json::to_string(text).expect("a string serializes")
 }
 
-/// Writes a configuration file with `carrier` into the sandbox; returns its path.
-fn write_config(sandbox: &Sandbox, name: &str, carrier: &CarrierConfig) -> String {
+/// Writes a configuration file with `carriers` into the sandbox; returns its path.
+fn write_config(sandbox: &Sandbox, name: &str, carriers: &[CarrierConfig]) -> String {
+    // One code cache for every test: a component is compiled once, not by
+    // every `herald` run (and kept across test runs).
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("examples/plugin-cache");
+    let mut text = format!("[plugins]\ncache_dir = {}\n", toml_string(&cache.display().to_string()));
     let quoted = |items: &[String]| {
         items
             .iter()
@@ -120,23 +124,23 @@ fn write_config(sandbox: &Sandbox, name: &str, carrier: &CarrierConfig) -> Strin
             .collect::<Vec<_>>()
             .join(", ")
     };
-    // TODO: `[plugins] cache_dir` under CARGO_TARGET_TMPDIR once the compiled-code
-    // cache lands, so each component is compiled once, not by every `herald` run.
-    let mut text = format!(
-        "[[carriers]]\nname = {}\nplugin = {}\ndefault = {}\nallowed_hosts = [{}]\n\
-         allow_insecure_http = {}\nmax_per_second = {}\nmax_concurrency = {}\nidempotent = {}\n\
-         [carriers.settings]\n",
-        toml_string(&carrier.name),
-        toml_string(&carrier.plugin),
-        carrier.default,
-        quoted(&carrier.allowed_hosts),
-        carrier.allow_insecure_http,
-        carrier.max_per_second,
-        carrier.max_concurrency,
-        carrier.idempotent,
-    );
-    for (key, value) in &carrier.settings {
-        text.push_str(&format!("{} = {}\n", toml_string(key), toml_string(value)));
+    for carrier in carriers {
+        text.push_str(&format!(
+            "\n[[carriers]]\nname = {}\nplugin = {}\ndefault = {}\nallowed_hosts = [{}]\n\
+             allow_insecure_http = {}\nmax_per_second = {}\nmax_concurrency = {}\nidempotent = {}\n\
+             [carriers.settings]\n",
+            toml_string(&carrier.name),
+            toml_string(&carrier.plugin),
+            carrier.default,
+            quoted(&carrier.allowed_hosts),
+            carrier.allow_insecure_http,
+            carrier.max_per_second,
+            carrier.max_concurrency,
+            carrier.idempotent,
+        ));
+        for (key, value) in &carrier.settings {
+            text.push_str(&format!("{} = {}\n", toml_string(key), toml_string(value)));
+        }
     }
     let path = sandbox.path().join(format!("{name}.toml"));
     std::fs::write(&path, text).expect("config written");
@@ -165,7 +169,11 @@ fn outcome(run: &Run) -> String {
 
 fn inspect_says_it_loads(carrier: Carrier) {
     let Some(plugin) = carrier.plugin() else { return };
-    let run = Sandbox::new().run(&["plugin", "inspect", &plugin], &[]).ok();
+    let sandbox = Sandbox::new();
+    let config = write_config(&sandbox, "herald", &[]);
+    let run = sandbox
+        .run(&["--config", &config, "plugin", "inspect", &plugin], &[])
+        .ok();
     eprintln!("{}", run.stdout);
     for expected in [
         "world:    carrier-plugin",
@@ -206,7 +214,7 @@ fn plugin_send_matches_the_reference(carrier: Carrier) {
                 plugin: plugin.to_string(),
                 ..gateway.carrier(name)
             };
-            let config = write_config(&sandbox, name, &entry);
+            let config = write_config(&sandbox, name, &[entry]);
             let args = [
                 "--config",
                 &config,
@@ -237,7 +245,7 @@ fn a_campaign_goes_out(carrier: Carrier) {
         plugin,
         ..gateway.carrier("example")
     };
-    let config = write_config(&sandbox, "herald", &entry);
+    let config = write_config(&sandbox, "herald", &[entry]);
     let port = free_port();
     let mut server = sandbox.serve_with(port, &["--config", &config]);
     server.wait_ready_within(START_UP);
