@@ -59,6 +59,15 @@ flock -u 9
 
 (cd "$here" && node --test test/) >&2 # stdout is only the line naming the build
 
+# componentize-js embeds a random build path, so two builds of the same
+# sources differ and Herald's compiled-code cache (keyed by the component's
+# hash) would miss after every build: OUT is rebuilt only when an input changed.
+inputs=$(cat "$0" "$here/package-lock.json" "$here"/src/*.js "$wit"/*.wit | sha256sum | cut -d' ' -f1)
+if [[ -e "$out" && "$(cat "$out.inputs" 2>/dev/null)" == "$inputs" ]]; then
+    echo "$out ($(stat -c %s "$out") bytes, up to date)"
+    exit 0
+fi
+
 # Build next to OUT and rename, so OUT is never a half-written file, even
 # when two builds run at once.
 mkdir -p "$(dirname "$out")"
@@ -73,4 +82,5 @@ trap 'rm -f "$partial"' EXIT
     -o "$partial" >&2
 chmod 644 "$partial" # mktemp made it private
 mv "$partial" "$out"
+echo "$inputs" >"$out.inputs"
 echo "$out ($(stat -c %s "$out") bytes)"
