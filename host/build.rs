@@ -33,5 +33,8 @@ fn main() {
     generated.push_str("];\n");
     std::fs::write(out_dir.join("builtin_plugins.rs"), generated).expect("write builtin_plugins.rs");
     println!("cargo:rerun-if-changed={}", workspace.join("plugins").display());
-    println!("cargo:rerun-if-changed={}", workspace.join("sdk").display());
+    // The SDK's code and contract, not its guides or examples (their builds write there).
+    for sdk_part in ["sdk/src", "sdk/wit", "sdk/Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(sdk_part).display());
+    }
 }

@@ -23,5 +23,8 @@ fn main() {
     }
     std::fs::write(out_dir.join("fixtures.rs"), generated).expect("write fixtures.rs");
     println!("cargo:rerun-if-changed={}", fixtures.display());
-    println!("cargo:rerun-if-changed={}", workspace.join("sdk").display());
+    // The SDK's code and contract, not its guides or examples (their builds write there).
+    for sdk_part in ["sdk/src", "sdk/wit", "sdk/Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(sdk_part).display());
+    }
 }

@@ -61,7 +61,27 @@ fn built(language: &'static str) -> Option<PathBuf> {
     static BUILT: Mutex<BTreeMap<&str, Option<PathBuf>>> = Mutex::new(BTreeMap::new());
     // Held while building: the other tests of the language wait for this build.
     let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
-    built.entry(language).or_insert_with(|| build(language)).clone()
+    built
+        .entry(language)
+        .or_insert_with(|| build(language).inspect(|wasm| compile_once(wasm)))
+        .clone()
+}
+
+/// Compiles the component into the shared code cache with one `plugin inspect`
+/// while the other tests of the language wait, so their `herald` runs map it
+/// instead of all compiling it at once.
+fn compile_once(wasm: &Path) {
+    let sandbox = Sandbox::new();
+    let config = write_config(&sandbox, "warm", &[]);
+    let started = Instant::now();
+    let run = sandbox
+        .run(
+            &["--config", &config, "plugin", "inspect", &wasm.display().to_string()],
+            &[],
+        )
+        .ok();
+    let code = run.stdout.lines().find(|line| line.starts_with("code:")).unwrap_or("");
+    eprintln!("{} {code} ({:.0?} in all)", wasm.display(), started.elapsed());
 }
 
 fn build(language: &str) -> Option<PathBuf> {

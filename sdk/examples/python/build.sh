@@ -57,6 +57,15 @@ install_toolchain() {
 export PYTHONDONTWRITEBYTECODE=1
 (cd "$here" && python3 -m unittest --quiet)
 
+# componentize-py's output differs from build to build (a few KB), so Herald's
+# compiled-code cache (keyed by the component's hash) would miss after every
+# build: OUT is rebuilt only when an input changed.
+inputs=$({ echo "$wanted"; cat "$0" "$here"/*.py "$wit"/*.wit; } | sha256sum | cut -d' ' -f1)
+if [[ -e "$out" && "$(cat "$out.inputs" 2>/dev/null)" == "$inputs" ]]; then
+    echo "$out $(stat -c %s "$out") bytes (up to date)"
+    exit 0
+fi
+
 # Build into a private file and move it into place, so concurrent builds never
 # leave a half-written OUT. VIRTUAL_ENV keeps componentize-py to the toolchain's
 # venv instead of adding the system's site-packages to the app's path.
@@ -72,4 +81,5 @@ rm -rf "$here/__pycache__" # componentize-py's own interpreter writes one
 chmod 644 "$tmp" # mktemp makes it private
 mv "$tmp" "$out"
 trap - EXIT
+echo "$inputs" >"$out.inputs"
 echo "$out $(stat -c %s "$out") bytes"
