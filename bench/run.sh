@@ -290,6 +290,7 @@ bench_dispatch_nats() {
 # serve_until_ready LABEL DATA_DIR CONFIG: wall time from exec to /healthz, then idle RSS 3 s later.
 serve_until_ready() {
     local label="$1" data="$2" config="$3" start ready
+    mkdir -p "$data"
     start=$(date +%s%N)
     env HERALD_DATA_DIR="$data" HERALD_SERVER__BIND="127.0.0.1:$PORT" HERALD_LOG__LEVEL="${BENCH_LOG_LEVEL:-warn}" \
         "$BIN" --config "$config" serve >>"$data/server.log" 2>&1 &

@@ -182,7 +182,7 @@ pub async fn run_dispatcher(
 /// Compiling plugins allocates and frees tens of MiB; hand the freed pages back
 /// to the OS now, since an idle server would otherwise keep them (mimalloc
 /// purges on later allocator activity).
-fn release_freed_memory() {
+pub(crate) fn release_freed_memory() {
     // SAFETY: mi_collect takes no pointers and may be called at any time; with
     // another global allocator it only tidies mimalloc's own (empty) heaps.
     unsafe { libmimalloc_sys::mi_collect(true) }

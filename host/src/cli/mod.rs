@@ -113,6 +113,7 @@ async fn serve(config: Config, role: Role, migrate: bool) -> anyhow::Result<()> 
         let plugins = crate::plugin::Plugins::load(&config)
             .await
             .context("loading the configured plugins")?;
+        crate::server::release_freed_memory();
         let clock = std::sync::Arc::new(crate::clock::SystemClock);
         return crate::server::run_dispatcher(config, plugins, clock, shutdown_signal()).await;
     }

@@ -59,8 +59,14 @@ impl CodeCache {
     }
 
     /// The compiled `wasm`: mapped from the cache when a verified entry exists,
-    /// else compiled and stored (a failure to store is logged, not fatal).
-    pub fn component(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<(Component, CodeOrigin)> {
+    /// else compiled by `compile` (to serialized code) and stored; a failure
+    /// to store is logged, not fatal.
+    pub fn component(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        compile: impl FnOnce(&[u8]) -> wasmtime::Result<Vec<u8>>,
+    ) -> wasmtime::Result<(Component, CodeOrigin)> {
         let key = cache_key(engine, wasm);
         let code = self.dir.join(format!("{key}.cwasm"));
         let digest = self.dir.join(format!("{key}.sha256"));
@@ -73,18 +79,17 @@ impl CodeCache {
                 let _ = fs::remove_file(&code);
             }
         }
-        let compiled = Component::new(engine, wasm)?;
-        match self.store(&compiled, &code, &digest) {
-            // Map the stored copy: its pages stay out of memory until called.
-            Ok(()) => match self.load(engine, &code, &digest) {
-                Ok(Some(mapped)) => Ok((mapped, CodeOrigin::Compiled)),
-                _ => Ok((compiled, CodeOrigin::Compiled)),
-            },
-            Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), "cannot store compiled plugin code: {e}");
-                Ok((compiled, CodeOrigin::Compiled))
-            }
+        let compiled = compile(wasm)?;
+        if let Err(e) = self.store(&compiled, &code, &digest) {
+            tracing::warn!(dir = %self.dir.display(), "cannot store compiled plugin code: {e}");
         }
+        // Map the stored copy: its pages stay out of memory until called.
+        if let Ok(Some(mapped)) = self.load(engine, &code, &digest) {
+            return Ok((mapped, CodeOrigin::Compiled));
+        }
+        // SAFETY: `compiled` was just produced by `compile` for this engine's configuration.
+        let component = unsafe { Component::deserialize(engine, &compiled)? };
+        Ok((component, CodeOrigin::Compiled))
     }
 
     /// `Ok(None)` when there is no entry; `Err` when there is one that must not be used.
@@ -111,10 +116,9 @@ impl CodeCache {
         Ok(Some(component))
     }
 
-    fn store(&self, component: &Component, code: &Path, digest: &Path) -> io::Result<()> {
-        let bytes = component.serialize().map_err(io::Error::other)?;
-        let hex = format!("{:x}", Sha256::digest(&bytes));
-        write_atomically(code, &bytes)?;
+    fn store(&self, bytes: &[u8], code: &Path, digest: &Path) -> io::Result<()> {
+        let hex = format!("{:x}", Sha256::digest(bytes));
+        write_atomically(code, bytes)?;
         write_atomically(digest, hex.as_bytes())
     }
 
@@ -200,8 +204,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = CodeCache::open(dir.path()).unwrap();
         let engine = engine();
-        assert_eq!(cache.component(&engine, &wasm()).unwrap().1, CodeOrigin::Compiled);
-        assert_eq!(cache.component(&engine, &wasm()).unwrap().1, CodeOrigin::Cached);
+        assert_eq!(
+            cache
+                .component(&engine, &wasm(), |wasm| engine.precompile_component(wasm))
+                .unwrap()
+                .1,
+            CodeOrigin::Compiled
+        );
+        assert_eq!(
+            cache
+                .component(&engine, &wasm(), |wasm| engine.precompile_component(wasm))
+                .unwrap()
+                .1,
+            CodeOrigin::Cached
+        );
 
         let entry = fs::read_dir(dir.path())
             .unwrap()
@@ -213,8 +229,20 @@ mod tests {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
         fs::write(&entry, bytes).unwrap();
-        assert_eq!(cache.component(&engine, &wasm()).unwrap().1, CodeOrigin::Compiled);
-        assert_eq!(cache.component(&engine, &wasm()).unwrap().1, CodeOrigin::Cached);
+        assert_eq!(
+            cache
+                .component(&engine, &wasm(), |wasm| engine.precompile_component(wasm))
+                .unwrap()
+                .1,
+            CodeOrigin::Compiled
+        );
+        assert_eq!(
+            cache
+                .component(&engine, &wasm(), |wasm| engine.precompile_component(wasm))
+                .unwrap()
+                .1,
+            CodeOrigin::Cached
+        );
     }
 
     #[test]

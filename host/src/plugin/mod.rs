@@ -233,6 +233,8 @@ pub struct PluginRuntime {
 
 struct RuntimeInner {
     engine: Engine,
+    /// The engine's configuration, for compiling apart (see [`compile_apart`]).
+    config: Config,
     limits: PluginLimits,
     slots: Slots,
     code_cache: Option<code_cache::CodeCache>,
@@ -285,6 +287,7 @@ impl PluginRuntime {
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
+                config,
                 limits,
                 slots,
                 code_cache,
@@ -293,11 +296,17 @@ impl PluginRuntime {
         })
     }
 
-    /// Compiles `wasm`, or maps its compiled code from the cache.
+    /// Compiles `wasm` (see [`compile_apart`]), or maps its compiled code from the cache.
     pub fn compile(&self, wasm: &[u8]) -> wasmtime::Result<(Component, CodeOrigin)> {
+        let compile = |wasm: &[u8]| compile_apart(&self.inner.config, wasm);
         match &self.inner.code_cache {
-            Some(cache) => cache.component(&self.inner.engine, wasm),
-            None => Ok((Component::new(&self.inner.engine, wasm)?, CodeOrigin::Compiled)),
+            Some(cache) => cache.component(&self.inner.engine, wasm, compile),
+            None => {
+                let code = compile(wasm)?;
+                // SAFETY: `code` was just produced by an engine of this engine's configuration.
+                let component = unsafe { Component::deserialize(&self.inner.engine, &code)? };
+                Ok((component, CodeOrigin::Compiled))
+            }
         }
     }
 
@@ -325,6 +334,37 @@ impl PluginRuntime {
     pub fn limits(&self) -> &PluginLimits {
         &self.inner.limits
     }
+}
+
+/// Compiles `wasm` to loadable code with an engine of the runtime's
+/// configuration made for it, in parallel on threads made for it, and drops
+/// them all when done. The runtime's own engine would keep cranelift's
+/// per-compilation buffers, and rayon's global pool threads what their allocator
+/// heaps freed, for the life of the process: ≈ 160 MB after compiling a
+/// JavaScript and a Python component.
+fn compile_apart(config: &Config, wasm: &[u8]) -> wasmtime::Result<Vec<u8>> {
+    let engine = Engine::new(config)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (exited, exits) = std::sync::mpsc::channel();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("herald-compile-{i}"))
+        .exit_handler(move |_| {
+            let _ = exited.send(());
+        })
+        .build()
+        .map_err(wasmtime::Error::msg)?;
+    let code = pool.install(|| engine.precompile_component(wasm));
+    // Dropping the pool ends its threads; wait for them, so what they held is
+    // free before the caller hands freed memory back to the system.
+    drop(pool);
+    drop(engine);
+    for _ in 0..threads {
+        if exits.recv_timeout(Duration::from_secs(5)).is_err() {
+            break;
+        }
+    }
+    code
 }
 
 /// Advances the engine's epoch every tick; guest code past its deadline traps.
