@@ -315,30 +315,15 @@ timed() {
 bench_plugins() {
     local root config data
     root="$(cd "$(dirname "$0")/.." && pwd)"
+    config="$WORK/plugins.toml"
+    printf '[[carriers]]\nname = "log"\nplugin = "builtin:log"\ndefault = true\n' >"$config"
     for lang in js python; do
         "$root/sdk/examples/$lang/build.sh" "$WORK/$lang.wasm" >&2
+        # Each behaves like builtin:http; nothing listens on the URL (start-up does not call it).
+        printf '\n[[carriers]]\nname = "%s"\nplugin = "%s"\nallowed_hosts = ["127.0.0.1"]\n%s\n%s\n' \
+            "$lang" "$WORK/$lang.wasm" 'allow_insecure_http = true' 'settings = { url = "http://127.0.0.1:9/send" }' \
+            >>"$config"
     done
-    config="$WORK/plugins.toml"
-    cat >"$config" <<TOML
-[[carriers]]
-name = "log"
-plugin = "builtin:log"
-default = true
-
-[[carriers]]
-name = "js"
-plugin = "$WORK/js.wasm"
-allowed_hosts = ["127.0.0.1"]
-allow_insecure_http = true
-settings = { url = "http://127.0.0.1:9/send" }
-
-[[carriers]]
-name = "python"
-plugin = "$WORK/python.wasm"
-allowed_hosts = ["127.0.0.1"]
-allow_insecure_http = true
-settings = { url = "http://127.0.0.1:9/send" }
-TOML
     echo "== plugins: $(du -h "$WORK/js.wasm" | cut -f1) JavaScript, $(du -h "$WORK/python.wasm" | cut -f1) Python component"
     data="$WORK/plugins-inspect"
     mkdir -p "$data"

@@ -304,6 +304,20 @@ fn plugin_inspect_describes_a_component_and_whether_it_loads() {
             "the data directory the cache created is owner-only"
         );
     }
+    // A component a limit refuses is reported, with the limit, not loaded.
+    let huge = herald_tests::fixtures::HOSTILE_HUGE_MEMORY;
+    let refused = sandbox.run(&["plugin", "inspect", huge], &[]);
+    assert!(refused.success, "{}", refused.stderr);
+    let verdict = refused
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("loadable:"))
+        .unwrap_or_default();
+    assert!(
+        verdict.starts_with("loadable: no") && verdict.contains("memory"),
+        "{}",
+        refused.stdout
+    );
     let junk = sandbox.path().join("junk.wasm");
     std::fs::write(&junk, b"not wasm at all").unwrap();
     let run = sandbox.run(&["plugin", "inspect", junk.to_str().unwrap()], &[]);

@@ -10,7 +10,9 @@ use crate::domain::phone::PhonePolicy;
 use crate::plugin::carrier::{CarrierPlugin, Message};
 use crate::plugin::http::PluginHttp;
 use crate::plugin::template::TemplatePlugin;
-use crate::plugin::{CodeOrigin, PluginError, PluginIdentity, PluginRuntime, Plugins, SUPPORTED_VERSIONS, builtin};
+use crate::plugin::{
+    CodeOrigin, CompileError, PluginError, PluginIdentity, PluginRuntime, Plugins, SUPPORTED_VERSIONS, builtin,
+};
 
 pub async fn run(config: &Config, command: PluginCommand) -> anyhow::Result<()> {
     match command {
@@ -30,9 +32,15 @@ async fn inspect(config: &Config, file: &str) -> anyhow::Result<()> {
     let wasm = builtin::resolve(file).map_err(anyhow::Error::msg)?;
     let runtime = PluginRuntime::new(config.plugins.clone(), config.plugin_cache_dir().as_deref())?;
     let started = Instant::now();
-    let (component, origin) = runtime
-        .compile(&wasm)
-        .map_err(|e| anyhow::anyhow!("{file} is not a WebAssembly component this host can compile: {e:#}"))?;
+    let (component, origin) = match runtime.compile(&wasm) {
+        Ok(compiled) => compiled,
+        Err(CompileError::Refused(reason)) => {
+            println!("file:     {file} ({} bytes)", wasm.len());
+            println!("loadable: no — {reason}");
+            return Ok(());
+        }
+        Err(invalid) => bail!("{file} is {invalid}"),
+    };
     let compile_time = started.elapsed();
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(runtime.engine()).map(|(name, _)| name.to_string()).collect();

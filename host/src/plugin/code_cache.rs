@@ -26,6 +26,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::CompileError;
+
 /// Entries not used for this long are removed when a runtime opens the cache.
 const UNUSED_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -65,8 +67,8 @@ impl CodeCache {
         &self,
         engine: &Engine,
         wasm: &[u8],
-        compile: impl FnOnce(&[u8]) -> wasmtime::Result<Vec<u8>>,
-    ) -> wasmtime::Result<(Component, CodeOrigin)> {
+        compile: impl FnOnce(&[u8]) -> Result<Vec<u8>, CompileError>,
+    ) -> Result<(Component, CodeOrigin), CompileError> {
         let key = cache_key(engine, wasm);
         let code = self.dir.join(format!("{key}.cwasm"));
         let digest = self.dir.join(format!("{key}.sha256"));
@@ -87,9 +89,7 @@ impl CodeCache {
         if let Ok(Some(mapped)) = self.load(engine, &code, &digest) {
             return Ok((mapped, CodeOrigin::Compiled));
         }
-        // SAFETY: `compiled` was just produced by `compile` for this engine's configuration.
-        let component = unsafe { Component::deserialize(engine, &compiled)? };
-        Ok((component, CodeOrigin::Compiled))
+        Ok((deserialize(engine, &compiled)?, CodeOrigin::Compiled))
     }
 
     /// `Ok(None)` when there is no entry; `Err` when there is one that must not be used.
@@ -138,6 +138,14 @@ impl CodeCache {
             }
         }
     }
+}
+
+/// Loads code `compile_apart` just produced for `engine`'s configuration; an
+/// error here is this engine refusing the component (its limits), not a bad component.
+pub(super) fn deserialize(engine: &Engine, code: &[u8]) -> Result<Component, CompileError> {
+    // SAFETY: `code` comes from `Engine::precompile_component` of an engine with
+    // this engine's configuration, in this process.
+    unsafe { Component::deserialize(engine, code) }.map_err(|e| CompileError::Refused(format!("{e:#}")))
 }
 
 /// The entry name of `wasm` compiled by `engine`.
@@ -204,20 +212,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = CodeCache::open(dir.path()).unwrap();
         let engine = engine();
-        assert_eq!(
-            cache
-                .component(&engine, &wasm(), |wasm| engine.precompile_component(wasm))
-                .unwrap()
-                .1,
-            CodeOrigin::Compiled
-        );
-        assert_eq!(
-            cache
-                .component(&engine, &wasm(), |wasm| engine.precompile_component(wasm))
-                .unwrap()
-                .1,
-            CodeOrigin::Cached
-        );
+        let origin = || {
+            let compile =
+                |wasm: &[u8]| (engine.precompile_component(wasm)).map_err(|e| CompileError::Invalid(e.to_string()));
+            cache.component(&engine, &wasm(), compile).unwrap().1
+        };
+        assert_eq!(origin(), CodeOrigin::Compiled);
+        assert_eq!(origin(), CodeOrigin::Cached);
 
         let entry = fs::read_dir(dir.path())
             .unwrap()
@@ -229,20 +230,8 @@ mod tests {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
         fs::write(&entry, bytes).unwrap();
-        assert_eq!(
-            cache
-                .component(&engine, &wasm(), |wasm| engine.precompile_component(wasm))
-                .unwrap()
-                .1,
-            CodeOrigin::Compiled
-        );
-        assert_eq!(
-            cache
-                .component(&engine, &wasm(), |wasm| engine.precompile_component(wasm))
-                .unwrap()
-                .1,
-            CodeOrigin::Cached
-        );
+        assert_eq!(origin(), CodeOrigin::Compiled);
+        assert_eq!(origin(), CodeOrigin::Cached);
     }
 
     #[test]

@@ -125,6 +125,18 @@ pub enum PluginError {
     Runtime(String),
 }
 
+/// Why a component could not be made ready to load.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// Not a component, or not one this host can compile.
+    #[error("not a WebAssembly component this host can compile: {0}")]
+    Invalid(String),
+    /// Compiled, but this runtime's limits refuse it (e.g. its memory starts
+    /// above `memory_mb`).
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// What one instance of a plugin takes from the pool (and its store may hold):
 /// counted when the plugin is loaded, by instantiating it once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -297,16 +309,15 @@ impl PluginRuntime {
     }
 
     /// Compiles `wasm` (see [`compile_apart`]), or maps its compiled code from the cache.
-    pub fn compile(&self, wasm: &[u8]) -> wasmtime::Result<(Component, CodeOrigin)> {
-        let compile = |wasm: &[u8]| compile_apart(&self.inner.config, wasm);
+    pub fn compile(&self, wasm: &[u8]) -> Result<(Component, CodeOrigin), CompileError> {
+        let compile =
+            |wasm: &[u8]| compile_apart(&self.inner.config, wasm).map_err(|e| CompileError::Invalid(format!("{e:#}")));
         match &self.inner.code_cache {
             Some(cache) => cache.component(&self.inner.engine, wasm, compile),
-            None => {
-                let code = compile(wasm)?;
-                // SAFETY: `code` was just produced by an engine of this engine's configuration.
-                let component = unsafe { Component::deserialize(&self.inner.engine, &code)? };
-                Ok((component, CodeOrigin::Compiled))
-            }
+            None => Ok((
+                code_cache::deserialize(&self.inner.engine, &compile(wasm)?)?,
+                CodeOrigin::Compiled,
+            )),
         }
     }
 

@@ -128,7 +128,7 @@ impl<W: World> Plugin<W> {
     ) -> Result<Self, PluginError> {
         let (component, origin) = runtime.compile(wasm).map_err(|e| PluginError::Load {
             plugin: identity.name.clone(),
-            reason: format!("{e:#}"),
+            reason: e.to_string(),
         })?;
         let plugin = Self::load_compiled(runtime, identity, http, &component).await?;
         let cached = origin == CodeOrigin::Cached;

@@ -349,28 +349,14 @@ pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::campaign::{CampaignChanges, CampaignRules};
 
     /// Two writes from one read, in the same clock tick: the second is refused,
     /// where a compare on `updated_at` would have let it overwrite the first;
     /// only the write that landed leaves its event in the outbox.
     #[tokio::test]
     async fn a_write_from_a_stale_read_is_refused_within_one_clock_tick() {
-        let store = sqlite::connect("sqlite::memory:", 1, ReadCache::disabled())
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        let (user, now) = (UserId::new(), Utc::now());
-        store.ensure_user(user, now).await.unwrap();
-        let changes = CampaignChanges {
-            name: Some("Spring".into()),
-            message_template: Some("Hi".into()),
-            ..Default::default()
-        };
-        let rules = CampaignRules { carriers: &[] };
-        let created = crate::domain::campaign::create(CampaignId::new(), user, changes, &rules, now).unwrap();
-        store.insert_campaign(&created, &[]).await.unwrap();
-        let read = store.campaign(user, created.id).await.unwrap().unwrap();
+        let (store, _, read) = sqlite::with_a_campaign().await;
+        let (user, now) = (read.user_id, Utc::now());
 
         let renamed = Campaign {
             name: "Renamed".into(),

@@ -147,3 +147,29 @@ impl Dialect for Sqlite {
 
 /// Rows per multi-row statement: 4 parameters a row stays under SQLite's 32,766.
 const CONTACT_CHUNK: usize = 8_000;
+
+/// For unit tests: a migrated in-memory store holding one user's draft
+/// campaign "Spring": as created, and as read back.
+#[cfg(test)]
+pub(crate) async fn with_a_campaign() -> (
+    SqliteStore,
+    crate::domain::campaign::Campaign,
+    crate::domain::campaign::Campaign,
+) {
+    use crate::domain::campaign::{CampaignChanges, CampaignRules, create};
+    use crate::domain::ids::{CampaignId, UserId};
+    use crate::store::{CampaignStore, OpsStore};
+    let store = connect("sqlite::memory:", 1, ReadCache::disabled()).await.unwrap();
+    store.migrate().await.unwrap();
+    let (user, now) = (UserId::new(), chrono::Utc::now());
+    store.ensure_user(user, now).await.unwrap();
+    let changes = CampaignChanges {
+        name: Some("Spring".into()),
+        message_template: Some("Hi".into()),
+        ..Default::default()
+    };
+    let created = create(CampaignId::new(), user, changes, &CampaignRules { carriers: &[] }, now).unwrap();
+    store.insert_campaign(&created, &[]).await.unwrap();
+    let stored = store.campaign(user, created.id).await.unwrap().expect("stored");
+    (store, created, stored)
+}

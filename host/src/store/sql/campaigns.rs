@@ -271,28 +271,14 @@ pub(super) struct Counted<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::campaign::{CampaignChanges, CampaignRules, create};
-    use crate::store::cache::ReadCache;
     use crate::store::sqlite;
 
     /// A value the domain cannot read back (here a zone no IANA database has)
     /// fails the read, naming the value; it never becomes a default.
     #[tokio::test]
     async fn a_stored_value_the_domain_cannot_read_fails_the_read() {
-        let store = sqlite::connect("sqlite::memory:", 1, ReadCache::disabled())
-            .await
-            .unwrap();
-        crate::store::OpsStore::migrate(&store).await.unwrap();
-        let (user, now) = (UserId::new(), Utc::now());
-        store.ensure_user(user, now).await.unwrap();
-        let changes = CampaignChanges {
-            name: Some("Spring".into()),
-            message_template: Some("Hi".into()),
-            ..Default::default()
-        };
-        let campaign = create(CampaignId::new(), user, changes, &CampaignRules { carriers: &[] }, now).unwrap();
-        store.insert_campaign(&campaign, &[]).await.unwrap();
-        let stored = store.campaign(user, campaign.id).await.unwrap().expect("stored");
+        let (store, campaign, stored) = sqlite::with_a_campaign().await;
+        let user = campaign.user_id;
         assert_eq!(
             (stored.timezone, stored.send_window_start),
             (campaign.timezone, campaign.send_window_start)
