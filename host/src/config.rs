@@ -33,6 +33,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub contacts: ContactsConfig,
+    pub campaigns: CampaignsConfig,
     pub bus: BusConfig,
     pub dispatch: DispatchConfig,
     /// Template plugin: `builtin:<name>` or a path to a `.wasm` component.
@@ -84,6 +85,8 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Apply pending migrations when `herald serve` starts.
     pub migrate_on_start: bool,
+    /// SQLite page cache per connection, in MiB (PostgreSQL ignores it).
+    pub sqlite_cache_mib: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -105,6 +108,20 @@ pub struct ContactsConfig {
     pub country_codes: Vec<String>,
     /// Largest CSV upload accepted; larger ones get 413.
     pub max_import_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CampaignsConfig {
+    /// Highest `daily_limit` a campaign may have (SPEC §3.1). 1000, the
+    /// original contract, unless the operator has the carrier throughput for more.
+    pub max_daily_limit: u32,
+}
+
+impl Default for CampaignsConfig {
+    fn default() -> Self {
+        Self { max_daily_limit: 1000 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,6 +220,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             auth: AuthConfig::default(),
             contacts: ContactsConfig::default(),
+            campaigns: CampaignsConfig::default(),
             bus: BusConfig::default(),
             dispatch: DispatchConfig::default(),
             template: "builtin:default".into(),
@@ -250,6 +268,7 @@ impl Default for DatabaseConfig {
             url: None,
             max_connections: 16,
             migrate_on_start: true,
+            sqlite_cache_mib: 16,
         }
     }
 }
@@ -304,6 +323,12 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.database.sqlite_cache_mib == 0 {
+            return Err(invalid("database.sqlite_cache_mib", "must be at least 1"));
+        }
+        if !(1..=i32::MAX as u32).contains(&self.campaigns.max_daily_limit) {
+            return Err(invalid("campaigns.max_daily_limit", "must be between 1 and 2147483647"));
         }
         if self.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes", "must be positive"));

@@ -265,6 +265,76 @@ struct Tuning {
     gateway_delay: Duration,
 }
 
+/// Contacts of the campaign killed while it queues: far more than the send
+/// call queues itself, so most are queued in the background.
+const QUEUEING: usize = 40_000;
+
+/// Embedded defaults: the process is killed right after a big send answered,
+/// while the rest of its contacts are being queued in the background; after
+/// a restart every contact has exactly one message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_host_killed_while_queueing_resumes_with_one_message_per_contact() {
+    let stack = Stack::embedded("queueing-kill", production_tuning()).await;
+    killed_while_queueing(&stack, "all").await;
+}
+
+/// The same on PostgreSQL + NATS, killing the api process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_host_killed_while_queueing_resumes_with_one_message_per_contact() {
+    let Some(stack) = Stack::on_postgres_and_nats("queueing-kill-pg", production_tuning()).await else {
+        return;
+    };
+    killed_while_queueing(&stack, "api").await;
+}
+
+async fn killed_while_queueing(stack: &Stack, role: &str) {
+    let mut first = stack.herald("api-1", role);
+    stack.wait_ready(&mut first).await;
+    // Local noon in the campaign's zone, its window 06:00–07:00: closed, so
+    // the test sees queueing alone and nothing is handed to the gateway.
+    let mut body = window_open_now();
+    body["send_window_end"] = json!("07:00");
+    let campaign = stack.api.active_campaign(&stack.user, body, &phones(QUEUEING, 0)).await;
+    stack.note(&format!("campaign of {QUEUEING} ready"));
+    let accepted = stack.api.send_campaign(&stack.user, &campaign).await;
+    first.kill9();
+    let queued_at_kill = stack.message_count().await;
+    stack.note(&format!(
+        "killed api-1 after the send answered {accepted}: {queued_at_kill} messages queued"
+    ));
+    assert!(
+        queued_at_kill < QUEUEING as i64,
+        "killed too late: the background had queued every contact"
+    );
+
+    let mut second = stack.herald("api-2", role);
+    stack.wait_ready(&mut second).await;
+    let task = format!("/api/v1/tasks/{}", accepted["task_id"].as_str().expect("task id"));
+    let report = eventually("the task queued to its end", Duration::from_secs(120), || {
+        second.assert_alive();
+        async {
+            let report = stack.api.get(&task, &stack.user).await.expect(200).body;
+            (report["status"] != "queuing").then_some(report)
+        }
+    })
+    .await;
+    stack.note(&format!("after the restart: {report}"));
+    assert_eq!(report["queued"], QUEUEING, "{report}");
+    let (messages, contacts): (i64, i64) = query_rows(
+        &stack.database_url(),
+        "SELECT COUNT(*), COUNT(DISTINCT contact_id) FROM messages",
+    )
+    .await
+    .remove(0);
+    assert_eq!(
+        (messages, contacts),
+        (QUEUEING as i64, QUEUEING as i64),
+        "one message per contact"
+    );
+    second.terminate(Duration::from_secs(15));
+    stack.verify_counters();
+}
+
 /// PostgreSQL + NATS runs: 8 calls at once of ≥ 20 ms each, at most 400/s, so
 /// 2,000 messages take about five seconds or more.
 fn production_tuning() -> Tuning {
@@ -552,6 +622,13 @@ url = "{url}/{name}"
         Some(out)
     }
 
+    async fn message_count(&self) -> i64 {
+        let (n,): (i64,) = query_rows(&self.database_url(), "SELECT COUNT(*) FROM messages")
+            .await
+            .remove(0);
+        n
+    }
+
     /// Every message row.
     async fn messages(&self) -> Vec<Row> {
         query_rows(
@@ -559,6 +636,27 @@ url = "{url}/{name}"
             "SELECT id, status, hand_offs, attempts FROM messages",
         )
         .await
+    }
+
+    /// `herald verify`: the counters stats, tasks and /metrics read equal a
+    /// recount of the messages, whatever the kills interrupted. (On SQLite the
+    /// serving process must be stopped first: it owns the file.)
+    fn verify_counters(&self) {
+        let config = self.config_file("verify");
+        let output = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["verify", "--config"])
+            .arg(&config)
+            .env("HERALD_DATABASE__URL", self.database_url())
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("herald verify runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        self.note(&format!("herald verify: {}", stdout.trim()));
+        assert!(
+            output.status.success() && stdout.contains("counters match the messages"),
+            "counters drifted: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// Asserts the outcome of a run: `expected` messages, each `sent` once in the
@@ -604,6 +702,7 @@ url = "{url}/{name}"
             twice <= max_twice,
             "{twice} ids sent more than once (allowed {max_twice})"
         );
+        self.verify_counters();
         if let Some(bus) = &self.bus {
             // SPEC §6: one `message.sent` event per message on the events stream,
             // however the results reached the database. Events of results a killed

@@ -12,5 +12,6 @@ mod input_edges;
 mod openapi;
 mod operations;
 mod outbox;
+mod scale;
 mod sending;
 mod subscriber;

@@ -301,6 +301,14 @@ impl TestServer {
             (sending == 0).then_some(())
         })
         .await;
+        self.assert_counters_match().await;
+    }
+
+    /// The counters stats, tasks and /metrics read equal a recount of the
+    /// messages (every test that ticks checks this after each pass).
+    pub async fn assert_counters_match(&self) {
+        let drift = self.app.store.verify_counters(false).await.expect("verifying counters");
+        assert!(drift.is_empty(), "counters drifted from the messages: {drift:#?}");
     }
 
     /// A campaign's stats after a [`TestServer::tick`].

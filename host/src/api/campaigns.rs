@@ -180,6 +180,8 @@ pub async fn delete(req: &mut Request, depot: &mut Depot, res: &mut Response) ->
     })
     .await?;
     app.outbox.committed(events).await;
+    // Its rows go in the background.
+    app.scheduler.wake_background();
     res.status_code(StatusCode::NO_CONTENT);
     Ok(())
 }

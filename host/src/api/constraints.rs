@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::App;
 use crate::domain::MAX_NAME_CHARS;
-use crate::domain::campaign::{MAX_DAILY_LIMIT, SendDays};
+use crate::domain::campaign::SendDays;
 use crate::domain::contact::{MAX_ATTRIBUTE_KEY_CHARS, MAX_ATTRIBUTE_VALUE_CHARS, MAX_ATTRIBUTES, MAX_BATCH};
 use crate::domain::template::MAX_TEMPLATE_CHARS;
 
@@ -48,7 +48,10 @@ pub(super) fn state(schemas: &mut Value, app: &App) {
         ("message_template", template.clone()),
         ("message_template_b", template),
         ("ab_test_percentage", json!({ "minimum": 0, "maximum": 100 })),
-        ("daily_limit", json!({ "minimum": 1, "maximum": MAX_DAILY_LIMIT })),
+        (
+            "daily_limit",
+            json!({ "minimum": 1, "maximum": app.config.campaigns.max_daily_limit }),
+        ),
         ("total_limit", json!({ "minimum": 1, "maximum": i32::MAX })),
         (
             "timezone",

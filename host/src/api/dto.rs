@@ -464,7 +464,8 @@ pub struct TaskBody {
     pub task_id: TaskId,
     #[schema(value_type = uuid::Uuid)]
     pub campaign_id: CampaignId,
-    /// `scheduled` (waiting for the window), `running`, or `completed` (every message final).
+    /// `queuing` (still creating its messages, in the background), `scheduled` (waiting for the
+    /// window), `running`, or `completed` (every message final).
     #[schema(example = "running")]
     pub status: &'static str,
     pub queued: u64,

@@ -116,6 +116,7 @@ impl App {
     pub(crate) fn rules(&self) -> CampaignRules<'_> {
         CampaignRules {
             carriers: &self.carrier_names,
+            max_daily_limit: i64::from(self.config.campaigns.max_daily_limit),
         }
     }
 

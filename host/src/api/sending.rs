@@ -33,11 +33,15 @@ pub async fn send(req: &mut Request, depot: &mut Depot, res: &mut Response) -> R
     let service::sending::Queued {
         task_id,
         queued,
+        queuing,
         scheduled_for,
         event,
     } = service::sending::queue(&*app.store, &campaign, app.config.default_carrier(), app.clock.now()).await?;
     app.publish(vec![event]).await;
     app.scheduler.wake();
+    if queuing {
+        app.scheduler.wake_background();
+    }
     res.status_code(StatusCode::ACCEPTED);
     res.render(Json(SendAccepted {
         task_id,
@@ -79,7 +83,7 @@ pub async fn task(req: &mut Request, depot: &mut Depot) -> Result<Json<TaskBody>
     Ok(Json(TaskBody {
         task_id: report.id,
         campaign_id: report.campaign_id,
-        status: task_status(&counters, handed_out, window_opened),
+        status: task_status(report.queuing, &counters, handed_out, window_opened),
         queued: report.queued,
         sent: counters.sent,
         delivered: counters.delivered,

@@ -38,6 +38,14 @@ pub enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Recount every campaign's messages and compare with the kept counters
+    /// (stats, tasks, /metrics read them); exit 1 when any drifted.
+    Verify {
+        /// Replace the counters that drifted by the recount (safe while
+        /// Herald runs on PostgreSQL; on SQLite stop `herald serve` first).
+        #[arg(long)]
+        repair: bool,
+    },
     /// Print an HS256 bearer token signed with the configured secret.
     Token {
         /// User id (UUID) the token is for.
@@ -99,6 +107,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied ({})", store.backend());
             Ok(())
         }
+        Command::Verify { repair } => verify(&config, repair).await,
         Command::Plugin(command) => plugin_tool::run(&config, command).await,
         Command::Token { sub, ttl } => {
             let secret = auth::resolve_secret(&config.auth, &config.data_dir)?;
@@ -106,6 +115,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `herald verify [--repair]`: prints each drifted counter; fails when any
+/// drifted and was not repaired.
+async fn verify(config: &Config, repair: bool) -> anyhow::Result<()> {
+    let url = config.database_url();
+    let _lock = store::lock_exclusive(&url)?;
+    let store = store::connect(&url, &config.database).await?;
+    let drift = store.verify_counters(repair).await?;
+    for d in &drift {
+        let task = d.task_id.map_or_else(|| "-".to_string(), |t| t.to_string());
+        println!(
+            "drift: campaign {} task {task} variant {} status {}: counted {}, messages {}",
+            d.campaign_id, d.variant, d.status, d.counted, d.actual
+        );
+    }
+    match (drift.is_empty(), repair) {
+        (true, _) => println!("counters match the messages ({})", store.backend()),
+        (false, true) => println!("{} counters repaired ({})", drift.len(), store.backend()),
+        (false, false) => anyhow::bail!(
+            "{} counters drifted; `herald verify --repair` replaces them",
+            drift.len()
+        ),
+    }
+    Ok(())
 }
 
 async fn serve(config: Config, role: Role, migrate: bool) -> anyhow::Result<()> {

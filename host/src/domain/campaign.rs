@@ -10,7 +10,7 @@ use super::window::{TimeOfDay, Zone};
 use super::{DomainError, Errors, check_name, template};
 
 pub const DEFAULT_DAILY_LIMIT: i32 = 125;
-pub const MAX_DAILY_LIMIT: i64 = 1000;
+pub const DEFAULT_MAX_DAILY_LIMIT: i64 = 1000;
 pub const DEFAULT_AB_PERCENTAGE: i32 = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::Display, strum::IntoStaticStr)]
@@ -182,6 +182,8 @@ impl CampaignChanges {
 pub struct CampaignRules<'a> {
     /// Names of the configured carriers.
     pub carriers: &'a [String],
+    /// The operator's bound on `daily_limit` (`campaigns.max_daily_limit`).
+    pub max_daily_limit: i64,
 }
 
 /// Builds a new `draft` campaign from a create request.
@@ -299,7 +301,7 @@ fn apply_fields(
     }
     if let Some(limit) = changes.daily_limit {
         c.daily_limit = errors
-            .check("daily_limit", in_range(limit, 1, MAX_DAILY_LIMIT))
+            .check("daily_limit", in_range(limit, 1, rules.max_daily_limit))
             .unwrap_or(c.daily_limit);
     }
     if let Some(limit) = changes.total_limit {
@@ -402,7 +404,10 @@ mod tests {
 
     fn rules() -> CampaignRules<'static> {
         static CARRIERS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| vec!["log".to_string()]);
-        CampaignRules { carriers: &CARRIERS }
+        CampaignRules {
+            carriers: &CARRIERS,
+            max_daily_limit: DEFAULT_MAX_DAILY_LIMIT,
+        }
     }
 
     fn minimal() -> CampaignChanges {
@@ -441,6 +446,27 @@ mod tests {
         assert_eq!(TimeOfDay::to_string(&c.send_window_end), "18:00");
         assert_eq!(c.send_days.names(), ["mon", "tue", "wed", "thu", "fri"]);
         assert_eq!(c.ab_test_percentage, None);
+    }
+
+    /// `daily_limit` is bounded by the operator's setting, not a constant.
+    #[test]
+    fn daily_limit_is_bounded_by_the_operators_maximum() {
+        let with = |max_daily_limit, daily_limit| {
+            let rules = CampaignRules {
+                max_daily_limit,
+                ..rules()
+            };
+            let changes = CampaignChanges {
+                name: Some("Big".into()),
+                message_template: Some("Hi".into()),
+                daily_limit: Some(daily_limit),
+                ..Default::default()
+            };
+            create(CampaignId::default(), UserId::default(), changes, &rules, Utc::now())
+        };
+        assert!(with(DEFAULT_MAX_DAILY_LIMIT, 1001).is_err());
+        assert_eq!(with(1_000_000, 1_000_000).unwrap().daily_limit, 1_000_000);
+        assert_eq!(fields(with(1_000_000, 1_000_001).unwrap_err()), vec!["daily_limit"]);
     }
 
     #[test]

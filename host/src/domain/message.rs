@@ -122,7 +122,10 @@ pub struct MessageRecord {
 pub struct TaskReport {
     pub id: TaskId,
     pub campaign_id: CampaignId,
+    /// Messages the task has created so far.
     pub queued: u64,
+    /// Still creating messages (in the background).
+    pub queuing: bool,
     pub created_at: DateTime<Utc>,
     pub scheduled_for: Option<DateTime<Utc>>,
     /// `(status, count)` of the task's messages now.

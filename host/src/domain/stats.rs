@@ -65,11 +65,14 @@ pub fn tally<'a>(
     (overall, variants)
 }
 
-/// A send task's status from its counters: `completed` when nothing is
-/// pending, `scheduled` while nothing has been handed out and the window has
-/// not opened yet, else `running`.
-pub fn task_status(counters: &Counters, handed_out: bool, scheduled_for_passed: bool) -> &'static str {
-    if counters.pending == 0 {
+/// A send task's status: `queuing` until every eligible contact has its
+/// message; then from its counters: `completed` when nothing is pending,
+/// `scheduled` while nothing has been handed out and the window has not
+/// opened yet, else `running`.
+pub fn task_status(queuing: bool, counters: &Counters, handed_out: bool, scheduled_for_passed: bool) -> &'static str {
+    if queuing {
+        "queuing"
+    } else if counters.pending == 0 {
         "completed"
     } else if !handed_out && !scheduled_for_passed {
         "scheduled"
@@ -88,10 +91,13 @@ mod tests {
             pending: 3,
             ..Counters::default()
         };
-        assert_eq!(task_status(&pending, false, false), "scheduled");
-        assert_eq!(task_status(&pending, false, true), "running");
-        assert_eq!(task_status(&pending, true, false), "running");
-        assert_eq!(task_status(&Counters::default(), false, false), "completed");
+        assert_eq!(task_status(false, &pending, false, false), "scheduled");
+        assert_eq!(task_status(false, &pending, false, true), "running");
+        assert_eq!(task_status(false, &pending, true, false), "running");
+        assert_eq!(task_status(false, &Counters::default(), false, false), "completed");
+        // Still creating its messages: whatever those already made say.
+        assert_eq!(task_status(true, &pending, true, true), "queuing");
+        assert_eq!(task_status(true, &Counters::default(), false, false), "queuing");
     }
 
     #[test]

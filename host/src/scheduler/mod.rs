@@ -4,6 +4,7 @@
 //! a result. The database is the source of truth: every step here starts from
 //! committed rows, so any of it can be cut off and run again.
 
+mod background;
 mod results;
 
 use std::collections::HashMap;
@@ -49,6 +50,8 @@ pub struct Scheduler {
     config: DispatchConfig,
     /// Woken when work may be due now (a send was queued, results freed room).
     wake: Notify,
+    /// Woken when a send was left queuing or a campaign was deleted.
+    background: Notify,
     outcomes: RecentOutcomes,
 }
 
@@ -68,6 +71,7 @@ impl Scheduler {
             outcomes: RecentOutcomes::new(config.pause_window),
             config,
             wake: Notify::new(),
+            background: Notify::new(),
         })
     }
 
@@ -90,6 +94,9 @@ impl Scheduler {
         let this = self.clone();
         let until = stop.clone();
         tasks.spawn(async move { this.hand_out_loop(until).await });
+        let this = self.clone();
+        let until = stop.clone();
+        tasks.spawn(async move { this.background_loop(until).await });
         // Two appliers: one commits a batch while the other reads the next.
         for _ in 0..RESULT_APPLIERS {
             let this = self.clone();
@@ -121,10 +128,13 @@ impl Scheduler {
         }
     }
 
-    /// The loops' periodic work once, now: reconcile receipts and unknown
-    /// outcomes, then hand out everything due. Tests call it to act at a moment
+    /// The loops' periodic work once, now: queue what sends left queuing,
+    /// purge deleted campaigns, reconcile receipts and unknown outcomes, then
+    /// hand out everything due. Tests call it to act at a moment
     /// of their choosing (after moving a clock) instead of waiting for a timer.
     pub async fn tick(&self) -> Result<(), SchedulerError> {
+        self.queue_pending().await?;
+        self.purge_deleted().await?;
         self.reconcile().await?;
         while self.hand_out().await? {}
         Ok(())

@@ -1,5 +1,6 @@
-//! Sending a campaign (SPEC §3.8, §1): queueing its messages at once, and the
-//! jobs that hand claimed messages to a dispatcher.
+//! Sending a campaign (SPEC §3.8, §1): queueing its messages (the first
+//! batch in the call, the rest in the background), and the jobs that hand
+//! claimed messages to a dispatcher.
 
 use chrono::{DateTime, Utc};
 
@@ -7,24 +8,36 @@ use super::ServiceError;
 use crate::bus::SendJob;
 use crate::bus::event::{Event, build};
 use crate::domain::campaign::Campaign;
-use crate::domain::ids::{ContactId, TaskId};
+use crate::domain::ids::TaskId;
 use crate::domain::message::{ClaimedMessage, SendRequest};
-use crate::domain::variant::{Variant, variant_for};
+use crate::domain::variant::Variant;
 use crate::domain::window::SendWindow;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+/// Contacts the send call looks at itself before it answers: a small
+/// campaign is queued when the call returns, a big one goes on in the
+/// background (and the call still answers in milliseconds).
+pub const FIRST_BATCH: u32 = 1_000;
+/// Contacts looked at per background batch: one short transaction each, so
+/// other writers (SQLite's single writer included) never wait long.
+pub const QUEUE_BATCH: u32 = 5_000;
 
 /// What `POST /campaigns/{id}/send` started.
 #[derive(Debug)]
 pub struct Queued {
     pub task_id: TaskId,
+    /// Messages queued when the call answers.
     pub queued: u64,
+    /// More contacts are left to queue, in the background.
+    pub queuing: bool,
     /// When the window next opens, if it is closed now.
     pub scheduled_for: Option<DateTime<Utc>>,
     pub event: Event,
 }
 
-/// Queues a message for every eligible contact of an active campaign, through
-/// its carrier or `default_carrier`; messages wait for the window if it is closed.
+/// Starts a send task for an active campaign, through its carrier or
+/// `default_carrier` (messages wait for the window if it is closed now), and
+/// queues its first contacts; the rest are queued by [`queue_rest`].
 pub async fn queue(
     store: &dyn Store,
     campaign: &Campaign,
@@ -38,22 +51,21 @@ pub async fn queue(
         .as_deref()
         .or(default_carrier)
         .ok_or_else(|| ServiceError::NotSendable("no carrier is configured for this campaign".into()))?;
-    let b_percentage = campaign.message_template_b.as_ref().and(campaign.ab_test_percentage);
     let request = SendRequest {
         task_id: TaskId::new(),
         user_id: campaign.user_id,
         campaign_id: campaign.id,
-        b_percentage,
+        b_percentage: campaign.message_template_b.as_ref().and(campaign.ab_test_percentage),
         carrier: carrier.to_string(),
         not_before: scheduled_for.unwrap_or(now),
         scheduled_for,
         now,
     };
-    let assign = |contact: ContactId| variant_for(campaign.id, contact, b_percentage);
-    let queued = store
-        .queue_send(&request, campaign.total_limit, &assign)
-        .await?
-        .ok_or_else(|| ServiceError::NotSendable("only an active campaign can be sent".into()))?;
+    if !store.start_send(&request).await? {
+        return Err(ServiceError::NotSendable("only an active campaign can be sent".into()));
+    }
+    let first = store.queue_batch(request.task_id, FIRST_BATCH, now).await?;
+    let queued = first.map_or(0, |step| step.queued);
     let event = build::send_started(
         campaign.user_id,
         campaign.id,
@@ -65,9 +77,32 @@ pub async fn queue(
     Ok(Queued {
         task_id: request.task_id,
         queued,
+        queuing: first.is_some_and(|step| !step.done),
         scheduled_for,
         event,
     })
+}
+
+/// Queues what is left of a `queuing` task, batch by batch, calling
+/// `queued_some` after each batch that created messages (so they can be
+/// handed out while the rest is queued). Returns the messages created.
+pub async fn queue_rest(
+    store: &dyn Store,
+    task_id: TaskId,
+    now: impl Fn() -> DateTime<Utc>,
+    queued_some: impl Fn(),
+) -> Result<u64, StoreError> {
+    let mut queued = 0;
+    while let Some(step) = store.queue_batch(task_id, QUEUE_BATCH, now()).await? {
+        queued += step.queued;
+        if step.queued > 0 {
+            queued_some();
+        }
+        if step.done {
+            break;
+        }
+    }
+    Ok(queued)
 }
 
 /// The jobs for messages claimed from `campaign`: everything a dispatcher

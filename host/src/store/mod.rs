@@ -137,8 +137,10 @@ pub trait CampaignStore: Send + Sync + 'static {
         seen_version: i64,
         events: &[Event],
     ) -> Result<bool, StoreError>;
-    /// Deletes the campaign, its messages and contact links, if still at
-    /// `seen_version`; `events` go to the outbox in the same transaction.
+    /// Deletes the campaign if still at `seen_version`: at once for every
+    /// read, while [`CampaignStore::purge_deleted`] removes its messages and
+    /// contact links in the background. `events` go to the outbox in the same
+    /// transaction.
     async fn delete_campaign(
         &self,
         user_id: UserId,
@@ -156,6 +158,10 @@ pub trait CampaignStore: Send + Sync + 'static {
         campaign: &Campaign,
         at: DateTime<Utc>,
     ) -> Result<Option<Campaign>, StoreError>;
+    /// Removes up to about `max_rows` rows of a deleted campaign (messages
+    /// first, then contact links, then the campaign), each batch its own short
+    /// transaction; 0 when no deleted campaign is left to purge.
+    async fn purge_deleted(&self, max_rows: u32) -> Result<u64, StoreError>;
     /// Pauses an active campaign for `reason` (auto-pause).
     async fn pause_campaign(
         &self,
@@ -223,6 +229,28 @@ pub struct AppliedResults {
     pub cancelled: Vec<MessageRecord>,
 }
 
+/// What one batch of a task's queueing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStep {
+    pub campaign_id: CampaignId,
+    /// Messages this batch created.
+    pub queued: u64,
+    /// Every contact linked when the batch ran has been looked at (or the
+    /// campaign reached its `total_limit`, or is gone): the task is queued.
+    pub done: bool,
+}
+
+/// A counter of `message_counts` that differs from a recount of the messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterDrift {
+    pub campaign_id: CampaignId,
+    pub task_id: Option<TaskId>,
+    pub variant: String,
+    pub status: String,
+    pub counted: i64,
+    pub actual: i64,
+}
+
 /// Whose consent a change is about.
 #[derive(Debug, Clone, Copy)]
 pub enum ConsentTarget<'a> {
@@ -235,15 +263,18 @@ pub enum ConsentTarget<'a> {
 /// The sending half of storage (SPEC §1 flow, §4): the outbox of messages.
 #[async_trait]
 pub trait SendingStore: Send + Sync + 'static {
-    /// Creates a `queued` message for every eligible contact (linked, not opted
-    /// out, no message in this campaign yet, within `total_limit`) and the task,
-    /// in one transaction. `None` when the campaign is not active (or gone).
-    async fn queue_send(
-        &self,
-        request: &SendRequest,
-        total_limit: Option<i32>,
-        assign: &(dyn Fn(ContactId) -> Variant + Sync),
-    ) -> Result<Option<u64>, StoreError>;
+    /// Creates the send task, `queuing`, if the campaign is active; false when
+    /// it is not (or gone). Its messages are created by [`SendingStore::queue_batch`].
+    async fn start_send(&self, request: &SendRequest) -> Result<bool, StoreError>;
+    /// Queues the next contacts of a `queuing` task, looking at up to `max` of
+    /// the campaign's contacts past the task's cursor: a `queued` message for
+    /// each eligible one (not opted out, no message in this campaign yet,
+    /// within `total_limit`), in one transaction with the cursor, so a crash
+    /// resumes where the last batch ended. `None` when the task is not queuing.
+    async fn queue_batch(&self, task_id: TaskId, max: u32, now: DateTime<Utc>)
+    -> Result<Option<QueueStep>, StoreError>;
+    /// Tasks still queuing, oldest first (at start: those a crash interrupted).
+    async fn queuing_tasks(&self, max: u32) -> Result<Vec<TaskId>, StoreError>;
     async fn task(&self, user_id: UserId, task_id: TaskId) -> Result<Option<TaskReport>, StoreError>;
     /// Moves the campaign's due queued messages to `until` (window closed, or
     /// the day's limit used up).
@@ -316,6 +347,10 @@ pub trait OpsStore: Send + Sync + 'static {
     async fn message_counts(&self, campaign_id: CampaignId) -> Result<MessageCounts, StoreError>;
     /// Messages of every campaign by status, for `/metrics`.
     async fn messages_by_status(&self) -> Result<Vec<(MessageStatus, u64)>, StoreError>;
+    /// Recounts every campaign's messages and compares them with the kept
+    /// counters; with `repair`, replaces the counters that drifted by the
+    /// recount. Returns the drift found (empty: the counters are right).
+    async fn verify_counters(&self, repair: bool) -> Result<Vec<CounterDrift>, StoreError>;
     /// Appends events to the outbox, in order, all or none.
     async fn enqueue_events(&self, events: &[Event]) -> Result<(), StoreError>;
     /// Up to `max` of the oldest events in the outbox, with their position.
@@ -339,7 +374,15 @@ pub fn lock_exclusive(url: &str) -> Result<Option<sqlite::DatabaseLock>, StoreEr
 /// hosts may share, does not.
 pub async fn connect(url: &str, config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
-        Arc::new(sqlite::connect(url, config.max_connections, ReadCache::enabled()).await?)
+        Arc::new(
+            sqlite::connect(
+                url,
+                config.max_connections,
+                config.sqlite_cache_mib,
+                ReadCache::enabled(),
+            )
+            .await?,
+        )
     } else {
         Arc::new(postgres::connect(url, config.max_connections).await?)
     };
@@ -400,7 +443,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_outbox_gives_events_back_in_order_until_forgotten() {
-        let store = sqlite::connect("sqlite::memory:", 1, ReadCache::disabled())
+        let store = sqlite::connect("sqlite::memory:", 1, 16, ReadCache::disabled())
             .await
             .unwrap();
         store.migrate().await.unwrap();

@@ -29,6 +29,8 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PostgresStore, S
 
 #[async_trait]
 impl Dialect for Postgres {
+    // Conflicts with the ROW EXCLUSIVE lock every counter upsert takes.
+    const LOCK_COUNTERS: &'static str = "LOCK TABLE message_counts IN SHARE ROW EXCLUSIVE MODE";
     const BACKEND: &'static str = "postgres";
 
     async fn run_migrations(pool: &Pool<Self>) -> Result<(), StoreError> {
@@ -102,10 +104,19 @@ impl Dialect for Postgres {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // Positions continue the campaign's, without gaps: contacts already
+        // linked, and repeats within the file, are left out before numbering
+        // (see the migration's `position`). The user's advisory lock above
+        // makes this the only writer of the campaign's links.
         let linked = sqlx::query(
-            "INSERT INTO campaign_contacts (campaign_id, contact_id, added_at) \
-             SELECT $1, c.id, $2 FROM import_rows r JOIN contacts c ON c.user_id = $3 AND c.phone_number = r.phone_number \
-             ORDER BY r.ord ON CONFLICT (campaign_id, contact_id) DO NOTHING",
+            "INSERT INTO campaign_contacts (campaign_id, contact_id, added_at, position) \
+             SELECT $1, fresh.id, $2, \
+             (SELECT COALESCE(MAX(position), 0) FROM campaign_contacts WHERE campaign_id = $1) \
+             + row_number() OVER (ORDER BY fresh.ord) \
+             FROM (SELECT c.id, MIN(r.ord) AS ord FROM import_rows r \
+             JOIN contacts c ON c.user_id = $3 AND c.phone_number = r.phone_number \
+             WHERE NOT EXISTS (SELECT 1 FROM campaign_contacts l WHERE l.campaign_id = $1 AND l.contact_id = c.id) \
+             GROUP BY c.id) AS fresh ORDER BY fresh.ord",
         )
         .bind(campaign_id)
         .bind(now)

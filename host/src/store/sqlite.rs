@@ -57,7 +57,13 @@ pub fn lock(url: &str) -> Result<Option<DatabaseLock>, StoreError> {
 }
 
 /// Opens (creating it if missing) the SQLite database at `url`.
-pub async fn connect(url: &str, max_connections: u32, cache: ReadCache) -> Result<SqliteStore, StoreError> {
+/// `cache_mib` is each connection's page cache (`database.sqlite_cache_mib`).
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    cache_mib: u32,
+    cache: ReadCache,
+) -> Result<SqliteStore, StoreError> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -65,10 +71,10 @@ pub async fn connect(url: &str, max_connections: u32, cache: ReadCache) -> Resul
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
-        // 64 MiB of page cache per connection (the default is 2 MiB): bulk imports
-        // touch several indexes at once and otherwise re-read pages from the WAL.
+        // Reads go through indexes and need few hot pages; a bulk import
+        // takes a bigger cache for its own transaction (see `bulk_link`).
         .page_size(16384)
-        .pragma("cache_size", "-65536")
+        .pragma("cache_size", format!("-{}", u64::from(cache_mib) * 1024))
         .pragma("temp_store", "memory");
     if let Some(dir) = options.get_filename().parent()
         && !dir.as_os_str().is_empty()
@@ -84,6 +90,8 @@ pub async fn connect(url: &str, max_connections: u32, cache: ReadCache) -> Resul
 
 #[async_trait]
 impl Dialect for Sqlite {
+    // SQLite has one writer: any write statement takes its lock.
+    const LOCK_COUNTERS: &'static str = "UPDATE message_counts SET n = n WHERE FALSE";
     const BACKEND: &'static str = "sqlite";
 
     async fn run_migrations(pool: &Pool<Self>) -> Result<(), StoreError> {
@@ -101,9 +109,36 @@ impl Dialect for Sqlite {
         now: DateTime<Utc>,
     ) -> Result<LinkOutcome, StoreError> {
         let mut tx = pool.begin().await?;
+        // 64 MiB of page cache while importing: a bulk write touches several
+        // indexes at once and otherwise re-reads pages from the WAL. Given
+        // back before the connection returns to the pool.
+        let usual_cache: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&mut *tx).await?;
+        sqlx::query(BULK_CACHE).execute(&mut *tx).await?;
+        let outcome = link_rows(&mut tx, user_id, campaign_id, &mut batches, now).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA cache_size = {usual_cache}")))
+            .execute(&mut *tx)
+            .await?;
+        let outcome = outcome?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+/// Page cache of a bulk import's connection, while it imports.
+const BULK_CACHE: &str = "PRAGMA cache_size = -65536";
+
+/// The rows of a bulk link, in the caller's transaction.
+async fn link_rows(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    user_id: UserId,
+    campaign_id: CampaignId,
+    batches: &mut ContactBatches,
+    now: DateTime<Utc>,
+) -> Result<LinkOutcome, StoreError> {
+    {
         let mut outcome = LinkOutcome::default();
         let mut position: i64 = 0;
-        while let Some(batch) = next_rows(&mut batches).await? {
+        while let Some(batch) = next_rows(batches).await? {
             for chunk in batch.chunks(CONTACT_CHUNK) {
                 // Values shared by every row are bound once; each row binds 4.
                 let mut insert = QueryBuilder::<Sqlite>::new(
@@ -119,28 +154,35 @@ impl Dialect for Sqlite {
                         .push_bind(Json(&contact.attributes));
                 });
                 insert.push(") AS v WHERE true ON CONFLICT (user_id, phone_number) DO NOTHING");
-                insert.build().execute(&mut *tx).await?;
+                insert.build().execute(&mut **tx).await?;
 
+                // Positions continue the campaign's, without gaps: contacts
+                // already linked, and repeats within the chunk, are left out
+                // before numbering (see the migration's `position`).
                 let mut link = QueryBuilder::<Sqlite>::new("WITH v (phone, ord) AS (");
                 link.push_values(chunk, |mut row, contact| {
                     position += 1;
                     row.push_bind(contact.phone_number.as_str()).push_bind(position);
                 });
-                link.push(") INSERT INTO campaign_contacts (campaign_id, contact_id, added_at) SELECT ");
-                link.push_bind(campaign_id).push(", c.id, ").push_bind(now);
-                link.push(" FROM v JOIN contacts c ON c.user_id = ").push_bind(user_id);
-                link.push(" AND c.phone_number = v.phone WHERE true ORDER BY v.ord ON CONFLICT (campaign_id, contact_id) DO NOTHING");
-                let linked = link.build().execute(&mut *tx).await?.rows_affected();
+                link.push(") INSERT INTO campaign_contacts (campaign_id, contact_id, added_at, position) SELECT ");
+                link.push_bind(campaign_id).push(", fresh.id, ").push_bind(now);
+                link.push(", (SELECT COALESCE(MAX(position), 0) FROM campaign_contacts WHERE campaign_id = ");
+                link.push_bind(campaign_id);
+                link.push(") + row_number() OVER (ORDER BY fresh.ord) FROM (SELECT c.id, MIN(v.ord) AS ord FROM v ");
+                link.push("JOIN contacts c ON c.user_id = ").push_bind(user_id);
+                link.push(" AND c.phone_number = v.phone WHERE NOT EXISTS (SELECT 1 FROM campaign_contacts l ");
+                link.push("WHERE l.campaign_id = ").push_bind(campaign_id);
+                link.push(" AND l.contact_id = c.id) GROUP BY c.id) AS fresh ORDER BY fresh.ord");
+                let linked = link.build().execute(&mut **tx).await?.rows_affected();
                 outcome.linked += linked;
                 outcome.already_linked += chunk.len() as u64 - linked;
             }
         }
         let total: i64 = sqlx::query_scalar(COUNT_CAMPAIGN_CONTACTS)
             .bind(campaign_id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
         outcome.total_contacts = total as u64;
-        tx.commit().await?;
         Ok(outcome)
     }
 }
@@ -159,7 +201,7 @@ pub(crate) async fn with_a_campaign() -> (
     use crate::domain::campaign::{CampaignChanges, CampaignRules, create};
     use crate::domain::ids::{CampaignId, UserId};
     use crate::store::{CampaignStore, OpsStore};
-    let store = connect("sqlite::memory:", 1, ReadCache::disabled()).await.unwrap();
+    let store = connect("sqlite::memory:", 1, 16, ReadCache::disabled()).await.unwrap();
     store.migrate().await.unwrap();
     let (user, now) = (UserId::new(), chrono::Utc::now());
     store.ensure_user(user, now).await.unwrap();
@@ -168,7 +210,17 @@ pub(crate) async fn with_a_campaign() -> (
         message_template: Some("Hi".into()),
         ..Default::default()
     };
-    let created = create(CampaignId::new(), user, changes, &CampaignRules { carriers: &[] }, now).unwrap();
+    let created = create(
+        CampaignId::new(),
+        user,
+        changes,
+        &CampaignRules {
+            carriers: &[],
+            max_daily_limit: 1000,
+        },
+        now,
+    )
+    .unwrap();
     store.insert_campaign(&created, &[]).await.unwrap();
     let stored = store.campaign(user, created.id).await.unwrap().expect("stored");
     (store, created, stored)

@@ -63,8 +63,8 @@ where
 const LIST: &str = concatcp!(
     "SELECT ",
     CAMPAIGN_COLUMNS,
-    ", (SELECT COUNT(*) FROM campaigns WHERE user_id = $1 AND ($4 IS NULL OR status = $4)) AS total_count \
-     FROM campaigns WHERE user_id = $1 AND ($4 IS NULL OR status = $4) \
+    ", (SELECT COUNT(*) FROM campaigns WHERE user_id = $1 AND ($4 IS NULL OR status = $4) AND deleted_at IS NULL) \
+     AS total_count FROM campaigns WHERE user_id = $1 AND ($4 IS NULL OR status = $4) AND deleted_at IS NULL \
      ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
 );
 
@@ -116,7 +116,7 @@ where
         let load = sqlx::query_as(concatcp!(
             "SELECT ",
             CAMPAIGN_COLUMNS,
-            " FROM campaigns WHERE id = $1 AND user_id = $2"
+            " FROM campaigns WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL"
         ))
         .bind(id)
         .bind(user_id)
@@ -142,7 +142,7 @@ where
                 Some(first) => first.total_count as u64,
                 None => {
                     sqlx::query_scalar::<_, i64>(
-                        "SELECT COUNT(*) FROM campaigns WHERE user_id = $1 AND ($2 IS NULL OR status = $2)",
+                        "SELECT COUNT(*) FROM campaigns WHERE user_id = $1 AND ($2 IS NULL OR status = $2) AND deleted_at IS NULL",
                     )
                     .bind(user_id)
                     .bind(Nullable(status))
@@ -170,7 +170,7 @@ where
             CAMPAIGN_COLUMNS,
             ") = (",
             CAMPAIGN_VALUES,
-            ") WHERE id = $1 AND user_id = $2 AND version = $18"
+            ") WHERE id = $1 AND user_id = $2 AND version = $18 AND deleted_at IS NULL"
         ));
         let done = bind_campaign(update, campaign, seen_version + 1)
             .bind(seen_version)
@@ -188,30 +188,36 @@ where
     ) -> Result<bool, StoreError> {
         let _guard = self.cache.invalidate(user_id);
         let mut tx = self.pool.begin().await?;
-        // Messages and contact links go with it (ON DELETE CASCADE).
-        let done = sqlx::query("DELETE FROM campaigns WHERE id = $1 AND user_id = $2 AND version = $3")
-            .bind(id)
-            .bind(user_id)
-            .bind(seen_version)
-            .execute(&mut *tx)
-            .await?;
+        // Gone for every read now; `purge_deleted` removes the rows.
+        let done = sqlx::query(
+            "UPDATE campaigns SET deleted_at = $4, version = version + 1 \
+             WHERE id = $1 AND user_id = $2 AND version = $3 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(seen_version)
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await?;
         Self::land(tx, done.rows_affected() == 1, events).await
     }
 
     async fn campaign_by_id(&self, id: CampaignId) -> Result<Option<Campaign>, StoreError> {
-        Ok(
-            sqlx::query_as(concatcp!("SELECT ", CAMPAIGN_COLUMNS, " FROM campaigns WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as(concatcp!(
+            "SELECT ",
+            CAMPAIGN_COLUMNS,
+            " FROM campaigns WHERE id = $1 AND deleted_at IS NULL"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     async fn due_campaigns(&self, now: DateTime<Utc>) -> Result<Vec<Campaign>, StoreError> {
         Ok(sqlx::query_as(concatcp!(
             "SELECT ",
             CAMPAIGN_COLUMNS,
-            " FROM campaigns WHERE status = 'active' AND EXISTS (SELECT 1 FROM messages m \
+            " FROM campaigns WHERE status = 'active' AND deleted_at IS NULL AND EXISTS (SELECT 1 FROM messages m \
              WHERE m.campaign_id = campaigns.id AND m.status = 'queued' AND m.not_before <= $1)"
         ))
         .bind(now)
@@ -229,14 +235,53 @@ where
             "UPDATE campaigns SET status = 'completed', status_reason = 'total_limit reached', updated_at = $2, \
              version = version + 1 \
              WHERE id = $1 AND status IN ('active', 'paused') AND total_limit IS NOT NULL \
-             AND (SELECT COUNT(*) FROM messages WHERE campaign_id = $1 AND status IN ('sent', 'delivered', 'failed')) \
-             >= total_limit RETURNING ",
+             AND (SELECT COALESCE(SUM(n), 0) FROM message_counts WHERE campaign_id = $1 \
+             AND status IN ('sent', 'delivered', 'failed')) >= total_limit RETURNING ",
             CAMPAIGN_COLUMNS
         ))
         .bind(campaign.id)
         .bind(at)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    async fn purge_deleted(&self, max_rows: u32) -> Result<u64, StoreError> {
+        let deleted: Option<CampaignId> =
+            sqlx::query_scalar("SELECT id FROM campaigns WHERE deleted_at IS NOT NULL ORDER BY deleted_at LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(id) = deleted else { return Ok(0) };
+        // Each step a short transaction of at most `max_rows` rows, found
+        // through the campaign's own index: other writers (SQLite's single
+        // writer included) wait for one batch at most.
+        for batch in [
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE campaign_id = $1 LIMIT $2)",
+            "DELETE FROM campaign_contacts WHERE seq IN \
+             (SELECT seq FROM campaign_contacts WHERE campaign_id = $1 LIMIT $2)",
+        ] {
+            let removed = sqlx::query(batch)
+                .bind(id)
+                .bind(i64::from(max_rows))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            if removed > 0 {
+                return Ok(removed);
+            }
+        }
+        // What is left is small: tasks, days and the campaign go by cascade.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM message_counts WHERE campaign_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let removed = sqlx::query("DELETE FROM campaigns WHERE id = $1 AND deleted_at IS NOT NULL")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(removed.max(1))
     }
 
     async fn pause_campaign(

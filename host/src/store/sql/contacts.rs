@@ -7,7 +7,6 @@ use sqlx::types::Json;
 use sqlx::{ColumnIndex, Executor};
 use uuid::Uuid;
 
-use super::campaigns::Counted;
 use super::{Bind, CONTACT_COLUMNS, COUNT_CAMPAIGN_CONTACTS, Column, Dialect, RECORD_CONSENT, RowsAffected, SqlStore};
 use crate::bus::event::Event;
 use crate::domain::contact::{Attributes, ConsentSource, Contact};
@@ -46,23 +45,22 @@ where
     }
 
     async fn campaign_contacts(&self, campaign_id: CampaignId, page: PageRequest) -> Result<Page<Contact>, StoreError> {
-        let rows: Vec<Counted<Contact>> = sqlx::query_as(concatcp!(
+        // Positions are 1, 2, 3… without gaps: page N is a range of the
+        // (campaign_id, position) index, as cheap at the last page as at the
+        // first (EXPLAIN: campaign_contacts_by_position range + contacts key).
+        let first = page.offset();
+        let items: Vec<Contact> = sqlx::query_as(concatcp!(
             "SELECT ",
             CONTACT_COLUMNS,
-            ", (SELECT COUNT(*) FROM campaign_contacts WHERE campaign_id = $1) AS total_count \
-             FROM campaign_contacts l JOIN contacts c ON c.id = l.contact_id WHERE l.campaign_id = $1 \
-             ORDER BY l.seq LIMIT $2 OFFSET $3"
+            " FROM campaign_contacts l JOIN contacts c ON c.id = l.contact_id \
+             WHERE l.campaign_id = $1 AND l.position > $2 AND l.position <= $3 ORDER BY l.position"
         ))
         .bind(campaign_id)
-        .bind(i64::from(page.per_page))
-        .bind(page.offset())
+        .bind(first)
+        .bind(first.saturating_add(i64::from(page.per_page)))
         .fetch_all(&self.pool)
         .await?;
-        let total = match rows.first() {
-            Some(first) => first.total_count as u64,
-            None => self.count_campaign_contacts(campaign_id).await?,
-        };
-        let items = rows.into_iter().map(|r| r.row).collect();
+        let total = self.count_campaign_contacts(campaign_id).await?;
         Ok(Page { items, total })
     }
 

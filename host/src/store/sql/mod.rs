@@ -46,6 +46,9 @@ use crate::domain::message::{MessageRecord, MessageStatus, Receipt};
 pub trait Dialect: Database<Arguments: sqlx::IntoArguments<Self> + Default, QueryResult: RowsAffected> {
     /// `sqlite` or `postgres`, for logs and `/readyz`.
     const BACKEND: &'static str;
+    /// Takes, in a transaction, a lock that holds off every write of
+    /// `message_counts` (the triggers' included) until it ends.
+    const LOCK_COUNTERS: &'static str;
 
     async fn run_migrations(pool: &Pool<Self>) -> Result<(), StoreError>;
 
@@ -106,8 +109,10 @@ impl<DB: Database> SqlStore<DB> {
 /// Rows per multi-row statement: well under either database's parameter limit.
 pub(super) const ROWS_PER_STATEMENT: usize = 500;
 
-/// Counts rows linked to a campaign; shared by both bulk writers.
-pub(super) const COUNT_CAMPAIGN_CONTACTS: &str = "SELECT COUNT(*) FROM campaign_contacts WHERE campaign_id = $1";
+/// Counts the contacts linked to a campaign: their positions have no gaps, so
+/// the highest is the count, one index probe away. Shared by both bulk writers.
+pub(super) const COUNT_CAMPAIGN_CONTACTS: &str =
+    "SELECT CAST(COALESCE(MAX(position), 0) AS BIGINT) FROM campaign_contacts WHERE campaign_id = $1";
 
 /// Appends `(id, id, ...)`.
 fn push_list<'a, DB, T>(builder: &mut QueryBuilder<DB>, values: &'a [T])

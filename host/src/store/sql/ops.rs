@@ -9,10 +9,10 @@ use uuid::Uuid;
 use super::{Bind, Column, Dialect, ROWS_PER_STATEMENT, SqlStore, push_list};
 use crate::bus::event::Event;
 use crate::domain::contact::Attributes;
-use crate::domain::ids::{CampaignId, UserId};
+use crate::domain::ids::{CampaignId, TaskId, UserId};
 use crate::domain::message::MessageStatus;
 use crate::domain::variant::Variant;
-use crate::store::{MessageCounts, OpsStore, StoreError};
+use crate::store::{CounterDrift, MessageCounts, OpsStore, StoreError};
 
 /// An event waiting in `event_outbox`.
 #[derive(sqlx::FromRow)]
@@ -81,20 +81,66 @@ where
     }
 
     async fn message_counts(&self, campaign_id: CampaignId) -> Result<MessageCounts, StoreError> {
+        // A few counter rows per task (primary key prefix), not the messages.
         let rows: Vec<(Variant, MessageStatus, i64)> = sqlx::query_as(
-            "SELECT variant, status, COUNT(*) FROM messages WHERE campaign_id = $1 GROUP BY variant, status",
+            "SELECT variant, status, CAST(SUM(n) AS BIGINT) FROM message_counts WHERE campaign_id = $1 \
+             GROUP BY variant, status",
         )
         .bind(campaign_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(v, s, n)| (v, s, n as u64)).collect())
+        Ok(rows.into_iter().map(|(v, s, n)| (v, s, n.max(0) as u64)).collect())
     }
 
     async fn messages_by_status(&self) -> Result<Vec<(MessageStatus, u64)>, StoreError> {
-        let rows: Vec<(MessageStatus, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM messages GROUP BY status")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
+        // One row per campaign, task, variant and status: a full read of the
+        // counters, whose size follows the number of tasks, not of messages.
+        let rows: Vec<(MessageStatus, i64)> =
+            sqlx::query_as("SELECT status, CAST(SUM(n) AS BIGINT) FROM message_counts GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(s, n)| (s, n.max(0) as u64)).collect())
+    }
+
+    async fn verify_counters(&self, repair: bool) -> Result<Vec<CounterDrift>, StoreError> {
+        let mut drift = Vec::new();
+        let mut after = CampaignId::from(Uuid::nil());
+        loop {
+            // Campaigns one at a time, each in one transaction: the counters
+            // and the recount are read together (a message change and its
+            // counter change commit together, so they agree in one snapshot).
+            let next: Option<CampaignId> =
+                sqlx::query_scalar("SELECT id FROM campaigns WHERE id > $1 ORDER BY id LIMIT 1")
+                    .bind(after)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            let Some(campaign_id) = next else { break };
+            after = campaign_id;
+            let mut tx = self.pool.begin().await?;
+            if repair {
+                // Repairing: hold off every counter write until the repair commits.
+                sqlx::query(DB::LOCK_COUNTERS).execute(&mut *tx).await?;
+            }
+            let found = Self::counter_drift(&mut tx, campaign_id).await?;
+            if repair && !found.is_empty() {
+                for d in &found {
+                    sqlx::query(
+                        "INSERT INTO message_counts (campaign_id, task_id, variant, status, n) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (campaign_id, task_id, variant, status) DO UPDATE SET n = excluded.n",
+                    )
+                    .bind(d.campaign_id)
+                    .bind(d.task_id.map_or(Uuid::nil(), |t| t.as_uuid()))
+                    .bind(d.variant.as_str())
+                    .bind(d.status.as_str())
+                    .bind(d.actual)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+            drift.extend(found);
+        }
+        Ok(drift)
     }
 
     async fn enqueue_events(&self, events: &[Event]) -> Result<(), StoreError> {
@@ -121,5 +167,48 @@ where
             delete.build().execute(&self.pool).await?;
         }
         Ok(())
+    }
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Bind<'a, DB> + ColumnIndex<DB::Row>,
+    Uuid: Column<DB>,
+    String: Column<DB>,
+    i64: Column<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// The counters of one campaign that differ from a recount of its messages.
+    async fn counter_drift(
+        conn: &mut DB::Connection,
+        campaign_id: CampaignId,
+    ) -> Result<Vec<CounterDrift>, StoreError> {
+        let rows: Vec<(Uuid, String, String, i64, i64)> = sqlx::query_as(
+            "WITH actual AS (SELECT COALESCE(task_id, $2) AS task_id, variant, status, COUNT(*) AS n \
+             FROM messages WHERE campaign_id = $1 GROUP BY COALESCE(task_id, $2), variant, status), \
+             counted AS (SELECT task_id, variant, status, n FROM message_counts WHERE campaign_id = $1) \
+             SELECT COALESCE(a.task_id, c.task_id), COALESCE(a.variant, c.variant), COALESCE(a.status, c.status), \
+             CAST(COALESCE(c.n, 0) AS BIGINT), CAST(COALESCE(a.n, 0) AS BIGINT) \
+             FROM actual a FULL OUTER JOIN counted c \
+             ON a.task_id = c.task_id AND a.variant = c.variant AND a.status = c.status \
+             WHERE COALESCE(a.n, 0) <> COALESCE(c.n, 0)",
+        )
+        .bind(campaign_id)
+        .bind(Uuid::nil())
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(task_id, variant, status, counted, actual)| CounterDrift {
+                campaign_id,
+                task_id: (!task_id.is_nil()).then(|| TaskId::from(task_id)),
+                variant,
+                status,
+                counted,
+                actual,
+            })
+            .collect())
     }
 }

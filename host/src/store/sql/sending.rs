@@ -17,9 +17,9 @@ use crate::domain::message::{
     ClaimedMessage, MessageChange, MessageRecord, MessageStatus, Receipt, ReceiptOutcome, SendRequest, TaskReport,
     UNKNOWN_OUTCOME,
 };
-use crate::domain::variant::Variant;
+use crate::domain::variant::variant_for;
 use crate::store::columns::Nullable;
-use crate::store::{AppliedResults, ConsentTarget, SendingStore, StoreError};
+use crate::store::{AppliedResults, ConsentTarget, QueueStep, SendingStore, StoreError};
 
 /// `RETURNING` columns of [`ClaimedMessage`]: a message with its contact's name
 /// and attributes (scalar subqueries: SQLite's `RETURNING` cannot join).
@@ -28,8 +28,18 @@ const CLAIMED_COLUMNS: &str = "messages.id, messages.campaign_id, messages.conta
      (SELECT name FROM contacts WHERE contacts.id = messages.contact_id) AS name, \
      (SELECT attributes FROM contacts WHERE contacts.id = messages.contact_id) AS attributes";
 
-/// Contacts looked at per statement while queueing a send.
-const QUEUE_BATCH: i64 = 5_000;
+/// A `queuing` task as its next batch needs it.
+#[derive(sqlx::FromRow)]
+struct QueuingTask {
+    campaign_id: CampaignId,
+    queued_through: i64,
+    carrier: String,
+    not_before: DateTime<Utc>,
+    b_percentage: Option<i32>,
+    total_limit: Option<i32>,
+    /// Set while the campaign is active or paused (not completed, not deleted).
+    sendable: Option<i32>,
+}
 
 #[async_trait]
 impl<DB> SendingStore for SqlStore<DB>
@@ -48,113 +58,104 @@ where
     Json<Attributes>: Column<DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    async fn queue_send(
-        &self,
-        request: &SendRequest,
-        total_limit: Option<i32>,
-        assign: &(dyn Fn(ContactId) -> Variant + Sync),
-    ) -> Result<Option<u64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // A no-op write: takes the campaign's row lock (PostgreSQL) or the
-        // write lock (SQLite), so concurrent sends queue one after the other.
-        let active =
-            sqlx::query("UPDATE campaigns SET status = status WHERE id = $1 AND user_id = $2 AND status = 'active'")
-                .bind(request.campaign_id)
-                .bind(request.user_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        if active == 0 {
-            return Ok(None);
-        }
-        let mut room = match total_limit {
-            Some(limit) => {
-                let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE campaign_id = $1")
-                    .bind(request.campaign_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                (i64::from(limit) - existing).max(0)
-            }
-            None => i64::MAX,
-        };
-        sqlx::query(
-            "INSERT INTO send_tasks (id, campaign_id, queued, scheduled_for, created_at) VALUES ($1, $2, 0, $3, $4)",
+    async fn start_send(&self, request: &SendRequest) -> Result<bool, StoreError> {
+        let created = sqlx::query(
+            "INSERT INTO send_tasks (id, campaign_id, queued, scheduled_for, created_at, queuing, queued_through, \
+             carrier, not_before, b_percentage) \
+             SELECT $1, id, 0, $3, $4, TRUE, 0, $5, $6, $7 FROM campaigns \
+             WHERE id = $2 AND user_id = $8 AND status = 'active' AND deleted_at IS NULL",
         )
         .bind(request.task_id)
         .bind(request.campaign_id)
         .bind(Nullable(request.scheduled_for))
         .bind(request.now)
-        .execute(&mut *tx)
+        .bind(request.carrier.as_str())
+        .bind(request.not_before)
+        .bind(Nullable(request.b_percentage))
+        .bind(request.user_id)
+        .execute(&self.pool)
         .await?;
-        let mut queued: u64 = 0;
-        let mut after: i64 = -1;
-        while room > 0 {
-            let eligible: Vec<(i64, ContactId, String)> = sqlx::query_as(
-                "SELECT l.seq, l.contact_id, k.phone_number FROM campaign_contacts l \
-                 JOIN contacts k ON k.id = l.contact_id \
-                 WHERE l.campaign_id = $1 AND l.seq > $2 AND NOT k.opted_out \
-                 AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.campaign_id = $1 AND m.contact_id = l.contact_id) \
-                 ORDER BY l.seq LIMIT $3",
-            )
-            .bind(request.campaign_id)
-            .bind(after)
-            .bind(room.min(QUEUE_BATCH))
-            .fetch_all(&mut *tx)
-            .await?;
-            let Some(last) = eligible.last() else { break };
-            after = last.0;
-            room -= eligible.len() as i64;
-            for chunk in eligible.chunks(ROWS_PER_STATEMENT) {
-                let mut insert = QueryBuilder::<DB>::new(
-                    "INSERT INTO messages (id, campaign_id, contact_id, task_id, variant, status, carrier, \
-                     phone_number, not_before, created_at, updated_at) ",
-                );
-                insert.push_values(chunk, |mut row, (_, contact_id, phone)| {
-                    row.push_bind(MessageId::new())
-                        .push_bind(request.campaign_id)
-                        .push_bind(*contact_id)
-                        .push_bind(request.task_id)
-                        .push_bind(assign(*contact_id))
-                        .push_bind(MessageStatus::Queued)
-                        .push_bind(request.carrier.as_str())
-                        .push_bind(phone.as_str())
-                        .push_bind(request.not_before)
-                        .push_bind(request.now)
-                        .push_bind(request.now);
-                });
-                queued += insert.build().execute(&mut *tx).await?.rows_affected();
-            }
-        }
-        sqlx::query("UPDATE send_tasks SET queued = $2 WHERE id = $1")
-            .bind(request.task_id)
+        Ok(created.rows_affected() == 1)
+    }
+
+    async fn queue_batch(
+        &self,
+        task_id: TaskId,
+        max: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<QueueStep>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // A no-op write first: takes the task's row lock (PostgreSQL) or the
+        // write lock (SQLite), so two hosts resuming one task take turns and
+        // each reads the cursor the other left.
+        let task: Option<QueuingTask> = sqlx::query_as(
+            "UPDATE send_tasks SET queued_through = queued_through WHERE id = $1 AND queuing \
+             RETURNING campaign_id, queued_through, carrier, not_before, b_percentage, \
+             (SELECT total_limit FROM campaigns WHERE campaigns.id = send_tasks.campaign_id \
+              AND campaigns.status IN ('active', 'paused') AND campaigns.deleted_at IS NULL) AS total_limit, \
+             (SELECT 1 FROM campaigns WHERE campaigns.id = send_tasks.campaign_id \
+              AND campaigns.status IN ('active', 'paused') AND campaigns.deleted_at IS NULL) AS sendable",
+        )
+        .bind(task_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(task) = task else { return Ok(None) };
+        let campaign_id = task.campaign_id;
+        // A campaign completed or deleted meanwhile gets no more messages.
+        let (through, queued, done) = match task.sendable {
+            Some(_) => Self::queue_next(&mut tx, task_id, &task, max, now).await?,
+            None => (task.queued_through, 0, true),
+        };
+        sqlx::query("UPDATE send_tasks SET queued_through = $2, queued = queued + $3, queuing = $4 WHERE id = $1")
+            .bind(task_id)
+            .bind(through)
             .bind(queued as i64)
+            .bind(!done)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(queued))
+        Ok(Some(QueueStep {
+            campaign_id,
+            queued,
+            done,
+        }))
+    }
+
+    async fn queuing_tasks(&self, max: u32) -> Result<Vec<TaskId>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM send_tasks WHERE queuing ORDER BY created_at LIMIT $1")
+                .bind(i64::from(max))
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     async fn task(&self, user_id: UserId, task_id: TaskId) -> Result<Option<TaskReport>, StoreError> {
-        let row: Option<(TaskId, CampaignId, i64, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT t.id, t.campaign_id, CAST(t.queued AS BIGINT), t.created_at, t.scheduled_for FROM send_tasks t \
-             JOIN campaigns c ON c.id = t.campaign_id WHERE t.id = $1 AND c.user_id = $2",
+        let row: Option<(TaskId, CampaignId, i64, DateTime<Utc>, Option<DateTime<Utc>>, bool)> = sqlx::query_as(
+            "SELECT t.id, t.campaign_id, CAST(t.queued AS BIGINT), t.created_at, t.scheduled_for, t.queuing \
+             FROM send_tasks t JOIN campaigns c ON c.id = t.campaign_id \
+             WHERE t.id = $1 AND c.user_id = $2 AND c.deleted_at IS NULL",
         )
         .bind(task_id)
         .bind(user_id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((id, campaign_id, queued, created_at, scheduled_for)) = row else {
+        let Some((id, campaign_id, queued, created_at, scheduled_for, queuing)) = row else {
             return Ok(None);
         };
-        let counts: Vec<(MessageStatus, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM messages WHERE task_id = $1 GROUP BY status")
-                .bind(task_id)
-                .fetch_all(&self.pool)
-                .await?;
+        let counts: Vec<(MessageStatus, i64)> = sqlx::query_as(
+            "SELECT status, CAST(SUM(n) AS BIGINT) FROM message_counts WHERE campaign_id = $1 AND task_id = $2 \
+             GROUP BY status",
+        )
+        .bind(campaign_id)
+        .bind(task_id)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(Some(TaskReport {
             id,
             campaign_id,
             queued: queued as u64,
+            queuing,
             created_at,
             scheduled_for,
             counts: counts.into_iter().map(|(s, n)| (s, n as u64)).collect(),
@@ -442,5 +443,99 @@ where
         .bind(i64::from(max))
         .fetch_all(&self.pool)
         .await?)
+    }
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: Bind<'a, DB> + ColumnIndex<DB::Row>,
+    for<'a> Json<&'a Attributes>: Bind<'a, DB>,
+    Uuid: Column<DB>,
+    String: Column<DB>,
+    i32: Column<DB>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+    NaiveDate: Column<DB>,
+    Json<Attributes>: Column<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// One batch of a task's queueing, in the caller's transaction: returns
+    /// the position reached, the messages created, and whether it is done.
+    async fn queue_next(
+        conn: &mut DB::Connection,
+        task_id: TaskId,
+        task: &QueuingTask,
+        max: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(i64, u64, bool), StoreError> {
+        let campaign_id = task.campaign_id;
+        let room = match task.total_limit {
+            // The counters, not a count of the messages (see `message_counts`).
+            Some(limit) => {
+                let existing: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM message_counts WHERE campaign_id = $1",
+                )
+                .bind(campaign_id)
+                .fetch_one(&mut *conn)
+                .await?;
+                (i64::from(limit) - existing).max(0)
+            }
+            None => i64::MAX,
+        };
+        // The next contacts by position: an index range, whatever the
+        // campaign's size. Opted-out ones are read too, to move past them.
+        // (EXPLAIN: campaign_contacts_by_position range + contacts primary key.)
+        let next: Vec<(i64, ContactId, String, bool)> = sqlx::query_as(
+            "SELECT l.position, l.contact_id, k.phone_number, k.opted_out FROM campaign_contacts l \
+             JOIN contacts k ON k.id = l.contact_id \
+             WHERE l.campaign_id = $1 AND l.position > $2 ORDER BY l.position LIMIT $3",
+        )
+        .bind(campaign_id)
+        .bind(task.queued_through)
+        .bind(i64::from(max))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut through = task.queued_through;
+        let mut eligible = Vec::with_capacity(next.len());
+        for (position, contact_id, phone, opted_out) in &next {
+            if eligible.len() as i64 == room {
+                break;
+            }
+            through = *position;
+            if !opted_out {
+                eligible.push((*contact_id, phone.as_str()));
+            }
+        }
+        let room_cut_short = through != next.last().map_or(through, |n| n.0);
+        let mut queued: u64 = 0;
+        for chunk in eligible.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<DB>::new(
+                "INSERT INTO messages (id, campaign_id, contact_id, task_id, variant, status, carrier, \
+                 phone_number, not_before, created_at, updated_at) ",
+            );
+            insert.push_values(chunk, |mut row, (contact_id, phone)| {
+                row.push_bind(MessageId::new())
+                    .push_bind(campaign_id)
+                    .push_bind(*contact_id)
+                    .push_bind(task_id)
+                    .push_bind(variant_for(campaign_id, *contact_id, task.b_percentage))
+                    .push_bind(MessageStatus::Queued)
+                    .push_bind(task.carrier.as_str())
+                    .push_bind(*phone)
+                    .push_bind(task.not_before)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            // The unique (campaign, contact) index skips contacts that have a
+            // message already (a second send): no anti-join over the messages.
+            insert.push(" ON CONFLICT (campaign_id, contact_id) DO NOTHING");
+            queued += insert.build().execute(&mut *conn).await?.rows_affected();
+        }
+        let limit_reached = room - queued as i64 <= 0;
+        let all_read = !room_cut_short && (next.len() as u64) < u64::from(max);
+        Ok((through, queued, limit_reached || all_read))
     }
 }
