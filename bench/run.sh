@@ -717,8 +717,8 @@ scale_db() {
     record "$db" "-" "herald verify after seed (s)" "$(since_s "$start")"
     if [ "$db" = sqlite ]; then record "$db" "-" "database size" "$(du -sh "$data" | cut -f1)"
     else record "$db" "-" "database size" "$(psql "$url" -Atc "SELECT pg_size_pretty(pg_database_size(current_database()))")"; fi
-    scale_start "$db" "$data" "$url"
     phase "$db" "idle"
+    scale_start "$db" "$data" "$url"
     sleep 2
     for n in $SCALE_SIZES; do
         scale_size "$db" "$data" "$url" "$n" "$area"
@@ -768,6 +768,10 @@ bench_scale() {
     echo
     echo "== scale: cost against size (reads: wrk -t1 -c4 -d${BENCH_READ_SECONDS:-5}s; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
     for db in ${BENCH_SCALE_DBS:-sqlite postgres}; do scale_table "$db"; done
+    echo
+    echo "RSS per phase, max MiB (database, size:phase, process):"
+    awk '$2 != "start" { k = $1 " " $2 " " $3; if ($4 > m[k]) m[k] = $4 }
+        END { for (k in m) printf "%s %d\n", k, m[k] / 1024 }' "$WORK/rss.log" | sort -V | column -t | sed 's/^/   /'
 }
 
 case "${1:-all}" in
