@@ -25,7 +25,8 @@
 # BENCH_PORT (default 18181).
 # scale: BENCH_SIZES (default "1000 100000 1000000"), BENCH_BACKGROUND_MESSAGES (default 10000000),
 # BENCH_SCALE_DBS (default "sqlite postgres"), BENCH_SCALE_DISPATCH (databases whose largest campaign is
-# dispatched end to end, default "postgres sqlite"; "" for none), BENCH_READ_SECONDS (wrk per read, default 5).
+# dispatched end to end, default "postgres sqlite"; "" for none), BENCH_READ_SECONDS (wrk per read, default 5),
+# BENCH_SCALE_KEEP (a directory: keep the seeded databases for EXPLAIN, SQLite's there, PostgreSQL's as herald_bench_<pid>_kept).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -726,8 +727,15 @@ scale_db() {
     done
     scale_stop
     if [ "$db" = postgres ]; then
+        if [ -n "${BENCH_SCALE_KEEP:-}" ]; then
+            psql "$PG_ADMIN_URL" -qc "ALTER DATABASE \"$PG_BENCH_DB\" RENAME TO \"${PG_BENCH_DB}_kept\""
+            echo "   kept: database ${PG_BENCH_DB}_kept"
+        fi
         psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS \"$PG_BENCH_DB\" WITH (FORCE)"
         nats_delete_streams "$SCALE_STREAMS"
+    elif [ -n "${BENCH_SCALE_KEEP:-}" ]; then
+        mkdir -p "$BENCH_SCALE_KEEP" && rm -rf "$BENCH_SCALE_KEEP/sqlite" && mv "$data" "$BENCH_SCALE_KEEP/sqlite"
+        echo "   kept: $BENCH_SCALE_KEEP/sqlite"
     fi
     rm -rf "$data"
 }
