@@ -294,7 +294,8 @@ async fn killed_while_queueing(stack: &Stack, role: &str) {
     // the test sees queueing alone and nothing is handed to the gateway.
     let mut body = window_open_now();
     body["send_window_end"] = json!("07:00");
-    let campaign = stack.api.active_campaign(&stack.user, body, &phones(QUEUEING, 0)).await;
+    let numbers: Vec<String> = (0..QUEUEING).map(|i| format!("+1555{i:07}")).collect();
+    let campaign = stack.api.active_campaign(&stack.user, body, &numbers).await;
     stack.note(&format!("campaign of {QUEUEING} ready"));
     let accepted = stack.api.send_campaign(&stack.user, &campaign).await;
     first.kill9();
@@ -492,19 +493,8 @@ url = "{url}/{name}"
     /// Starts `herald serve --role <role>` as process `name`. The database URL is
     /// given to the api role only: a dispatcher must work without it.
     fn herald(&self, name: &str, role: &str) -> Proc {
-        let config = self.config_file(name);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        let mut command = self.command(name, &["serve", "--role", role]);
         command
-            .args(["serve", "--role", role, "--config"])
-            .arg(&config)
-            .current_dir(&self.path);
-        for (var, _) in std::env::vars_os() {
-            if var.to_string_lossy().starts_with("HERALD_") {
-                command.env_remove(var);
-            }
-        }
-        command
-            .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .env("HERALD_SERVER__BIND", format!("127.0.0.1:{}", self.api_port))
             .env("HERALD_DISPATCH__LEASE_SECS", self.tuning.lease_secs.to_string());
@@ -518,6 +508,24 @@ url = "{url}/{name}"
                 .env("HERALD_BUS__SUBJECT_PREFIX", &bus.subject_prefix);
         }
         Proc::spawn(name, command, &self.path)
+    }
+
+    /// `herald <args> --config <name's file>`, in the scratch directory, with
+    /// none of this process's `HERALD_*` settings (figment would read them).
+    fn command(&self, name: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        command
+            .args(args)
+            .arg("--config")
+            .arg(self.config_file(name))
+            .current_dir(&self.path)
+            .env_remove("RUST_LOG");
+        for (var, _) in std::env::vars_os() {
+            if var.to_string_lossy().starts_with("HERALD_") {
+                command.env_remove(var);
+            }
+        }
+        command
     }
 
     /// Waits until every campaign has all its messages final; on timeout, fails
@@ -642,12 +650,9 @@ url = "{url}/{name}"
     /// recount of the messages, whatever the kills interrupted. (On SQLite the
     /// serving process must be stopped first: it owns the file.)
     fn verify_counters(&self) {
-        let config = self.config_file("verify");
-        let output = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["verify", "--config"])
-            .arg(&config)
+        let output = self
+            .command("verify", &["verify"])
             .env("HERALD_DATABASE__URL", self.database_url())
-            .env_remove("RUST_LOG")
             .output()
             .expect("herald verify runs");
         let stdout = String::from_utf8_lossy(&output.stdout);
