@@ -214,11 +214,14 @@ async fn two_dispatchers_share_a_campaign_without_sending_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_dispatchers_together_keep_the_carriers_max_per_second() {
     const RATE: usize = 20;
-    // Slots of the shared budget are spaced 1/RATE apart across processes, and one
-    // is used at most a few milliseconds after its time (docs/delivery.md), so a
-    // 1 s window holds RATE + 1 of them; one more for the calls' own jitter
-    // between the dispatcher and the gateway.
-    const TOLERANCE: usize = 2;
+    // Slots of the shared budget are 1/RATE apart across processes (50 ms), each
+    // used by one call no earlier than its time (docs/delivery.md). A 1 s window
+    // can hold one slot more than RATE at its edges, and the calls' own jitter
+    // between leaving the gate and reaching the gateway moves them around: up to
+    // 100 ms on a busy two-core machine (a dispatcher's first call also sets up its
+    // plugin), two slots more. A limit per process would show 3 × RATE and more
+    // (before the shared budget this test saw 119).
+    const TOLERANCE: usize = 3;
     const CONTACTS: usize = 300;
     let tuning = Tuning {
         // Jobs wait their turn in the dispatchers: a long lease keeps them fresh.
@@ -266,13 +269,13 @@ async fn three_dispatchers_together_keep_the_carriers_max_per_second() {
         "{busiest} calls in one second: the carrier's limit is {RATE}/s for all dispatchers together"
     );
     assert!(
-        overall >= 0.75 * RATE as f64,
+        overall >= 0.85 * RATE as f64,
         "{overall:.1} calls/s: the dispatchers together should use most of the {RATE}/s"
     );
     for name in names {
         assert!(
-            by_sender.get(name).is_some_and(|&n| n > 0),
-            "{name} sent nothing: {by_sender:?}"
+            by_sender.get(name).is_some_and(|&n| n >= CONTACTS / 10),
+            "{name} did little of the work: {by_sender:?}"
         );
     }
 }
