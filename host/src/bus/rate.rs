@@ -24,8 +24,9 @@
 //! time (NTP). A host whose clock is ahead by `d` starts its leases up to `d`
 //! early in the others' view, so a one-second window may see up to
 //! `d × max_per_second` more calls; one that is behind waits up to `d` longer
-//! for its slots. Losing the stream (a NATS restart without storage) loses
-//! only TATs, which begin again at `now`: no burst.
+//! for its slots. Losing the stream (memory storage: any NATS restart) loses
+//! only TATs, which begin again at `now`: no burst; the next claim creates it
+//! again.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,6 +46,9 @@ use crate::bus::nats::{ensure_stream, subject_token};
 /// Compare-and-swap attempts of one claim before it reports contention as a
 /// failure (the caller waits and claims again).
 const MAX_CONFLICTS: usize = 32;
+/// A lease starting further ahead than this is logged: dispatchers leasing a
+/// twentieth of a second each do not queue that long unless clocks disagree.
+const FAR_AHEAD: Duration = Duration::from_secs(5);
 
 /// `tokens` consecutive slots of a carrier's budget, the first at `start`, one
 /// every `interval` (as claimed).
@@ -69,7 +73,7 @@ pub(crate) fn stream_config(stream_prefix: &str, subject_prefix: &str) -> stream
         name: format!("{stream_prefix}_RATE"),
         description: Some("Herald carriers' shared rate budgets (next free send slot)".to_string()),
         subjects: vec![format!("{subject_prefix}.rate.>")],
-        // Lost with a restart of a server without storage: harmless, see above.
+        // Lost with any restart of the server: harmless, see above.
         storage: StorageType::Memory,
         max_messages_per_subject: 1,
         ..Default::default()
@@ -168,8 +172,15 @@ impl SharedRate for NatsRate {
             match ack.await {
                 Ok(_) => {
                     metrics::counter!("herald_rate_leases_total", "carrier" => carrier.to_string()).increment(1);
+                    let ahead = Duration::from_nanos(start - now);
+                    if ahead > FAR_AHEAD {
+                        tracing::warn!(
+                            carrier,
+                            "the shared rate budget is taken {ahead:.1?} ahead: do the dispatcher hosts' clocks agree?"
+                        );
+                    }
                     return Ok(Lease {
-                        start: here + Duration::from_nanos(start - now),
+                        start: here + ahead,
                         tokens,
                     });
                 }
