@@ -27,8 +27,9 @@ use crate::bus::rate::SharedRate;
 /// twentieth of a second's slots, so a claim's round trip is rare next to the
 /// calls it admits, and a lease another dispatcher leaves unused is short.
 const LEASES_PER_SECOND: u32 = 20;
-/// How late a leased slot may still be used. One unused for longer is given up
-/// (a call made that late would add to a later second's calls).
+/// How late a leased slot may still be used, counted from when the lease came
+/// (a claim's round trip does not age it). One left unused for longer is given
+/// up: a call made that late would add to a later second's calls.
 const LATE: Duration = Duration::from_millis(20);
 
 pub struct CarrierGate {
@@ -72,7 +73,11 @@ impl CarrierGate {
             carrier: carrier.to_string(),
             interval: Duration::from_nanos(1_000_000_000u64.div_ceil(u64::from(per_second.get()))),
             lease_tokens: (per_second.get() / LEASES_PER_SECOND).max(1),
-            slots: tokio::sync::Mutex::new(Slots { next: now, end: now }),
+            slots: tokio::sync::Mutex::new(Slots {
+                next: now,
+                end: now,
+                came: now,
+            }),
         };
         Self::with_rate(Rate::Shared(leased), per_second, max_concurrency)
     }
@@ -156,6 +161,8 @@ struct Leased {
 struct Slots {
     next: Instant,
     end: Instant,
+    /// When the lease came: its slots are this process's from then on.
+    came: Instant,
 }
 
 impl Leased {
@@ -167,7 +174,11 @@ impl Leased {
         let mut failures: Option<backoff::Delays> = None;
         loop {
             let now = Instant::now();
-            let at = slots.next.max(now.checked_sub(LATE).unwrap_or(now));
+            // Slots usable here for over `LATE` (past their time, the lease come) are given up.
+            let at = match now.checked_sub(LATE) {
+                Some(stale_before) if slots.came < stale_before => slots.next.max(stale_before),
+                _ => slots.next,
+            };
             if at + need <= slots.end {
                 slots.next = at + need;
                 if at > now {
@@ -188,6 +199,7 @@ impl Leased {
                     *slots = Slots {
                         next: lease.start,
                         end: lease.start + self.interval * lease.tokens,
+                        came: Instant::now(),
                     };
                 }
                 Err(e) => {
@@ -374,6 +386,37 @@ mod tests {
         let took = times[49] - started;
         assert!(took >= Duration::from_millis(49) - LATE, "{took:?}");
         assert_eq!(budget.claims.load(Ordering::Relaxed), 2);
+    }
+
+    /// A budget whose claims take `delay` to come back.
+    struct Slow(Budget, Duration);
+
+    #[async_trait::async_trait]
+    impl SharedRate for Slow {
+        async fn claim(
+            &self,
+            carrier: &str,
+            tokens: u32,
+            interval: Duration,
+        ) -> Result<crate::bus::rate::Lease, crate::bus::BusError> {
+            let lease = self.0.claim(carrier, tokens, interval).await;
+            tokio::time::sleep(self.1).await;
+            lease
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_claim_does_not_waste_its_lease() {
+        // Claims that take longer than a slot is kept: the leases are still used.
+        let budget = Arc::new(Slow(Budget::default(), LATE * 3));
+        let gate = Arc::new(CarrierGate::shared("c", 10, 4, budget.clone()));
+        let times = calls(&[gate], 5, 1).await;
+        assert_eq!(times.len(), 5);
+        assert_eq!(
+            budget.0.claims.load(Ordering::Relaxed),
+            5,
+            "one claim per call, none wasted"
+        );
     }
 
     #[test]
