@@ -67,6 +67,14 @@ ALTER TABLE send_tasks ADD COLUMN not_before TEXT;
 ALTER TABLE send_tasks ADD COLUMN b_percentage INTEGER;
 CREATE INDEX send_tasks_queuing ON send_tasks (created_at) WHERE queuing;
 
+-- Until when the scheduler leaves a campaign alone (its window is closed, or
+-- its day's limit is spent): one row per campaign, where re-stamping every
+-- queued message would update a million rows under the write lock.
+CREATE TABLE campaign_waits (
+    campaign_id  BLOB PRIMARY KEY REFERENCES campaigns (id) ON DELETE CASCADE,
+    until        TEXT NOT NULL
+);
+
 -- Messages counted by campaign, task, variant and status, kept by the
 -- triggers below in the same transaction as every change of a message, so
 -- stats, tasks and /metrics read a few rows instead of counting messages.

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -23,6 +23,8 @@ struct Seen {
     by_sender: BTreeMap<String, usize>,
     /// Request bodies, in arrival order.
     bodies: Vec<Value>,
+    /// When each call arrived (before the answer's delay), and its sender.
+    arrivals: Vec<(Instant, String)>,
 }
 
 /// Answers by the script, counting calls per message id on arrival: a call
@@ -53,6 +55,7 @@ impl Respond for Scripted {
         let sender = request.url.path().rsplit('/').next().unwrap_or_default().to_string();
         let call = {
             let mut seen = self.seen.lock().unwrap();
+            seen.arrivals.push((Instant::now(), sender.clone()));
             *seen.by_sender.entry(sender).or_default() += 1;
             seen.bodies.push(body);
             let calls = seen.by_id.entry(id.clone()).or_default();
@@ -150,6 +153,12 @@ impl FakeGateway {
     /// Request bodies, in arrival order.
     pub fn bodies(&self) -> Vec<Value> {
         self.seen.lock().unwrap().bodies.clone()
+    }
+
+    /// When each call arrived (as it reached the gateway, before its answer's
+    /// delay) and its sender, in arrival order.
+    pub fn arrivals(&self) -> Vec<(Instant, String)> {
+        self.seen.lock().unwrap().arrivals.clone()
     }
 
     /// The base URL (for Twilio's `base_url`).

@@ -6,6 +6,7 @@
 pub mod event;
 pub mod memory;
 pub mod nats;
+pub mod rate;
 
 use crate::domain::ids::{CampaignId, MessageId, UserId};
 use crate::domain::window::SendWindow;
@@ -113,6 +114,11 @@ pub trait Transport: Send + Sync + 'static {
         true
     }
     async fn ping(&self) -> Result<(), BusError>;
+    /// The carriers' rate budgets shared by every dispatcher on this bus;
+    /// `None` where a process's dispatcher is the only one (in process).
+    fn shared_rate(&self) -> Option<Arc<dyn rate::SharedRate>> {
+        None
+    }
     /// Returns once the bus holds every job. Deduplicated by `(message_id, hand_off)`.
     async fn publish_jobs(&self, jobs: &[SendJob]) -> Result<(), BusError>;
     /// Returns once the bus holds every result. Deduplicated by `(message_id, hand_off)`.

@@ -1,10 +1,11 @@
 //! NATS JetStream transport (SPEC §1, §6).
 //!
-//! Three streams, all created or updated at start so a deployment that an
+//! Four streams, all created or updated at start so a deployment that an
 //! older version set up is brought to the current configuration:
 //! `{P}_JOBS` and `{P}_RESULTS` are work queues (a message is gone once one
 //! consumer acknowledges it), `{P}_EVENTS` keeps every event for a week for
-//! outside subscribers. Every publish carries `Nats-Msg-Id`, so a publisher
+//! outside subscribers, and `{P}_RATE` holds the carriers' shared rate
+//! budgets ([`super::rate`]). Every publish carries `Nats-Msg-Id`, so a publisher
 //! that repeats itself after a crash or a timeout is deduplicated by the
 //! server within the two-minute window.
 //!
@@ -60,6 +61,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use crate::bus::event::Event;
+use crate::bus::rate::{self, NatsRate, SharedRate};
 use crate::bus::{BusError, Delivery, DeliveryHandle, Inbox, SendJob, SendResult, Transport, hand_off_key};
 
 /// How long `connect` keeps trying before it reports the server unreachable,
@@ -108,6 +110,8 @@ pub struct NatsTransport {
     client: Client,
     js: jetstream::Context,
     layout: Arc<Layout>,
+    /// The carriers' rate budgets shared by every dispatcher.
+    rate: Arc<NatsRate>,
     /// Set when a publish found no stream: the next publish provisions the
     /// streams again first (a NATS server that lost its storage).
     reprovision: AtomicBool,
@@ -120,6 +124,7 @@ struct Layout {
     jobs: stream::Config,
     results: stream::Config,
     events: stream::Config,
+    rate: stream::Config,
     dispatchers: pull::Config,
     api: pull::Config,
 }
@@ -158,6 +163,7 @@ impl Layout {
                 duplicate_window: DUPLICATE_WINDOW,
                 ..Default::default()
             },
+            rate: rate::stream_config(stream_prefix, s),
             dispatchers: pull::Config {
                 durable_name: Some("dispatchers".to_string()),
                 description: Some("Herald dispatchers: send jobs".to_string()),
@@ -206,7 +212,7 @@ impl Layout {
 
 /// A carrier name as one subject token: anything but `[A-Za-z0-9_-]` (dots
 /// and wildcards above all) becomes `_`.
-fn subject_token(name: &str) -> String {
+pub(super) fn subject_token(name: &str) -> String {
     if name.is_empty() {
         return "_".to_string();
     }
@@ -226,7 +232,7 @@ fn unavailable(what: impl std::fmt::Display, err: impl std::fmt::Display) -> Bus
 }
 
 /// Creates the stream or brings an existing one to `config`.
-async fn ensure_stream(js: &jetstream::Context, config: &stream::Config) -> Result<(), BusError> {
+pub(super) async fn ensure_stream(js: &jetstream::Context, config: &stream::Config) -> Result<(), BusError> {
     js.create_or_update_stream(config.clone())
         .await
         .map(|_| ())
@@ -267,9 +273,16 @@ impl NatsTransport {
             .timeout(API_TIMEOUT)
             .max_ack_inflight(MAX_ACK_INFLIGHT)
             .build(client.clone());
+        let rate = Arc::new(NatsRate::new(
+            client.clone(),
+            js.clone(),
+            layout.rate.clone(),
+            &layout.subject_prefix,
+        ));
         let transport = Self {
             client,
             js,
+            rate,
             layout: Arc::new(layout),
             reprovision: AtomicBool::new(false),
         };
@@ -280,7 +293,7 @@ impl NatsTransport {
     /// Creates or updates every stream and consumer.
     async fn provision(&self) -> Result<(), BusError> {
         let layout = &self.layout;
-        for config in [&layout.jobs, &layout.results, &layout.events] {
+        for config in [&layout.jobs, &layout.results, &layout.events, &layout.rate] {
             ensure_stream(&self.js, config).await?;
         }
         for (stream, consumer) in [(&layout.jobs, &layout.dispatchers), (&layout.results, &layout.api)] {
@@ -291,13 +304,14 @@ impl NatsTransport {
         Ok(())
     }
 
-    /// Deletes the three streams (and so their consumers); best effort, for
+    /// Deletes the four streams (and so their consumers); best effort, for
     /// tests that share a server.
     pub async fn delete_streams(&self) {
         for name in [
             &self.layout.jobs.name,
             &self.layout.results.name,
             &self.layout.events.name,
+            &self.layout.rate.name,
         ] {
             if let Err(err) = self.js.delete_stream(name).await {
                 tracing::debug!(stream = %name, error = %err, "deleting stream failed");
@@ -490,6 +504,10 @@ impl Transport for NatsTransport {
             .map(|event| (self.layout.event_subject(event), event.id.to_string(), event.to_json()))
             .collect();
         self.publish_all(messages).await
+    }
+
+    fn shared_rate(&self) -> Option<Arc<dyn SharedRate>> {
+        Some(self.rate.clone())
     }
 
     async fn jobs(&self) -> Result<Box<dyn Inbox<SendJob>>, BusError> {
@@ -1082,6 +1100,48 @@ mod tests {
         assert_eq!(again[0].payload, published[0]);
         ack_all(again).await;
         assert!(inbox.next(10, QUIET).await.unwrap().is_empty(), "acknowledged: gone");
+        bus.delete_streams().await;
+    }
+
+    #[tokio::test]
+    async fn rate_leases_claimed_at_once_never_overlap() {
+        let Some(bus) = transport().await else { return };
+        let rate = bus.shared_rate().expect("NATS shares rate budgets");
+        let interval = Duration::from_millis(1);
+        let claims = (0..3).map(|_| {
+            let rate = rate.clone();
+            async move {
+                let mut leases = Vec::new();
+                for _ in 0..10 {
+                    leases.push(rate.claim("gw.1", 2, interval).await.expect("claim"));
+                }
+                leases
+            }
+        });
+        let mut leases: Vec<rate::Lease> = join_all(claims).await.into_iter().flatten().collect();
+        leases.sort_by_key(|lease| lease.start);
+        assert_eq!(leases.len(), 30);
+        for pair in leases.windows(2) {
+            // Each lease's instant is converted from the wall clock on its own:
+            // allow a little for that.
+            let gap = pair[1].start - pair[0].start;
+            assert!(gap >= interval * 2 - Duration::from_micros(200), "{pair:?}");
+        }
+        // Another carrier's budget is its own: it starts now.
+        let other = rate.claim("other", 1, interval).await.expect("claim");
+        assert!(other.start <= tokio::time::Instant::now());
+        bus.delete_streams().await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_rate_stream_is_created_again() {
+        let Some(bus) = transport().await else { return };
+        let rate = bus.shared_rate().expect("NATS shares rate budgets");
+        rate.claim("gw", 1, Duration::from_millis(1)).await.expect("claim");
+        bus.js.delete_stream(&bus.layout.rate.name).await.expect("deleted");
+        rate.claim("gw", 1, Duration::from_millis(1))
+            .await
+            .expect("claimed once the stream is back");
         bus.delete_streams().await;
     }
 

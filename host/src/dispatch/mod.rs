@@ -61,14 +61,21 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(config: &Config, bus: Bus, plugins: Plugins, clock: Arc<dyn Clock>) -> Arc<Self> {
+        // On a shared bus other dispatchers send to the same carriers: their
+        // max_per_second is spent from a budget on the bus.
+        let shared = bus.transport.shared_rate();
+        if shared.is_some() {
+            tracing::info!("carriers' max_per_second is shared with every dispatcher on the bus");
+        }
         let gates = config
             .carriers
             .iter()
             .map(|c| {
-                (
-                    c.name.clone(),
-                    Arc::new(CarrierGate::new(c.max_per_second, c.max_concurrency)),
-                )
+                let gate = match &shared {
+                    Some(budget) => CarrierGate::shared(&c.name, c.max_per_second, c.max_concurrency, budget.clone()),
+                    None => CarrierGate::new(c.max_per_second, c.max_concurrency),
+                };
+                (c.name.clone(), Arc::new(gate))
             })
             .collect();
         let call_bound = Duration::from_millis(config.plugins.call_timeout_ms + config.plugins.http_timeout_ms);

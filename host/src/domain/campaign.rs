@@ -377,7 +377,6 @@ pub fn check_accepts_contacts(campaign: &Campaign) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// Deleting an active campaign would orphan messages in flight.
 /// Only an active campaign can be sent (SPEC §3.8).
 pub fn check_sendable(campaign: &Campaign) -> Result<(), DomainError> {
     if campaign.status != CampaignStatus::Active {
@@ -389,6 +388,7 @@ pub fn check_sendable(campaign: &Campaign) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// Deleting an active campaign would orphan messages in flight.
 pub fn check_deletable(campaign: &Campaign) -> Result<(), DomainError> {
     if campaign.status == CampaignStatus::Active {
         return Err(DomainError::Forbidden(

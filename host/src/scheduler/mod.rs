@@ -163,7 +163,7 @@ impl Scheduler {
             }
             let window = SendWindow::of(&campaign);
             if !window.is_open(now) {
-                self.store.postpone_due(campaign.id, now, window.next_open(now)).await?;
+                self.store.wait_until(campaign.id, window.next_open(now)).await?;
                 continue;
             }
             let started = std::time::Instant::now();
@@ -174,9 +174,7 @@ impl Scheduler {
                 .await?;
             if claimed.is_empty() {
                 // Today's limit is used up: the rest waits for the next day's window.
-                self.store
-                    .postpone_due(campaign.id, now, window.next_day_open(now))
-                    .await?;
+                self.store.wait_until(campaign.id, window.next_day_open(now)).await?;
                 continue;
             }
             room -= claimed.len() as u64;

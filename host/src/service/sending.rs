@@ -61,23 +61,22 @@ pub async fn queue(
         scheduled_for,
         now,
     };
-    if !store.start_send(&request).await? {
-        return Err(ServiceError::NotSendable("only an active campaign can be sent".into()));
-    }
-    let first = store.queue_batch(request.task_id, FIRST_BATCH, now).await?;
-    let queued = first.map_or(0, |step| step.queued);
+    let first = store
+        .start_send(&request, FIRST_BATCH)
+        .await?
+        .ok_or_else(|| ServiceError::NotSendable("only an active campaign can be sent".into()))?;
     let event = build::send_started(
         campaign.user_id,
         campaign.id,
         request.task_id,
-        queued,
+        first.queued,
         scheduled_for,
         now,
     );
     Ok(Queued {
         task_id: request.task_id,
-        queued,
-        queuing: first.is_some_and(|step| !step.done),
+        queued: first.queued,
+        queuing: !first.done,
         scheduled_for,
         event,
     })

@@ -150,7 +150,8 @@ pub trait CampaignStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// A campaign by id whoever owns it (the scheduler works for every user).
     async fn campaign_by_id(&self, id: CampaignId) -> Result<Option<Campaign>, StoreError>;
-    /// Active campaigns with queued messages due at `now`.
+    /// Active campaigns with queued messages due at `now`, except those
+    /// waiting (see [`SendingStore::wait_until`]).
     async fn due_campaigns(&self, now: DateTime<Utc>) -> Result<Vec<Campaign>, StoreError>;
     /// Moves the campaign to `completed` once `total_limit` messages are final.
     async fn complete_if_exhausted(
@@ -263,9 +264,11 @@ pub enum ConsentTarget<'a> {
 /// The sending half of storage (SPEC §1 flow, §4): the outbox of messages.
 #[async_trait]
 pub trait SendingStore: Send + Sync + 'static {
-    /// Creates the send task, `queuing`, if the campaign is active; false when
-    /// it is not (or gone). Its messages are created by [`SendingStore::queue_batch`].
-    async fn start_send(&self, request: &SendRequest) -> Result<bool, StoreError>;
+    /// Creates the send task, `queuing`, if the campaign is active, and
+    /// queues its first batch (up to `first` contacts) in the same
+    /// transaction; `None` when the campaign is not active (or gone). The rest
+    /// is queued by [`SendingStore::queue_batch`].
+    async fn start_send(&self, request: &SendRequest, first: u32) -> Result<Option<QueueStep>, StoreError>;
     /// Queues the next contacts of a `queuing` task, looking at up to `max` of
     /// the campaign's contacts past the task's cursor: a `queued` message for
     /// each eligible one (not opted out, no message in this campaign yet,
@@ -276,14 +279,10 @@ pub trait SendingStore: Send + Sync + 'static {
     /// Tasks still queuing, oldest first (at start: those a crash interrupted).
     async fn queuing_tasks(&self, max: u32) -> Result<Vec<TaskId>, StoreError>;
     async fn task(&self, user_id: UserId, task_id: TaskId) -> Result<Option<TaskReport>, StoreError>;
-    /// Moves the campaign's due queued messages to `until` (window closed, or
-    /// the day's limit used up).
-    async fn postpone_due(
-        &self,
-        campaign_id: CampaignId,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
+    /// Leaves the campaign out of [`CampaignStore::due_campaigns`] until
+    /// `until` (window closed, or the day's limit used up); any write of the
+    /// campaign (a new window or limit, a resume) ends the wait.
+    async fn wait_until(&self, campaign_id: CampaignId, until: DateTime<Utc>) -> Result<(), StoreError>;
     /// Takes up to `max` due messages of the campaign for a hand-off, no more
     /// than `daily_limit` leaves for local `day`, and counts them for that day.
     async fn claim_due(

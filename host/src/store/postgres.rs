@@ -31,6 +31,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PostgresStore, S
 impl Dialect for Postgres {
     // Conflicts with the ROW EXCLUSIVE lock every counter upsert takes.
     const LOCK_COUNTERS: &'static str = "LOCK TABLE message_counts IN SHARE ROW EXCLUSIVE MODE";
+    // FOR SHARE conflicts with the UPDATE that marks it deleted and the DELETE
+    // that ends its purge.
+    const LOCK_LIVE_CAMPAIGN: &'static str =
+        "SELECT 1 FROM campaigns WHERE id = $1 AND status <> 'completed' AND deleted_at IS NULL FOR SHARE";
     const BACKEND: &'static str = "postgres";
 
     async fn run_migrations(pool: &Pool<Self>) -> Result<(), StoreError> {
@@ -54,6 +58,14 @@ impl Dialect for Postgres {
             .bind(user_id.to_string())
             .execute(&mut *tx)
             .await?;
+        // The campaign stays until this commits (links have no foreign key here).
+        let live: Option<i32> = sqlx::query_scalar(Self::LOCK_LIVE_CAMPAIGN)
+            .bind(campaign_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if live.is_none() {
+            return Err(StoreError::MissingReference(sqlx::Error::RowNotFound));
+        }
         // Joins and sorts over a million rows stay in memory instead of spilling to disk.
         sqlx::query("SET LOCAL work_mem = '256MB'").execute(&mut *tx).await?;
         sqlx::query(

@@ -92,6 +92,9 @@ pub async fn connect(
 impl Dialect for Sqlite {
     // SQLite has one writer: any write statement takes its lock.
     const LOCK_COUNTERS: &'static str = "UPDATE message_counts SET n = n WHERE FALSE";
+    // The write lock already excludes a delete; foreign keys check the rest.
+    const LOCK_LIVE_CAMPAIGN: &'static str =
+        "SELECT 1 FROM campaigns WHERE id = $1 AND status <> 'completed' AND deleted_at IS NULL";
     const BACKEND: &'static str = "sqlite";
 
     async fn run_migrations(pool: &Pool<Self>) -> Result<(), StoreError> {

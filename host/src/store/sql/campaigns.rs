@@ -176,6 +176,11 @@ where
             .bind(seen_version)
             .execute(&mut *tx)
             .await?;
+        // A new window or limit, or a resume: the scheduler looks again now.
+        sqlx::query("DELETE FROM campaign_waits WHERE campaign_id = $1")
+            .bind(campaign.id)
+            .execute(&mut *tx)
+            .await?;
         Self::land(tx, done.rows_affected() == 1, events).await
     }
 
@@ -214,10 +219,15 @@ where
     }
 
     async fn due_campaigns(&self, now: DateTime<Utc>) -> Result<Vec<Campaign>, StoreError> {
+        // EXPLAIN: active campaigns (partial index campaigns_active), each
+        // tested by one probe of campaign_waits' key and one of messages_due
+        // (a semi-join that stops at the first due message).
         Ok(sqlx::query_as(concatcp!(
             "SELECT ",
             CAMPAIGN_COLUMNS,
-            " FROM campaigns WHERE status = 'active' AND deleted_at IS NULL AND EXISTS (SELECT 1 FROM messages m \
+            " FROM campaigns WHERE status = 'active' AND deleted_at IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM campaign_waits w WHERE w.campaign_id = campaigns.id AND w.until > $1) \
+             AND EXISTS (SELECT 1 FROM messages m \
              WHERE m.campaign_id = campaigns.id AND m.status = 'queued' AND m.not_before <= $1)"
         ))
         .bind(now)
@@ -251,13 +261,17 @@ where
                 .fetch_optional(&self.pool)
                 .await?;
         let Some(id) = deleted else { return Ok(0) };
-        // Each step a short transaction of at most `max_rows` rows, found
-        // through the campaign's own index: other writers (SQLite's single
-        // writer included) wait for one batch at most.
+        // Each step a short transaction of at most `max_rows` rows: other
+        // writers (SQLite's single writer included) wait for one batch at
+        // most. The ORDER BY follows a unique index of the campaign's rows, so
+        // the planner walks that index; with a bare LIMIT, PostgreSQL expects
+        // matching rows early in a sequential scan and read a million other
+        // campaigns' messages to find 2,000 (EXPLAIN ANALYZE: 180 ms → 1 ms).
         for batch in [
-            "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE campaign_id = $1 LIMIT $2)",
+            "DELETE FROM messages WHERE id IN \
+             (SELECT id FROM messages WHERE campaign_id = $1 ORDER BY contact_id LIMIT $2)",
             "DELETE FROM campaign_contacts WHERE seq IN \
-             (SELECT seq FROM campaign_contacts WHERE campaign_id = $1 LIMIT $2)",
+             (SELECT seq FROM campaign_contacts WHERE campaign_id = $1 ORDER BY position LIMIT $2)",
         ] {
             let removed = sqlx::query(batch)
                 .bind(id)

@@ -49,6 +49,11 @@ pub trait Dialect: Database<Arguments: sqlx::IntoArguments<Self> + Default, Quer
     /// Takes, in a transaction, a lock that holds off every write of
     /// `message_counts` (the triggers' included) until it ends.
     const LOCK_COUNTERS: &'static str;
+    /// Returns a row when campaign `$1` exists, is neither deleted nor
+    /// completed (it takes links and messages); holds it against a delete until the transaction
+    /// ends, so rows written under it (links, messages) are never left
+    /// behind by a purge that finished first.
+    const LOCK_LIVE_CAMPAIGN: &'static str;
 
     async fn run_migrations(pool: &Pool<Self>) -> Result<(), StoreError>;
 

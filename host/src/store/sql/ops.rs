@@ -212,3 +212,64 @@ where
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::ids::{ContactId, MessageId};
+    use crate::domain::message::MessageStatus;
+    use crate::domain::variant::Variant;
+    use crate::store::{OpsStore, sqlite};
+
+    /// The triggers count a message's insert, status change and delete; a
+    /// counter changed behind their back is reported as drift and repaired.
+    #[tokio::test]
+    async fn counters_follow_the_messages_and_verify_finds_drift() {
+        let (store, _, campaign) = sqlite::with_a_campaign().await;
+        let (contact, message) = (ContactId::new(), MessageId::new());
+        for sql in [
+            "INSERT INTO contacts (id, user_id, phone_number, name, attributes, created_at, updated_at) \
+             VALUES ($1, $2, '+15550000001', 'Ada', '{}', '2026-01-01', '2026-01-01')",
+            "INSERT INTO messages (id, campaign_id, contact_id, variant, status, carrier, not_before, created_at, \
+             updated_at) VALUES ($3, $4, $1, 'a', 'queued', 'log', '2026-01-01', '2026-01-01', '2026-01-01')",
+            "UPDATE messages SET status = 'sent' WHERE id = $3",
+        ] {
+            sqlx::query(sql)
+                .bind(contact)
+                .bind(campaign.user_id)
+                .bind(message)
+                .bind(campaign.id)
+                .execute(&store.pool)
+                .await
+                .unwrap();
+        }
+        let nonzero = |rows: crate::store::MessageCounts| rows.into_iter().filter(|r| r.2 > 0).collect::<Vec<_>>();
+        assert_eq!(
+            nonzero(store.message_counts(campaign.id).await.unwrap()),
+            vec![(Variant::A, MessageStatus::Sent, 1)]
+        );
+        assert_eq!(store.verify_counters(false).await.unwrap(), vec![]);
+
+        sqlx::query("UPDATE message_counts SET n = 7 WHERE status = 'sent'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let drift = store.verify_counters(false).await.unwrap();
+        assert_eq!(
+            drift
+                .iter()
+                .map(|d| (d.status.as_str(), d.counted, d.actual))
+                .collect::<Vec<_>>(),
+            vec![("sent", 7, 1)]
+        );
+        assert_eq!(
+            store.verify_counters(true).await.unwrap(),
+            drift,
+            "repair reports what it replaced"
+        );
+        assert_eq!(store.verify_counters(false).await.unwrap(), vec![]);
+
+        sqlx::query("DELETE FROM messages").execute(&store.pool).await.unwrap();
+        assert_eq!(nonzero(store.message_counts(campaign.id).await.unwrap()), vec![]);
+        assert_eq!(store.verify_counters(false).await.unwrap(), vec![]);
+    }
+}

@@ -28,6 +28,12 @@ const CLAIMED_COLUMNS: &str = "messages.id, messages.campaign_id, messages.conta
      (SELECT name FROM contacts WHERE contacts.id = messages.contact_id) AS name, \
      (SELECT attributes FROM contacts WHERE contacts.id = messages.contact_id) AS attributes";
 
+/// `RETURNING` columns of [`QueuingTask`] on `send_tasks`.
+const QUEUING_TASK_COLUMNS: &str = "campaign_id, queued_through, carrier, not_before, b_percentage, \
+     (SELECT total_limit FROM campaigns WHERE campaigns.id = send_tasks.campaign_id) AS total_limit, \
+     (SELECT 1 FROM campaigns WHERE campaigns.id = send_tasks.campaign_id \
+      AND campaigns.status IN ('active', 'paused') AND campaigns.deleted_at IS NULL) AS sendable";
+
 /// A `queuing` task as its next batch needs it.
 #[derive(sqlx::FromRow)]
 struct QueuingTask {
@@ -58,13 +64,17 @@ where
     Json<Attributes>: Column<DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    async fn start_send(&self, request: &SendRequest) -> Result<bool, StoreError> {
-        let created = sqlx::query(
+    async fn start_send(&self, request: &SendRequest, first: u32) -> Result<Option<QueueStep>, StoreError> {
+        // The task and its first batch commit together: the background loop
+        // never sees a task whose first batch the caller is still writing.
+        let mut tx = self.pool.begin().await?;
+        let task: Option<QueuingTask> = sqlx::query_as(concatcp!(
             "INSERT INTO send_tasks (id, campaign_id, queued, scheduled_for, created_at, queuing, queued_through, \
              carrier, not_before, b_percentage) \
              SELECT $1, id, 0, $3, $4, TRUE, 0, $5, $6, $7 FROM campaigns \
-             WHERE id = $2 AND user_id = $8 AND status = 'active' AND deleted_at IS NULL",
-        )
+             WHERE id = $2 AND user_id = $8 AND status = 'active' AND deleted_at IS NULL RETURNING ",
+            QUEUING_TASK_COLUMNS
+        ))
         .bind(request.task_id)
         .bind(request.campaign_id)
         .bind(Nullable(request.scheduled_for))
@@ -73,9 +83,12 @@ where
         .bind(request.not_before)
         .bind(Nullable(request.b_percentage))
         .bind(request.user_id)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(created.rows_affected() == 1)
+        let Some(task) = task else { return Ok(None) };
+        let step = Self::queue_step(&mut tx, request.task_id, &task, first, request.now).await?;
+        tx.commit().await?;
+        Ok(Some(step))
     }
 
     async fn queue_batch(
@@ -88,37 +101,17 @@ where
         // A no-op write first: takes the task's row lock (PostgreSQL) or the
         // write lock (SQLite), so two hosts resuming one task take turns and
         // each reads the cursor the other left.
-        let task: Option<QueuingTask> = sqlx::query_as(
-            "UPDATE send_tasks SET queued_through = queued_through WHERE id = $1 AND queuing \
-             RETURNING campaign_id, queued_through, carrier, not_before, b_percentage, \
-             (SELECT total_limit FROM campaigns WHERE campaigns.id = send_tasks.campaign_id \
-              AND campaigns.status IN ('active', 'paused') AND campaigns.deleted_at IS NULL) AS total_limit, \
-             (SELECT 1 FROM campaigns WHERE campaigns.id = send_tasks.campaign_id \
-              AND campaigns.status IN ('active', 'paused') AND campaigns.deleted_at IS NULL) AS sendable",
-        )
+        let task: Option<QueuingTask> = sqlx::query_as(concatcp!(
+            "UPDATE send_tasks SET queued_through = queued_through WHERE id = $1 AND queuing RETURNING ",
+            QUEUING_TASK_COLUMNS
+        ))
         .bind(task_id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(task) = task else { return Ok(None) };
-        let campaign_id = task.campaign_id;
-        // A campaign completed or deleted meanwhile gets no more messages.
-        let (through, queued, done) = match task.sendable {
-            Some(_) => Self::queue_next(&mut tx, task_id, &task, max, now).await?,
-            None => (task.queued_through, 0, true),
-        };
-        sqlx::query("UPDATE send_tasks SET queued_through = $2, queued = queued + $3, queuing = $4 WHERE id = $1")
-            .bind(task_id)
-            .bind(through)
-            .bind(queued as i64)
-            .bind(!done)
-            .execute(&mut *tx)
-            .await?;
+        let step = Self::queue_step(&mut tx, task_id, &task, max, now).await?;
         tx.commit().await?;
-        Ok(Some(QueueStep {
-            campaign_id,
-            queued,
-            done,
-        }))
+        Ok(Some(step))
     }
 
     async fn queuing_tasks(&self, max: u32) -> Result<Vec<TaskId>, StoreError> {
@@ -162,22 +155,16 @@ where
         }))
     }
 
-    async fn postpone_due(
-        &self,
-        campaign_id: CampaignId,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE messages SET not_before = $3, updated_at = $2 \
-             WHERE campaign_id = $1 AND status = 'queued' AND not_before <= $2",
+    async fn wait_until(&self, campaign_id: CampaignId, until: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO campaign_waits (campaign_id, until) VALUES ($1, $2) \
+             ON CONFLICT (campaign_id) DO UPDATE SET until = excluded.until",
         )
         .bind(campaign_id)
-        .bind(now)
         .bind(until)
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        Ok(())
     }
 
     async fn claim_due(
@@ -203,7 +190,11 @@ where
             tx.commit().await?;
             return Ok(Vec::new());
         }
-        // One statement takes the oldest due messages and returns what their jobs need.
+        // One statement takes the oldest due messages and returns what their
+        // jobs need. EXPLAIN (1,000,000 queued in one campaign, both
+        // databases): the partial index messages_due (campaign_id,
+        // not_before, id) WHERE status = 'queued' gives them in order, each
+        // contact by primary key: cost follows `max`, not the campaign.
         let claimed: Vec<ClaimedMessage> = sqlx::query_as(concatcp!(
             "UPDATE messages SET status = 'sending', hand_offs = hand_offs + 1, updated_at = $2, handed_day = $4 \
              WHERE status = 'queued' AND id IN (SELECT m.id FROM messages m JOIN contacts k ON k.id = m.contact_id \
@@ -462,6 +453,43 @@ where
     Json<Attributes>: Column<DB>,
     usize: ColumnIndex<DB::Row>,
 {
+    /// One batch of a task's queueing and its cursor, in the caller's
+    /// transaction. A campaign completed or deleted meanwhile gets no more
+    /// messages: its task is done.
+    async fn queue_step(
+        conn: &mut DB::Connection,
+        task_id: TaskId,
+        task: &QueuingTask,
+        max: u32,
+        now: DateTime<Utc>,
+    ) -> Result<QueueStep, StoreError> {
+        let live: Option<i32> = match task.sendable {
+            Some(_) => {
+                sqlx::query_scalar(DB::LOCK_LIVE_CAMPAIGN)
+                    .bind(task.campaign_id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+            }
+            None => None,
+        };
+        let (through, queued, done) = match live {
+            Some(_) => Self::queue_next(&mut *conn, task_id, task, max, now).await?,
+            None => (task.queued_through, 0, true),
+        };
+        sqlx::query("UPDATE send_tasks SET queued_through = $2, queued = queued + $3, queuing = $4 WHERE id = $1")
+            .bind(task_id)
+            .bind(through)
+            .bind(queued as i64)
+            .bind(!done)
+            .execute(&mut *conn)
+            .await?;
+        Ok(QueueStep {
+            campaign_id: task.campaign_id,
+            queued,
+            done,
+        })
+    }
+
     /// One batch of a task's queueing, in the caller's transaction: returns
     /// the position reached, the messages created, and whether it is done.
     async fn queue_next(
@@ -485,17 +513,19 @@ where
             }
             None => i64::MAX,
         };
-        // The next contacts by position: an index range, whatever the
-        // campaign's size. Opted-out ones are read too, to move past them.
-        // (EXPLAIN: campaign_contacts_by_position range + contacts primary key.)
+        // The next contacts by position: a closed range of the unique
+        // (campaign_id, position) index (positions have no gaps, so it holds
+        // `max` links at most), then each contact by primary key; opted-out
+        // ones are read too, to move past them. The closed range keeps the
+        // planner's estimate exact at any depth.
         let next: Vec<(i64, ContactId, String, bool)> = sqlx::query_as(
             "SELECT l.position, l.contact_id, k.phone_number, k.opted_out FROM campaign_contacts l \
              JOIN contacts k ON k.id = l.contact_id \
-             WHERE l.campaign_id = $1 AND l.position > $2 ORDER BY l.position LIMIT $3",
+             WHERE l.campaign_id = $1 AND l.position > $2 AND l.position <= $3 ORDER BY l.position",
         )
         .bind(campaign_id)
         .bind(task.queued_through)
-        .bind(i64::from(max))
+        .bind(task.queued_through + i64::from(max))
         .fetch_all(&mut *conn)
         .await?;
         let mut through = task.queued_through;
