@@ -381,7 +381,7 @@ now_s() { date +%s.%N; }
 since_s() { printf '%.1f' "$(echo "$(now_s) - $1" | bc)"; }
 
 # phase DB WHAT: labels the RSS samples taken from now on.
-phase() { echo "$1 $2" >"$WORK/phase"; }
+phase() { echo "$1 $2" >"$WORK/phase.next" && mv "$WORK/phase.next" "$WORK/phase"; }
 
 # The sampler: every second, the RSS (KiB) of each process listed in $WORK/pids, labelled with the phase.
 rss_sampler() {
@@ -397,7 +397,7 @@ rss_sampler() {
 
 # rss_of DB PHASE-PATTERN PROCESS: max, first and last RSS (MiB) sampled in the phases matching the pattern.
 rss_of() {
-    awk -v db="$1" -v pat="$2" -v proc="$3" '$1 == db && $2 ~ pat && $3 == proc {
+    awk -v db="$1" -v pat="$2" -v proc="$3" 'NF == 5 && $1 == db && $2 ~ pat && $3 == proc {
         if (!n++) first = $4; last = $4; if ($4 > max) max = $4
     } END { if (n) printf "%d (%d -> %d)", max / 1024, first / 1024, last / 1024; else print "-" }' "$WORK/rss.log"
 }
@@ -778,7 +778,7 @@ bench_scale() {
     for db in ${BENCH_SCALE_DBS:-sqlite postgres}; do scale_table "$db"; done
     echo
     echo "RSS per phase, max MiB (database, size:phase, process):"
-    awk '$2 != "start" { k = $1 " " $2 " " $3; if ($4 > m[k]) m[k] = $4 }
+    awk 'NF == 5 && $2 != "start" { k = $1 " " $2 " " $3; if ($4 > m[k]) m[k] = $4 }
         END { for (k in m) printf "%s %d\n", k, m[k] / 1024 }' "$WORK/rss.log" | sort -V | column -t | sed 's/^/   /'
 }
 
