@@ -366,7 +366,7 @@ nats_delete_streams() {
     hostport="${hostport#nats://}"
     exec 3<>"/dev/tcp/${hostport%:*}/${hostport#*:}" || return 0
     { printf 'CONNECT {"verbose":false}\r\n'
-      for s in JOBS RESULTS EVENTS; do printf 'PUB $JS.API.STREAM.DELETE.%s_%s _INBOX.bench.%s 0\r\n\r\n' "$1" "$s" "$s"; done
+      for s in JOBS RESULTS EVENTS RATE; do printf 'PUB $JS.API.STREAM.DELETE.%s_%s _INBOX.bench.%s 0\r\n\r\n' "$1" "$s" "$s"; done
       printf 'PING\r\n'; } >&3
     timeout 5 grep -qm1 PONG <&3 || true
     exec 3<&-
