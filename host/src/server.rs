@@ -116,6 +116,7 @@ impl Herald {
         self.log_startup_token()?;
         let (stop_work, work_stopped) = watch::channel(false);
         let mut work = JoinSet::new();
+        work.spawn(crate::telemetry::metrics_upkeep(work_stopped.clone()));
         self.app.outbox.spawn(&mut work, work_stopped.clone());
         self.app.scheduler.spawn(&mut work, work_stopped.clone());
         if self.with_dispatcher {
@@ -170,6 +171,7 @@ pub async fn run_dispatcher(
     let bus = connect_bus(&config).await?;
     let (stop, stopped) = watch::channel(false);
     let mut work = JoinSet::new();
+    work.spawn(crate::telemetry::metrics_upkeep(stopped.clone()));
     Dispatcher::new(&config, bus, plugins, clock).spawn(&mut work, stopped);
     tracing::info!("dispatcher running");
     shutdown.await;

@@ -60,6 +60,12 @@ CREATE TABLE campaign_waits (
     until        TIMESTAMPTZ NOT NULL
 );
 
+-- Status-keyed indexes that nothing reads any more (stats and tasks read
+-- message_counts): every status change had to rewrite their entries, and the
+-- planner could pick them for the claim, sorting a million queued rows.
+DROP INDEX messages_by_campaign_status;
+DROP INDEX messages_by_task;
+
 -- Messages counted by campaign, task, variant and status, kept by the
 -- triggers below in the same transaction as every change of a message, so
 -- stats, tasks and /metrics read a few rows instead of counting messages.

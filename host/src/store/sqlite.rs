@@ -157,7 +157,7 @@ async fn link_rows(
                         .push_bind(Json(&contact.attributes));
                 });
                 insert.push(") AS v WHERE true ON CONFLICT (user_id, phone_number) DO NOTHING");
-                insert.build().execute(&mut **tx).await?;
+                insert.build().persistent(false).execute(&mut **tx).await?;
 
                 // Positions continue the campaign's, without gaps: contacts
                 // already linked, and repeats within the chunk, are left out
@@ -176,7 +176,7 @@ async fn link_rows(
                 link.push(" AND c.phone_number = v.phone WHERE NOT EXISTS (SELECT 1 FROM campaign_contacts l ");
                 link.push("WHERE l.campaign_id = ").push_bind(campaign_id);
                 link.push(" AND l.contact_id = c.id) GROUP BY c.id) AS fresh ORDER BY fresh.ord");
-                let linked = link.build().execute(&mut **tx).await?.rows_affected();
+                let linked = link.build().persistent(false).execute(&mut **tx).await?.rows_affected();
                 outcome.linked += linked;
                 outcome.already_linked += chunk.len() as u64 - linked;
             }

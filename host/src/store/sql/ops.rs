@@ -164,7 +164,7 @@ where
         for chunk in positions.chunks(ROWS_PER_STATEMENT) {
             let mut delete = QueryBuilder::<DB>::new("DELETE FROM event_outbox WHERE seq IN ");
             push_list(&mut delete, chunk);
-            delete.build().execute(&self.pool).await?;
+            delete.build().persistent(false).execute(&self.pool).await?;
         }
         Ok(())
     }

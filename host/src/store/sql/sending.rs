@@ -194,12 +194,17 @@ where
         // jobs need. EXPLAIN (1,000,000 queued in one campaign, both
         // databases): the partial index messages_due (campaign_id,
         // not_before, id) WHERE status = 'queued' gives them in order, each
-        // contact by primary key: cost follows `max`, not the campaign.
+        // contact by primary key: cost follows `max`, not the campaign. The
+        // pick is a materialized CTE joined by primary key, so the update's
+        // plan cannot depend on how many queued messages the statistics
+        // believe in (right after a big send they believe in none, and an
+        // `id IN (…)` semi-join was planned as a scan of every queued row).
         let claimed: Vec<ClaimedMessage> = sqlx::query_as(concatcp!(
-            "UPDATE messages SET status = 'sending', hand_offs = hand_offs + 1, updated_at = $2, handed_day = $4 \
-             WHERE status = 'queued' AND id IN (SELECT m.id FROM messages m JOIN contacts k ON k.id = m.contact_id \
+            "WITH picked AS MATERIALIZED (SELECT m.id FROM messages m JOIN contacts k ON k.id = m.contact_id \
              WHERE m.campaign_id = $1 AND m.status = 'queued' AND m.not_before <= $2 AND NOT k.opted_out \
-             ORDER BY m.not_before, m.id LIMIT $3) RETURNING ",
+             ORDER BY m.not_before, m.id LIMIT $3) \
+             UPDATE messages SET status = 'sending', hand_offs = hand_offs + 1, updated_at = $2, handed_day = $4 \
+             FROM picked WHERE messages.id = picked.id AND messages.status = 'queued' RETURNING ",
             CLAIMED_COLUMNS
         ))
         .bind(campaign_id)
@@ -224,7 +229,13 @@ where
             let mut select =
                 QueryBuilder::<DB>::new(concatcp!("SELECT ", MESSAGE_COLUMNS, " FROM messages WHERE id IN "));
             push_list(&mut select, chunk);
-            records.extend(select.build_query_as::<MessageRecord>().fetch_all(&self.pool).await?);
+            records.extend(
+                select
+                    .build_query_as::<MessageRecord>()
+                    .persistent(false)
+                    .fetch_all(&self.pool)
+                    .await?,
+            );
         }
         Ok(records)
     }
@@ -277,7 +288,7 @@ where
                      GROUP BY m.campaign_id, m.handed_day) AS d \
                      WHERE campaign_days.campaign_id = d.campaign_id AND campaign_days.day = d.handed_day",
                 );
-                release.build().execute(&mut *tx).await?;
+                release.build().persistent(false).execute(&mut *tx).await?;
             }
             let mut update = QueryBuilder::<DB>::new(
                 "WITH v (id, hand_off, status, attempts, carrier_message_id, segments, not_before, error, at, \
@@ -310,7 +321,13 @@ where
                  RETURNING ",
                 MESSAGE_COLUMNS
             ));
-            applied.extend(update.build_query_as::<MessageRecord>().fetch_all(&mut *tx).await?);
+            applied.extend(
+                update
+                    .build_query_as::<MessageRecord>()
+                    .persistent(false)
+                    .fetch_all(&mut *tx)
+                    .await?,
+            );
         }
         let mut results = AppliedResults::default();
         // Carriers' opt-outs, by message: the contact is opted out with the failure.
@@ -562,7 +579,12 @@ where
             // The unique (campaign, contact) index skips contacts that have a
             // message already (a second send): no anti-join over the messages.
             insert.push(" ON CONFLICT (campaign_id, contact_id) DO NOTHING");
-            queued += insert.build().execute(&mut *conn).await?.rows_affected();
+            queued += insert
+                .build()
+                .persistent(false)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
         }
         let limit_reached = room - queued as i64 <= 0;
         let all_read = !room_cut_short && (next.len() as u64) < u64::from(max);
