@@ -194,17 +194,21 @@ where
         // jobs need. EXPLAIN (1,000,000 queued in one campaign, both
         // databases): the partial index messages_due (campaign_id,
         // not_before, id) WHERE status = 'queued' gives them in order, each
-        // contact by primary key: cost follows `max`, not the campaign. The
-        // pick is a materialized CTE joined by primary key, so the update's
-        // plan cannot depend on how many queued messages the statistics
-        // believe in (right after a big send they believe in none, and an
-        // `id IN (…)` semi-join was planned as a scan of every queued row).
+        // contact by primary key: cost follows `max`, not the campaign.
+        // Right after a big send PostgreSQL's statistics say no message is
+        // queued, so any plan that may scan "the queued messages" looks free
+        // and is chosen, and a claim of 2,000 ran for minutes (the scale
+        // benchmark, twice). Hence the pick is a materialized CTE, and the
+        // update's guard compares with the picked status (`messages.status =
+        // picked.status`, not `= 'queued'`): no partial index of queued rows
+        // fits the update, only the primary key. The guard still refuses a
+        // message another claim or a cancel moved on in between.
         let claimed: Vec<ClaimedMessage> = sqlx::query_as(concatcp!(
-            "WITH picked AS MATERIALIZED (SELECT m.id FROM messages m JOIN contacts k ON k.id = m.contact_id \
+            "WITH picked AS MATERIALIZED (SELECT m.id, m.status FROM messages m JOIN contacts k ON k.id = m.contact_id \
              WHERE m.campaign_id = $1 AND m.status = 'queued' AND m.not_before <= $2 AND NOT k.opted_out \
              ORDER BY m.not_before, m.id LIMIT $3) \
              UPDATE messages SET status = 'sending', hand_offs = hand_offs + 1, updated_at = $2, handed_day = $4 \
-             FROM picked WHERE messages.id = picked.id AND messages.status = 'queued' RETURNING ",
+             FROM picked WHERE messages.id = picked.id AND messages.status = picked.status RETURNING ",
             CLAIMED_COLUMNS
         ))
         .bind(campaign_id)
