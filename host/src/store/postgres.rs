@@ -10,7 +10,7 @@ use sqlx::{Pool, Postgres};
 use uuid::Uuid;
 
 use super::cache::ReadCache;
-use super::sql::{COUNT_CAMPAIGN_CONTACTS, Dialect, SqlStore};
+use super::sql::{ADD_TO_CAMPAIGN_SIZE, COUNT_CAMPAIGN_CONTACTS, Dialect, SqlStore};
 use super::{ContactBatches, LinkOutcome, StoreError, next_rows};
 use crate::domain::ids::{CampaignId, UserId};
 
@@ -123,7 +123,7 @@ impl Dialect for Postgres {
         let linked = sqlx::query(
             "INSERT INTO campaign_contacts (campaign_id, contact_id, added_at, position) \
              SELECT $1, fresh.id, $2, \
-             (SELECT COALESCE(MAX(position), 0) FROM campaign_contacts WHERE campaign_id = $1) \
+             COALESCE((SELECT contacts FROM campaign_sizes WHERE campaign_id = $1), 0) \
              + row_number() OVER (ORDER BY fresh.ord) \
              FROM (SELECT c.id, MIN(r.ord) AS ord FROM import_rows r \
              JOIN contacts c ON c.user_id = $3 AND c.phone_number = r.phone_number \
@@ -136,6 +136,11 @@ impl Dialect for Postgres {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        sqlx::query(ADD_TO_CAMPAIGN_SIZE)
+            .bind(campaign_id)
+            .bind(linked as i64)
+            .execute(&mut *tx)
+            .await?;
         let total: i64 = sqlx::query_scalar(COUNT_CAMPAIGN_CONTACTS)
             .bind(campaign_id)
             .fetch_one(&mut *tx)

@@ -11,7 +11,7 @@ use sqlx::{Pool, QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::cache::ReadCache;
-use super::sql::{COUNT_CAMPAIGN_CONTACTS, Dialect, SqlStore};
+use super::sql::{ADD_TO_CAMPAIGN_SIZE, COUNT_CAMPAIGN_CONTACTS, Dialect, SqlStore};
 use super::{ContactBatches, LinkOutcome, StoreError, next_rows};
 use crate::domain::ids::{CampaignId, UserId};
 
@@ -169,14 +169,21 @@ async fn link_rows(
                 });
                 link.push(") INSERT INTO campaign_contacts (campaign_id, contact_id, added_at, position) SELECT ");
                 link.push_bind(campaign_id).push(", fresh.id, ").push_bind(now);
-                link.push(", (SELECT COALESCE(MAX(position), 0) FROM campaign_contacts WHERE campaign_id = ");
+                link.push(", (SELECT COALESCE((SELECT contacts FROM campaign_sizes WHERE campaign_id = ");
                 link.push_bind(campaign_id);
-                link.push(") + row_number() OVER (ORDER BY fresh.ord) FROM (SELECT c.id, MIN(v.ord) AS ord FROM v ");
+                link.push(
+                    "), 0)) + row_number() OVER (ORDER BY fresh.ord) FROM (SELECT c.id, MIN(v.ord) AS ord FROM v ",
+                );
                 link.push("JOIN contacts c ON c.user_id = ").push_bind(user_id);
                 link.push(" AND c.phone_number = v.phone WHERE NOT EXISTS (SELECT 1 FROM campaign_contacts l ");
                 link.push("WHERE l.campaign_id = ").push_bind(campaign_id);
                 link.push(" AND l.contact_id = c.id) GROUP BY c.id) AS fresh ORDER BY fresh.ord");
                 let linked = link.build().persistent(false).execute(&mut **tx).await?.rows_affected();
+                sqlx::query(ADD_TO_CAMPAIGN_SIZE)
+                    .bind(campaign_id)
+                    .bind(linked as i64)
+                    .execute(&mut **tx)
+                    .await?;
                 outcome.linked += linked;
                 outcome.already_linked += chunk.len() as u64 - linked;
             }

@@ -122,10 +122,14 @@ impl<DB: Database> SqlStore<DB> {
 /// seen, to hundreds of MiB through a million-message campaign.
 pub(super) const ROWS_PER_STATEMENT: usize = 500;
 
-/// Counts the contacts linked to a campaign: their positions have no gaps, so
-/// the highest is the count, one index probe away. Shared by both bulk writers.
+/// Counts the contacts linked to a campaign: the count the bulk writers keep
+/// in `campaign_sizes`, one key lookup. Shared by both bulk writers.
 pub(super) const COUNT_CAMPAIGN_CONTACTS: &str =
-    "SELECT CAST(COALESCE(MAX(position), 0) AS BIGINT) FROM campaign_contacts WHERE campaign_id = $1";
+    "SELECT CAST(COALESCE((SELECT contacts FROM campaign_sizes WHERE campaign_id = $1), 0) AS BIGINT)";
+
+/// Adds `$2` newly linked contacts to campaign `$1`'s count, in the link's transaction.
+pub(super) const ADD_TO_CAMPAIGN_SIZE: &str = "INSERT INTO campaign_sizes (campaign_id, contacts) VALUES ($1, $2) \
+     ON CONFLICT (campaign_id) DO UPDATE SET contacts = campaign_sizes.contacts + excluded.contacts";
 
 /// Appends `(id, id, ...)`.
 fn push_list<'a, DB, T>(builder: &mut QueryBuilder<DB>, values: &'a [T])
