@@ -242,17 +242,7 @@ sent_total() {
 dispatch_once() {
     local label="$1" data="$2" url="${3:-}" nats="${4:-}" campaigns="${BENCH_CAMPAIGNS:-30}"
     mkdir -p "$data"
-    # The log carrier unthrottled (its defaults are a real carrier's 100 segments/s).
-    cat >"$data/herald.toml" <<TOML
-[dispatch]
-max_in_flight = 5000
-[[carriers]]
-name = "log"
-plugin = "builtin:log"
-default = true
-max_per_second = 1000000
-max_concurrency = 256
-TOML
+    unthrottled_config "$data/herald.toml"
     if [ -n "$nats" ]; then
         # Fixed names: every run reuses the same three streams instead of adding some.
         export HERALD_BUS__NATS_URL="$nats" HERALD_BUS__STREAM_PREFIX="HERALD_BENCH" HERALD_BUS__SUBJECT_PREFIX="bench"
@@ -403,8 +393,9 @@ rss_of() {
     } END { if (n) printf "%d (%d -> %d)", max / 1024, first / 1024, last / 1024; else print "-" }' "$WORK/rss.log"
 }
 
-scale_config() {
-    # The log carrier unthrottled, as in the dispatch bench.
+# unthrottled_config FILE: the log carrier unthrottled (its defaults are a real
+# carrier's 100 segments/s), for the dispatch and scale benches.
+unthrottled_config() {
     cat >"$1" <<TOML
 [dispatch]
 max_in_flight = 5000
@@ -772,7 +763,7 @@ bench_scale() {
     SCALE_RESULTS="$WORK/scale-results.tsv"
     : >"$SCALE_RESULTS"; : >"$WORK/pids"; : >"$WORK/rss.log"
     scale_background
-    scale_config "$WORK/scale.toml"
+    unthrottled_config "$WORK/scale.toml"
     phase "-" "start"
     rss_sampler &
     SAMPLER_PID=$!
