@@ -23,6 +23,13 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
+fn invalid(key: &str, reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason,
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -34,6 +41,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub contacts: ContactsConfig,
     pub campaigns: CampaignsConfig,
+    pub compliance: ComplianceConfig,
     pub bus: BusConfig,
     pub dispatch: DispatchConfig,
     /// Template plugin: `builtin:<name>` or a path to a `.wasm` component.
@@ -121,6 +129,28 @@ pub struct CampaignsConfig {
 impl Default for CampaignsConfig {
     fn default() -> Self {
         Self { max_daily_limit: 1000 }
+    }
+}
+
+/// The recipient rules (SPEC §4.1, docs/compliance.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComplianceConfig {
+    /// A rule set file (TOML, the format of config/compliance/us-rules.toml)
+    /// that replaces the shipped one; unset = the shipped rule set.
+    pub rules: Option<PathBuf>,
+}
+
+impl ComplianceConfig {
+    /// The rule set in force: the file's, or the shipped one.
+    pub fn rule_set(&self) -> Result<crate::domain::compliance::RuleSet, ConfigError> {
+        let Some(path) = &self.rules else {
+            return Ok(crate::domain::compliance::RuleSet::shipped().clone());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid("compliance.rules", format!("cannot read {}: {e}", path.display())))?;
+        crate::domain::compliance::RuleSet::from_toml(&text)
+            .map_err(|e| invalid("compliance.rules", format!("{}: {e}", path.display())))
     }
 }
 
@@ -221,6 +251,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             contacts: ContactsConfig::default(),
             campaigns: CampaignsConfig::default(),
+            compliance: ComplianceConfig::default(),
             bus: BusConfig::default(),
             dispatch: DispatchConfig::default(),
             template: "builtin:default".into(),

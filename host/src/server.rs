@@ -72,6 +72,7 @@ impl Herald {
         if migrate && config.database.migrate_on_start {
             store.migrate().await.context("database migration failed")?;
         }
+        let rules = Arc::new(config.compliance.rule_set()?);
         let bus = connect_bus(&config).await?;
         let outbox = EventOutbox::new(store.clone(), bus.clone());
         let scheduler = Scheduler::new(
@@ -80,6 +81,7 @@ impl Herald {
             outbox.clone(),
             clock.clone(),
             config.dispatch.clone(),
+            rules,
         );
         let app = Arc::new(App::new(config, store, verifier, clock, plugins, outbox, scheduler));
         Ok(Self {

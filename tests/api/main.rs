@@ -5,6 +5,7 @@
 
 mod auth;
 mod campaigns;
+mod compliance;
 mod contacts;
 mod edges;
 mod import;

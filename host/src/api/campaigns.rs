@@ -14,7 +14,7 @@ use super::{App, retry_on_conflict};
 use crate::bus::event::build;
 use crate::domain::FieldError;
 use crate::domain::campaign::{self, Campaign, CampaignChanges, CampaignStatus};
-use crate::domain::stats::tally;
+use crate::domain::stats::{Tally, tally};
 
 /// Asks the template plugin about every template the request sets.
 async fn check_templates(app: &App, changes: &CampaignChanges) -> Result<(), ApiError> {
@@ -201,7 +201,11 @@ pub async fn stats(req: &mut Request, depot: &mut Depot) -> Result<Json<Campaign
     let campaign = load(app, user(depot), extract::path_id(req, "id")?).await?;
     let counts = app.store.message_counts(campaign.id).await?;
     let total_contacts = app.store.count_campaign_contacts(campaign.id).await?;
-    let (all, mut by_variant) = tally(counts.iter().map(|(v, s, n)| (v.as_str(), *s, *n)));
+    let Tally {
+        all,
+        variants: mut by_variant,
+        held_by_rule,
+    } = tally(counts.iter().map(|(v, s, h, n)| (v.as_str(), *s, h.as_str(), *n)));
     let variants = campaign.message_template_b.is_some().then(|| {
         ["a", "b"]
             .into_iter()
@@ -214,6 +218,8 @@ pub async fn stats(req: &mut Request, depot: &mut Depot) -> Result<Json<Campaign
         messages_delivered: all.delivered,
         messages_failed: all.failed,
         messages_pending: all.pending,
+        messages_held: all.held,
+        held_by_rule,
         delivery_rate: all.delivery_rate(),
         success_rate: all.success_rate(),
         variants,

@@ -75,6 +75,10 @@ pub struct CampaignBody {
     pub send_days: SendDays,
     /// Configured carrier name; null means the default carrier.
     pub carrier: Option<String>,
+    /// `recipient`: the window and the recipient's allowed hours and state
+    /// rules; `campaign`: the window only.
+    #[schema(value_type = String, example = "recipient")]
+    pub quiet_hours: &'static str,
     #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "rfc3339")]
@@ -97,6 +101,7 @@ impl From<Campaign> for CampaignBody {
             send_window_end: c.send_window_end,
             send_days: c.send_days,
             carrier: c.carrier,
+            quiet_hours: c.quiet_hours.as_str(),
             created_at: c.created_at,
             updated_at: c.updated_at,
         }
@@ -142,6 +147,9 @@ pub struct CampaignInput {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub carrier: Option<Option<String>>,
+    /// `recipient` (default: the window and the recipient's allowed hours,
+    /// SPEC §4.1) or `campaign` (the window only).
+    pub quiet_hours: Option<String>,
 }
 
 /// The body of a create, as documented: [`CampaignInput`] with `name` and
@@ -183,6 +191,7 @@ impl From<CampaignInput> for CampaignChanges {
             send_window_end: i.send_window_end,
             send_days: i.send_days,
             carrier: i.carrier,
+            quiet_hours: i.quiet_hours,
         }
     }
 }
@@ -400,6 +409,7 @@ pub struct VariantStats {
     pub messages_delivered: u64,
     pub messages_failed: u64,
     pub messages_pending: u64,
+    pub messages_held: u64,
     pub delivery_rate: f64,
     pub success_rate: f64,
 }
@@ -411,6 +421,7 @@ impl From<Counters> for VariantStats {
             messages_delivered: c.delivered,
             messages_failed: c.failed,
             messages_pending: c.pending,
+            messages_held: c.held,
             delivery_rate: c.delivery_rate(),
             success_rate: c.success_rate(),
         }
@@ -427,6 +438,10 @@ pub struct CampaignStats {
     pub messages_failed: u64,
     /// Queued or sending.
     pub messages_pending: u64,
+    /// Of the pending: waiting on a recipient rule (SPEC §4.1).
+    pub messages_held: u64,
+    /// Held messages per rule id (`us-federal`, `us-fl`, `frequency-cap` …).
+    pub held_by_rule: BTreeMap<String, u64>,
     /// Delivered / sent, 2 decimals.
     pub delivery_rate: f64,
     /// Sent / all messages, 2 decimals.
@@ -475,6 +490,10 @@ pub struct TaskBody {
     pub failed: u64,
     /// Queued or sending.
     pub pending: u64,
+    /// Of the pending: waiting on a recipient rule (SPEC §4.1).
+    pub held: u64,
+    /// Held messages per rule id (`us-federal`, `us-fl`, `frequency-cap` …).
+    pub held_by_rule: BTreeMap<String, u64>,
     pub created_at: DateTime<Utc>,
     pub scheduled_for: Option<DateTime<Utc>>,
 }

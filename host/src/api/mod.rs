@@ -1,6 +1,7 @@
 //! The HTTP edge (salvo): routing, authentication, request telemetry. Handlers
 //! are thin: parse, call domain rules and the store, render. Knows no SQL.
 
+mod audit;
 mod campaigns;
 mod constraints;
 mod contacts;
@@ -8,6 +9,7 @@ pub mod docs;
 mod dto;
 mod events;
 mod extract;
+mod forecast;
 mod json;
 mod ops;
 pub mod problem;

@@ -13,7 +13,7 @@ use utoipa::openapi::path::{HttpMethod, Paths};
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::{OpenApi, RefOr};
 
-use super::{BodyLimit, authenticate, campaigns, contacts, docs, events, ops, sending, webhooks};
+use super::{BodyLimit, audit, authenticate, campaigns, contacts, docs, events, forecast, ops, sending, webhooks};
 use crate::config::Config;
 
 /// Headroom for multipart framing around an upload of `max_import_bytes`.
@@ -39,6 +39,12 @@ pub(super) fn table(config: &Config) -> Routes {
     routes.add(contacts::patch, json);
     routes.add(sending::send, json);
     routes.add(sending::task, json);
+    routes.add(audit::list_messages, json);
+    routes.add(audit::show_message, json);
+    routes.add(audit::export_consent, json);
+    routes.add(audit::show_settings, json);
+    routes.add(audit::replace_settings, json);
+    routes.add(forecast::forecast, json);
     routes.add(events::stream, json);
     // Carriers are configured with either URL; the document names the short one.
     routes.add_also_under("/api/v1", webhooks::status, webhook);

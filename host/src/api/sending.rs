@@ -9,7 +9,7 @@ use super::problem::ApiError;
 use super::problem::responses::*;
 use crate::domain::campaign;
 use crate::domain::message::MessageStatus;
-use crate::domain::stats::{Counters, task_status};
+use crate::domain::stats::{tally, task_status};
 use crate::service;
 
 /// Queue the campaign's eligible contacts for sending.
@@ -72,12 +72,12 @@ pub async fn task(req: &mut Request, depot: &mut Depot) -> Result<Json<TaskBody>
         .task(user(depot), extract::path_id(req, "id")?)
         .await?
         .ok_or(ApiError::NotFound("task"))?;
-    let mut counters = Counters::default();
-    let mut handed_out = false;
-    for (status, count) in &report.counts {
-        counters.add(*status, *count);
-        handed_out |= *status != MessageStatus::Queued;
-    }
+    let counted = tally(report.counts.iter().map(|(s, h, n)| ("", *s, h.as_str(), *n)));
+    let counters = counted.all;
+    let handed_out = report
+        .counts
+        .iter()
+        .any(|(status, _, n)| *status != MessageStatus::Queued && *n > 0);
     let now = app.clock.now();
     let window_opened = report.scheduled_for.is_none_or(|at| at <= now);
     Ok(Json(TaskBody {
@@ -89,6 +89,8 @@ pub async fn task(req: &mut Request, depot: &mut Depot) -> Result<Json<TaskBody>
         delivered: counters.delivered,
         failed: counters.failed,
         pending: counters.pending,
+        held: counters.held,
+        held_by_rule: counted.held_by_rule,
         created_at: report.created_at,
         scheduled_for: report.scheduled_for,
     }))

@@ -49,6 +49,29 @@ impl FromStr for CampaignStatus {
     }
 }
 
+/// Whose clock decides when a message may go (SPEC §3.1, §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, strum::Display, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "lowercase")]
+pub enum QuietHours {
+    /// The campaign's window and the recipient's allowed hours and rules.
+    #[default]
+    Recipient,
+    /// The campaign's window only (the original contract).
+    Campaign,
+}
+
+impl QuietHours {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    fn parse(value: &str) -> Result<Self, String> {
+        value
+            .parse()
+            .map_err(|_| format!("must be \"recipient\" or \"campaign\" (got {value:?})"))
+    }
+}
+
 /// The weekdays a campaign may send on; written as a list of `mon`…`sun`,
 /// stored as bits (bit 0 is Monday).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -137,6 +160,7 @@ pub struct Campaign {
     #[sqlx(try_from = "i32")]
     pub send_days: SendDays,
     pub carrier: Option<String>,
+    pub quiet_hours: QuietHours,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Moved on by every write; a write lands only on the version it read.
@@ -159,6 +183,7 @@ pub struct CampaignChanges {
     pub send_window_end: Option<String>,
     pub send_days: Option<Vec<String>>,
     pub carrier: Option<Option<String>>,
+    pub quiet_hours: Option<String>,
 }
 
 impl CampaignChanges {
@@ -175,6 +200,7 @@ impl CampaignChanges {
             && self.send_window_end.is_none()
             && self.send_days.is_none()
             && self.carrier.is_none()
+            && self.quiet_hours.is_none()
     }
 }
 
@@ -219,6 +245,7 @@ pub fn create(
         send_window_end: TimeOfDay::hm(18, 0),
         send_days: SendDays::weekdays(),
         carrier: None,
+        quiet_hours: QuietHours::default(),
         created_at: now,
         updated_at: now,
         version: 0,
@@ -342,6 +369,11 @@ fn apply_fields(
             );
         }
         c.carrier = carrier;
+    }
+    if let Some(quiet) = changes.quiet_hours {
+        c.quiet_hours = errors
+            .check("quiet_hours", QuietHours::parse(&quiet))
+            .unwrap_or(c.quiet_hours);
     }
     match changes.ab_test_percentage {
         Some(Some(_)) if c.message_template_b.is_none() => {

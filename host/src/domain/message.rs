@@ -128,8 +128,8 @@ pub struct TaskReport {
     pub queuing: bool,
     pub created_at: DateTime<Utc>,
     pub scheduled_for: Option<DateTime<Utc>>,
-    /// `(status, count)` of the task's messages now.
-    pub counts: Vec<(MessageStatus, u64)>,
+    /// `(status, hold rule, count)` of the task's messages now.
+    pub counts: Vec<(MessageStatus, String, u64)>,
 }
 
 /// A carrier's verified delivery receipt.
@@ -216,4 +216,20 @@ mod tests {
         let written = serde_json::to_value(&result).unwrap();
         assert_eq!(written["hand_off"], 3, "written under the new name");
     }
+}
+
+/// What the recipient rules (SPEC §4.1) say of a due message now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Hand it to the carrier now.
+    HandOut,
+    /// Wait until `until`: `rule` (a rule id, `campaign-window` or
+    /// `frequency-cap`) does not allow it before, in the recipient's `zones`.
+    Hold {
+        rule: String,
+        until: DateTime<Utc>,
+        zones: String,
+    },
+    /// Never send it: it fails with `reason` (the frequency cap in `skip` mode).
+    Skip { reason: String },
 }

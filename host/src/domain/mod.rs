@@ -2,17 +2,23 @@
 //! CSV row parsing. Pure functions over plain types: no I/O, and nothing here
 //! knows HTTP, SQL or NATS.
 
+pub mod audit;
 pub mod campaign;
+pub mod compliance;
 pub mod contact;
 pub mod csv_import;
+pub mod forecast;
 pub mod ids;
 pub mod keyword;
 pub mod message;
 pub mod page;
 pub mod phone;
+pub mod recipient;
+pub mod recipient_zone;
 pub mod refusal;
 pub mod result;
 pub mod retry;
+pub mod settings;
 pub mod stats;
 pub mod template;
 pub mod variant;

@@ -13,6 +13,8 @@ pub struct Counters {
     pub failed: u64,
     /// Queued or sending.
     pub pending: u64,
+    /// Of the pending: waiting on a recipient rule (SPEC §4.1).
+    pub held: u64,
 }
 
 impl Counters {
@@ -52,17 +54,45 @@ fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// Counters overall and per variant, from `(variant, status, count)` rows.
-pub fn tally<'a>(
-    rows: impl IntoIterator<Item = (&'a str, MessageStatus, u64)>,
-) -> (Counters, BTreeMap<String, Counters>) {
-    let mut overall = Counters::default();
-    let mut variants: BTreeMap<String, Counters> = BTreeMap::new();
-    for (variant, status, count) in rows {
-        overall.add(status, count);
-        variants.entry(variant.to_string()).or_default().add(status, count);
+impl Counters {
+    /// Adds `count` messages in `status`, held by rule `hold` ('' when none).
+    pub fn add_held(&mut self, status: MessageStatus, hold: &str, count: u64) {
+        self.add(status, count);
+        if is_held(status, hold) {
+            self.held += count;
+        }
     }
-    (overall, variants)
+}
+
+/// Whether a message in `status` with hold rule `hold` waits on a rule: a
+/// queued one keeps the rule that last held it until it is handed out.
+fn is_held(status: MessageStatus, hold: &str) -> bool {
+    status == MessageStatus::Queued && !hold.is_empty()
+}
+
+/// A campaign's (or task's) counters: overall, per variant, and held messages per rule.
+#[derive(Debug, Default, PartialEq)]
+pub struct Tally {
+    pub all: Counters,
+    pub variants: BTreeMap<String, Counters>,
+    pub held_by_rule: BTreeMap<String, u64>,
+}
+
+/// Tallies `(variant, status, hold rule, count)` rows.
+pub fn tally<'a>(rows: impl IntoIterator<Item = (&'a str, MessageStatus, &'a str, u64)>) -> Tally {
+    let mut tally = Tally::default();
+    for (variant, status, hold, count) in rows {
+        tally.all.add_held(status, hold, count);
+        tally
+            .variants
+            .entry(variant.to_string())
+            .or_default()
+            .add_held(status, hold, count);
+        if is_held(status, hold) && count > 0 {
+            *tally.held_by_rule.entry(hold.to_string()).or_default() += count;
+        }
+    }
+    tally
 }
 
 /// A send task's status: `queuing` until every eligible contact has its
@@ -103,19 +133,44 @@ mod tests {
     #[test]
     fn delivered_counts_as_sent_so_rates_stay_within_one() {
         use MessageStatus::*;
-        let (all, variants) = tally([("a", Delivered, 3), ("a", Sent, 1), ("b", Failed, 1), ("b", Queued, 2)]);
+        let Tally { all, variants, .. } = tally([
+            ("a", Delivered, "", 3),
+            ("a", Sent, "", 1),
+            ("b", Failed, "", 1),
+            ("b", Queued, "", 2),
+        ]);
         assert_eq!(
             all,
             Counters {
                 sent: 4,
                 delivered: 3,
                 failed: 1,
-                pending: 2
+                pending: 2,
+                held: 0,
             }
         );
         assert_eq!(all.delivery_rate(), 0.75);
         assert_eq!(all.success_rate(), 0.57);
         assert_eq!(variants["b"].sent, 0);
         assert_eq!(Counters::default().delivery_rate(), 0.0);
+    }
+
+    #[test]
+    fn held_messages_are_pending_and_counted_by_rule() {
+        use MessageStatus::*;
+        let counted = tally([
+            ("a", Queued, "us-fl", 2),
+            ("b", Queued, "us-federal", 1),
+            ("a", Queued, "", 4),
+            // Handed out since: no longer held, whatever held it before.
+            ("a", Sending, "", 3),
+        ]);
+        assert_eq!(counted.all.pending, 10);
+        assert_eq!(counted.all.held, 3);
+        assert_eq!(counted.variants["b"].held, 1);
+        assert_eq!(
+            counted.held_by_rule,
+            BTreeMap::from([("us-federal".to_string(), 1), ("us-fl".to_string(), 2)])
+        );
     }
 }

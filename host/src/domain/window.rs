@@ -130,6 +130,13 @@ impl SendWindow {
             .map_or_else(|| self.never_opens(at), |(open, _)| open.max(at))
     }
 
+    /// When the window open at `at` closes; `None` when it is closed at `at`.
+    pub fn closes_after(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.window_on(self.local_day(at))
+            .filter(|&(open, close)| open <= at && at < close)
+            .map(|(_, close)| close)
+    }
+
     /// The first opening on a later local day than `at`'s (for a campaign that
     /// has used up today's daily limit).
     pub fn next_day_open(&self, at: DateTime<Utc>) -> DateTime<Utc> {

@@ -16,10 +16,12 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::backoff;
+use crate::bus::event::build;
 use crate::bus::{Bus, SendJob};
 use crate::clock::Clock;
 use crate::config::DispatchConfig;
 use crate::domain::campaign::Campaign;
+use crate::domain::compliance::RuleSet;
 use crate::domain::ids::CampaignId;
 use crate::domain::message::ClaimedMessage;
 use crate::domain::result::RecentOutcomes;
@@ -27,7 +29,8 @@ use crate::domain::retry::RetryPolicy;
 use crate::domain::window::SendWindow;
 use crate::outbox::EventOutbox;
 use crate::service;
-use crate::store::{Store, StoreError};
+use crate::service::compliance::Judge;
+use crate::store::{Claim, Store, StoreError};
 
 /// Tries to publish a batch of jobs before leaving it to the recovery sweep.
 const PUBLISH_ATTEMPTS: u32 = 5;
@@ -48,6 +51,8 @@ pub struct Scheduler {
     outbox: Arc<EventOutbox>,
     clock: Arc<dyn Clock>,
     config: DispatchConfig,
+    /// The recipient rules every claim applies (SPEC §4.1).
+    rules: Arc<RuleSet>,
     /// Woken when work may be due now (a send was queued, results freed room).
     wake: Notify,
     /// Woken when a send was left queuing or a campaign was deleted.
@@ -62,6 +67,7 @@ impl Scheduler {
         outbox: Arc<EventOutbox>,
         clock: Arc<dyn Clock>,
         config: DispatchConfig,
+        rules: Arc<RuleSet>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -70,9 +76,15 @@ impl Scheduler {
             clock,
             outcomes: RecentOutcomes::new(config.pause_window),
             config,
+            rules,
             wake: Notify::new(),
             background: Notify::new(),
         })
+    }
+
+    /// The recipient rules in force.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
     }
 
     /// Look for due work now rather than at the next tick.
@@ -168,18 +180,41 @@ impl Scheduler {
             }
             let started = std::time::Instant::now();
             let max = room.min(u64::from(MAX_CLAIM)) as u32;
-            let claimed = self
+            let settings = self.store.user_settings(campaign.user_id).await?;
+            let lease = chrono::Duration::seconds(self.config.lease_secs as i64);
+            let judge = Judge::new(&self.rules, &campaign, settings.frequency_cap, now, lease);
+            let outcome = self
                 .store
-                .claim_due(campaign.id, campaign.daily_limit, window.local_day(now), max, now)
+                .claim_due(&Claim {
+                    campaign_id: campaign.id,
+                    user_id: campaign.user_id,
+                    daily_limit: campaign.daily_limit,
+                    day: window.local_day(now),
+                    max,
+                    now,
+                    judge: &judge,
+                    events_in_outbox: self.bus.transport.remote(),
+                })
                 .await?;
-            if claimed.is_empty() {
-                // Today's limit is used up: the rest waits for the next day's window.
+            let passed_over = outcome.held + outcome.skipped.len();
+            if passed_over > 0 {
+                // Those went back to wait (or failed): look at the next due ones now.
+                more = true;
+            }
+            let skipped: Vec<_> = outcome.skipped.iter().filter_map(|m| build::message(m, now)).collect();
+            self.outbox.committed(skipped).await;
+            if outcome.day_used_up {
+                // The rest waits for the next day's window.
                 self.store.wait_until(campaign.id, window.next_day_open(now)).await?;
+            }
+            let claimed = outcome.handed;
+            if claimed.is_empty() {
+                // Another scheduler took them, or all were held.
                 continue;
             }
             room -= claimed.len() as u64;
             more |= claimed.len() as u32 == max;
-            tracing::debug!(campaign = %campaign.id, claimed = claimed.len(), took = ?started.elapsed(), "claimed");
+            tracing::debug!(campaign = %campaign.id, claimed = claimed.len(), held = outcome.held, took = ?started.elapsed(), "claimed");
             let jobs = self.jobs(&campaign, claimed, now);
             if publishing.len() >= PUBLISHING {
                 publishing.join_next().await;

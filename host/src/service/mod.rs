@@ -4,7 +4,9 @@
 //! events of what it changed; the caller publishes them through its outbox.
 //! Services know nothing of HTTP or of the bus.
 
+pub mod compliance;
 pub mod consent;
+pub mod forecast;
 pub mod import;
 pub mod sending;
 pub mod webhook;

@@ -10,7 +10,7 @@ use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Encode, Type};
 
-use crate::domain::campaign::CampaignStatus;
+use crate::domain::campaign::{CampaignStatus, QuietHours};
 use crate::domain::contact::ConsentSource;
 use crate::domain::message::MessageStatus;
 use crate::domain::variant::Variant;
@@ -63,7 +63,15 @@ macro_rules! text_columns {
     )+};
 }
 
-text_columns!(CampaignStatus, MessageStatus, Variant, ConsentSource, TimeOfDay, Zone);
+text_columns!(
+    CampaignStatus,
+    QuietHours,
+    MessageStatus,
+    Variant,
+    ConsentSource,
+    TimeOfDay,
+    Zone
+);
 
 /// `Option<T>` as a parameter on any database (`NULL` for `None`). sqlx
 /// implements `Encode` for `Option` once per database, which the generic store

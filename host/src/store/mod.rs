@@ -17,13 +17,16 @@ use tokio::sync::mpsc;
 
 use crate::bus::event::Event;
 use crate::config::DatabaseConfig;
+use crate::domain::audit::{ConsentChange, ConsentFilter, Hold, MessageAudit, MessageFilter};
 use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::contact::{ConsentSource, Contact, NewContact};
 use crate::domain::ids::{CampaignId, ContactId, MessageId, TaskId, UserId};
 use crate::domain::message::{
     ClaimedMessage, MessageChange, MessageRecord, MessageStatus, Receipt, ReceiptOutcome, SendRequest, TaskReport,
+    Verdict,
 };
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::settings::FrequencyCap;
 use crate::domain::variant::Variant;
 use cache::ReadCache;
 pub use sql::SqlStore;
@@ -104,14 +107,14 @@ pub struct LinkOutcome {
     pub total_contacts: u64,
 }
 
-/// Message counts of a campaign: `(variant, status, count)`.
-pub type MessageCounts = Vec<(Variant, MessageStatus, u64)>;
+/// Message counts of a campaign: `(variant, status, hold rule, count)`.
+pub type MessageCounts = Vec<(Variant, MessageStatus, String, u64)>;
 
 /// All of storage: what the API host's roles hold. Each capability is a trait
 /// of its own, so a reader sees what a caller can do with it.
-pub trait Store: CampaignStore + ContactStore + SendingStore + OpsStore {}
+pub trait Store: CampaignStore + ContactStore + SendingStore + AuditStore + OpsStore {}
 
-impl<T: CampaignStore + ContactStore + SendingStore + OpsStore> Store for T {}
+impl<T: CampaignStore + ContactStore + SendingStore + AuditStore + OpsStore> Store for T {}
 
 /// Campaigns (SPEC §3.1). Every write names the campaign's user, so the read
 /// cache can invalidate that user's entries.
@@ -119,6 +122,10 @@ impl<T: CampaignStore + ContactStore + SendingStore + OpsStore> Store for T {}
 pub trait CampaignStore: Send + Sync + 'static {
     /// Creates the user row on first sight of a token's `sub`.
     async fn ensure_user(&self, user_id: UserId, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// The user's own settings (defaults for a user never seen).
+    async fn user_settings(&self, user_id: UserId) -> Result<UserSettings, StoreError>;
+    /// Replaces the user's settings (the user row exists: see `ensure_user`).
+    async fn set_user_settings(&self, user_id: UserId, settings: &UserSettings) -> Result<(), StoreError>;
     /// Writes a new campaign, and `events` to the outbox in the same transaction.
     async fn insert_campaign(&self, campaign: &Campaign, events: &[Event]) -> Result<(), StoreError>;
     async fn campaign(&self, user_id: UserId, id: CampaignId) -> Result<Option<Campaign>, StoreError>;
@@ -248,6 +255,8 @@ pub struct CounterDrift {
     pub task_id: Option<TaskId>,
     pub variant: String,
     pub status: String,
+    /// The rule holding the messages counted ('' when none).
+    pub hold: String,
     pub counted: i64,
     pub actual: i64,
 }
@@ -259,6 +268,94 @@ pub enum ConsentTarget<'a> {
     Phone { carrier: &'a str, phone_number: &'a str },
     /// One contact (a carrier refused its message: the recipient opted out).
     Contact(ContactId),
+}
+
+/// The audit reads (SPEC §4.1) and what a forecast needs.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    /// A page of the campaign's messages, in the order contacts were added.
+    async fn campaign_messages(
+        &self,
+        campaign_id: CampaignId,
+        filter: MessageFilter,
+        page: PageRequest,
+    ) -> Result<Page<MessageAudit>, StoreError>;
+    /// One of the user's messages with every hold it had.
+    async fn message_audit(
+        &self,
+        user_id: UserId,
+        id: MessageId,
+    ) -> Result<Option<(MessageAudit, Vec<Hold>)>, StoreError>;
+    /// Up to `max` consent changes of the user's contacts after `after`
+    /// (time, id), in time order.
+    async fn consent_changes(
+        &self,
+        user_id: UserId,
+        filter: &ConsentFilter,
+        after: Option<(DateTime<Utc>, uuid::Uuid)>,
+        max: u32,
+    ) -> Result<Vec<ConsentChange>, StoreError>;
+    /// The campaign's recipients still to be handed out, grouped by number
+    /// prefix and `timezone` attribute.
+    async fn forecast_recipients(&self, campaign_id: CampaignId) -> Result<Vec<RecipientGroup>, StoreError>;
+    /// Messages of the campaign handed out on its local `day` (the daily limit's count).
+    async fn handed_on(&self, campaign_id: CampaignId, day: NaiveDate) -> Result<u32, StoreError>;
+}
+
+/// Recipients sharing a number prefix and `timezone` attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientGroup {
+    pub prefix: String,
+    pub timezone: Option<String>,
+    pub recipients: u64,
+}
+
+/// A user's own settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserSettings {
+    /// Off when `None` (the default).
+    pub frequency_cap: Option<FrequencyCap>,
+}
+
+/// A claim of one campaign's due messages (see [`SendingStore::claim_due`]).
+pub struct Claim<'a> {
+    pub campaign_id: CampaignId,
+    pub user_id: UserId,
+    pub daily_limit: i32,
+    /// The local day (campaign zone) the daily limit counts.
+    pub day: NaiveDate,
+    pub max: u32,
+    pub now: DateTime<Utc>,
+    /// Decides, for each candidate, whether it may go now (SPEC §4.1).
+    pub judge: &'a dyn HandOutJudge,
+    /// Append the events of skipped messages to the outbox in the claim's
+    /// transaction (a remote bus; see `EventOutbox::durable`).
+    pub events_in_outbox: bool,
+}
+
+/// The rules a claim applies to each candidate message.
+pub trait HandOutJudge: Send + Sync {
+    /// How far back this recipient's hand-outs matter (a cap applies to
+    /// them), or `None` when no cap does: then none are loaded or recorded.
+    fn history_needed(&self, message: &ClaimedMessage) -> Option<chrono::Duration>;
+    /// The verdict, given the instants this recipient was handed to a
+    /// carrier within [`HandOutJudge::history_needed`] (any of the user's campaigns).
+    fn judge(&self, message: &ClaimedMessage, history: &[DateTime<Utc>]) -> Verdict;
+    /// The rule set version recorded on each message handed out.
+    fn rule_set(&self) -> &str;
+}
+
+/// What a claim did.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// Taken for a hand-off (`sending`), with their new hand-off number.
+    pub handed: Vec<ClaimedMessage>,
+    /// Put back to wait for their own instant.
+    pub held: usize,
+    /// Failed at once (over the user's frequency cap, in `skip` mode).
+    pub skipped: Vec<MessageRecord>,
+    /// The day's limit is used up: nothing more goes before the next local day.
+    pub day_used_up: bool,
 }
 
 /// The sending half of storage (SPEC §1 flow, §4): the outbox of messages.
@@ -283,16 +380,15 @@ pub trait SendingStore: Send + Sync + 'static {
     /// `until` (window closed, or the day's limit used up); any write of the
     /// campaign (a new window or limit, a resume) ends the wait.
     async fn wait_until(&self, campaign_id: CampaignId, until: DateTime<Utc>) -> Result<(), StoreError>;
-    /// Takes up to `max` due messages of the campaign for a hand-off, no more
-    /// than `daily_limit` leaves for local `day`, and counts them for that day.
-    async fn claim_due(
-        &self,
-        campaign_id: CampaignId,
-        daily_limit: i32,
-        day: NaiveDate,
-        max: u32,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedMessage>, StoreError>;
+    /// Looks at up to `max` due messages of the campaign, no more than
+    /// `daily_limit` leaves for the local day, oldest first, and asks the
+    /// judge about each, in one transaction: those it lets go are taken for a
+    /// hand-off and counted for the day (and, when a cap applies to their
+    /// recipient, recorded as sent to them); held ones wait until their own
+    /// instant with the rule that held them, without using the day's limit;
+    /// skipped ones fail with the judge's reason (their events are appended
+    /// to the outbox in the same transaction).
+    async fn claim_due(&self, claim: &Claim<'_>) -> Result<Claimed, StoreError>;
     /// The messages with these ids (those that still exist).
     async fn messages(&self, ids: &[MessageId]) -> Result<Vec<MessageRecord>, StoreError>;
     /// Messages handed out and still without a result.

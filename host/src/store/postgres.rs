@@ -35,6 +35,7 @@ impl Dialect for Postgres {
     // that ends its purge.
     const LOCK_LIVE_CAMPAIGN: &'static str =
         "SELECT 1 FROM campaigns WHERE id = $1 AND status <> 'completed' AND deleted_at IS NULL FOR SHARE";
+    const CONTACT_TIMEZONE: &'static str = "k.attributes ->> 'timezone'";
     const BACKEND: &'static str = "postgres";
 
     async fn run_migrations(pool: &Pool<Self>) -> Result<(), StoreError> {

@@ -13,17 +13,18 @@ use crate::domain::campaign::{Campaign, CampaignStatus};
 use crate::domain::contact::Attributes;
 use crate::domain::ids::{CampaignId, UserId};
 use crate::domain::page::{Page, PageRequest};
+use crate::domain::settings::{CapOverflow, FrequencyCap};
 use crate::store::columns::Nullable;
-use crate::store::{CampaignStore, StoreError};
+use crate::store::{CampaignStore, StoreError, UserSettings};
 
 /// Every column of `campaigns` that [`Campaign`] holds, in [`bind_campaign`]'s
 /// order. Adding a campaign field: the domain type, its DTO, a migration,
 /// and this list with `bind_campaign`.
 pub(super) const CAMPAIGN_COLUMNS: &str = "id, user_id, name, message_template, message_template_b, \
      ab_test_percentage, daily_limit, total_limit, status, timezone, send_window_start, send_window_end, \
-     send_days, carrier, created_at, updated_at, version";
-/// `$1…$17`, one per column of [`CAMPAIGN_COLUMNS`].
-const CAMPAIGN_VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17";
+     send_days, carrier, quiet_hours, created_at, updated_at, version";
+/// `$1…$18`, one per column of [`CAMPAIGN_COLUMNS`].
+const CAMPAIGN_VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18";
 
 /// Binds `campaign` as [`CAMPAIGN_COLUMNS`], with `version` as its version.
 fn bind_campaign<'q, DB>(
@@ -55,6 +56,7 @@ where
         .bind(campaign.send_window_end)
         .bind(campaign.send_days.bits())
         .bind(Nullable(campaign.carrier.as_deref()))
+        .bind(campaign.quiet_hours)
         .bind(campaign.created_at)
         .bind(campaign.updated_at)
         .bind(version)
@@ -91,6 +93,40 @@ where
             .bind(now)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    async fn user_settings(&self, user_id: UserId) -> Result<UserSettings, StoreError> {
+        let row: Option<(Option<i32>, Option<i32>, String)> = sqlx::query_as(
+            "SELECT frequency_cap_max, frequency_cap_hours, frequency_cap_over FROM users WHERE id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let frequency_cap = match row {
+            Some((Some(max), Some(hours), over)) => Some(FrequencyCap {
+                max: max as u32,
+                hours: hours as u32,
+                over: over
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("frequency_cap_over {over:?}")))?,
+            }),
+            _ => None,
+        };
+        Ok(UserSettings { frequency_cap })
+    }
+
+    async fn set_user_settings(&self, user_id: UserId, settings: &UserSettings) -> Result<(), StoreError> {
+        let cap = settings.frequency_cap;
+        sqlx::query(
+            "UPDATE users SET frequency_cap_max = $2, frequency_cap_hours = $3, frequency_cap_over = $4 WHERE id = $1",
+        )
+        .bind(user_id)
+        .bind(Nullable(cap.map(|c| c.max as i32)))
+        .bind(Nullable(cap.map(|c| c.hours as i32)))
+        .bind(cap.map_or(CapOverflow::Hold, |c| c.over).to_string())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -170,7 +206,7 @@ where
             CAMPAIGN_COLUMNS,
             ") = (",
             CAMPAIGN_VALUES,
-            ") WHERE id = $1 AND user_id = $2 AND version = $18 AND deleted_at IS NULL"
+            ") WHERE id = $1 AND user_id = $2 AND version = $19 AND deleted_at IS NULL"
         ));
         let done = bind_campaign(update, campaign, seen_version + 1)
             .bind(seen_version)

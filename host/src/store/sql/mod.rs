@@ -13,6 +13,7 @@
 //! so every generic impl block names the same bounds; they are listed once,
 //! in [`Dialect`]'s docs, and kept in the same order everywhere.
 
+mod audit;
 mod campaigns;
 mod contacts;
 mod ops;
@@ -56,6 +57,8 @@ pub trait Dialect:
     /// ends, so rows written under it (links, messages) are never left
     /// behind by a purge that finished first.
     const LOCK_LIVE_CAMPAIGN: &'static str;
+    /// The `timezone` attribute of contact `k` (text, or NULL).
+    const CONTACT_TIMEZONE: &'static str;
 
     async fn run_migrations(pool: &Pool<Self>) -> Result<(), StoreError>;
 

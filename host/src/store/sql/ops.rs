@@ -82,14 +82,17 @@ where
 
     async fn message_counts(&self, campaign_id: CampaignId) -> Result<MessageCounts, StoreError> {
         // A few counter rows per task (primary key prefix), not the messages.
-        let rows: Vec<(Variant, MessageStatus, i64)> = sqlx::query_as(
-            "SELECT variant, status, CAST(SUM(n) AS BIGINT) FROM message_counts WHERE campaign_id = $1 \
-             GROUP BY variant, status",
+        let rows: Vec<(Variant, MessageStatus, String, i64)> = sqlx::query_as(
+            "SELECT variant, status, hold, CAST(SUM(n) AS BIGINT) FROM message_counts WHERE campaign_id = $1 \
+             GROUP BY variant, status, hold",
         )
         .bind(campaign_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(v, s, n)| (v, s, n.max(0) as u64)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(v, s, h, n)| (v, s, h, n.max(0) as u64))
+            .collect())
     }
 
     async fn messages_by_status(&self) -> Result<Vec<(MessageStatus, u64)>, StoreError> {
@@ -125,13 +128,15 @@ where
             if repair && !found.is_empty() {
                 for d in &found {
                     sqlx::query(
-                        "INSERT INTO message_counts (campaign_id, task_id, variant, status, n) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (campaign_id, task_id, variant, status) DO UPDATE SET n = excluded.n",
+                        "INSERT INTO message_counts (campaign_id, task_id, variant, status, hold, n) \
+                         VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (campaign_id, task_id, variant, status, hold) DO UPDATE SET n = excluded.n",
                     )
                     .bind(d.campaign_id)
                     .bind(d.task_id.map_or(Uuid::nil(), |t| t.as_uuid()))
                     .bind(d.variant.as_str())
                     .bind(d.status.as_str())
+                    .bind(d.hold.as_str())
                     .bind(d.actual)
                     .execute(&mut *tx)
                     .await?;
@@ -185,14 +190,14 @@ where
         conn: &mut DB::Connection,
         campaign_id: CampaignId,
     ) -> Result<Vec<CounterDrift>, StoreError> {
-        let rows: Vec<(Uuid, String, String, i64, i64)> = sqlx::query_as(
-            "WITH actual AS (SELECT COALESCE(task_id, $2) AS task_id, variant, status, COUNT(*) AS n \
-             FROM messages WHERE campaign_id = $1 GROUP BY COALESCE(task_id, $2), variant, status), \
-             counted AS (SELECT task_id, variant, status, n FROM message_counts WHERE campaign_id = $1) \
+        let rows: Vec<(Uuid, String, String, String, i64, i64)> = sqlx::query_as(
+            "WITH actual AS (SELECT COALESCE(task_id, $2) AS task_id, variant, status, hold_rule AS hold, COUNT(*) AS n \
+             FROM messages WHERE campaign_id = $1 GROUP BY COALESCE(task_id, $2), variant, status, hold_rule), \
+             counted AS (SELECT task_id, variant, status, hold, n FROM message_counts WHERE campaign_id = $1) \
              SELECT COALESCE(a.task_id, c.task_id), COALESCE(a.variant, c.variant), COALESCE(a.status, c.status), \
-             CAST(COALESCE(c.n, 0) AS BIGINT), CAST(COALESCE(a.n, 0) AS BIGINT) \
+             COALESCE(a.hold, c.hold), CAST(COALESCE(c.n, 0) AS BIGINT), CAST(COALESCE(a.n, 0) AS BIGINT) \
              FROM actual a FULL OUTER JOIN counted c \
-             ON a.task_id = c.task_id AND a.variant = c.variant AND a.status = c.status \
+             ON a.task_id = c.task_id AND a.variant = c.variant AND a.status = c.status AND a.hold = c.hold \
              WHERE COALESCE(a.n, 0) <> COALESCE(c.n, 0)",
         )
         .bind(campaign_id)
@@ -201,11 +206,12 @@ where
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(task_id, variant, status, counted, actual)| CounterDrift {
+            .map(|(task_id, variant, status, hold, counted, actual)| CounterDrift {
                 campaign_id,
                 task_id: (!task_id.is_nil()).then(|| TaskId::from(task_id)),
                 variant,
                 status,
+                hold,
                 counted,
                 actual,
             })
@@ -242,10 +248,10 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let nonzero = |rows: crate::store::MessageCounts| rows.into_iter().filter(|r| r.2 > 0).collect::<Vec<_>>();
+        let nonzero = |rows: crate::store::MessageCounts| rows.into_iter().filter(|r| r.3 > 0).collect::<Vec<_>>();
         assert_eq!(
             nonzero(store.message_counts(campaign.id).await.unwrap()),
-            vec![(Variant::A, MessageStatus::Sent, 1)]
+            vec![(Variant::A, MessageStatus::Sent, String::new(), 1)]
         );
         assert_eq!(store.verify_counters(false).await.unwrap(), vec![]);
 

@@ -10,16 +10,17 @@ use sqlx::{ColumnIndex, Executor, QueryBuilder};
 use uuid::Uuid;
 
 use super::{Bind, Column, Dialect, MESSAGE_COLUMNS, ROWS_PER_STATEMENT, RowsAffected, SqlStore, push_list};
+use crate::bus::event::build;
 use crate::domain::contact::Attributes;
 use crate::domain::contact::ConsentSource;
 use crate::domain::ids::{CampaignId, ContactId, MessageId, TaskId, UserId};
 use crate::domain::message::{
     ClaimedMessage, MessageChange, MessageRecord, MessageStatus, Receipt, ReceiptOutcome, SendRequest, TaskReport,
-    UNKNOWN_OUTCOME,
+    UNKNOWN_OUTCOME, Verdict,
 };
 use crate::domain::variant::variant_for;
 use crate::store::columns::Nullable;
-use crate::store::{AppliedResults, ConsentTarget, QueueStep, SendingStore, StoreError};
+use crate::store::{AppliedResults, Claim, Claimed, ConsentTarget, QueueStep, SendingStore, StoreError};
 
 /// `RETURNING` columns of [`ClaimedMessage`]: a message with its contact's name
 /// and attributes (scalar subqueries: SQLite's `RETURNING` cannot join).
@@ -136,9 +137,9 @@ where
         let Some((id, campaign_id, queued, created_at, scheduled_for, queuing)) = row else {
             return Ok(None);
         };
-        let counts: Vec<(MessageStatus, i64)> = sqlx::query_as(
-            "SELECT status, CAST(SUM(n) AS BIGINT) FROM message_counts WHERE campaign_id = $1 AND task_id = $2 \
-             GROUP BY status",
+        let counts: Vec<(MessageStatus, String, i64)> = sqlx::query_as(
+            "SELECT status, hold, CAST(SUM(n) AS BIGINT) FROM message_counts WHERE campaign_id = $1 AND task_id = $2 \
+             GROUP BY status, hold",
         )
         .bind(campaign_id)
         .bind(task_id)
@@ -151,7 +152,7 @@ where
             queuing,
             created_at,
             scheduled_for,
-            counts: counts.into_iter().map(|(s, n)| (s, n as u64)).collect(),
+            counts: counts.into_iter().map(|(s, h, n)| (s, h, n.max(0) as u64)).collect(),
         }))
     }
 
@@ -167,17 +168,11 @@ where
         Ok(())
     }
 
-    async fn claim_due(
-        &self,
-        campaign_id: CampaignId,
-        daily_limit: i32,
-        day: NaiveDate,
-        max: u32,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+    async fn claim_due(&self, claim: &Claim<'_>) -> Result<Claimed, StoreError> {
+        let (campaign_id, now, day) = (claim.campaign_id, claim.now, claim.day);
         let mut tx = self.pool.begin().await?;
         // Locks the day's counter first, so concurrent schedulers cannot both spend it.
-        let handed: i32 = sqlx::query_scalar(
+        let handed_today: i32 = sqlx::query_scalar(
             "INSERT INTO campaign_days (campaign_id, day, handed) VALUES ($1, $2, 0) \
              ON CONFLICT (campaign_id, day) DO UPDATE SET handed = campaign_days.handed RETURNING handed",
         )
@@ -185,46 +180,72 @@ where
         .bind(day)
         .fetch_one(&mut *tx)
         .await?;
-        let room = i64::from(daily_limit - handed).min(i64::from(max));
+        let room = i64::from(claim.daily_limit - handed_today).min(i64::from(claim.max));
         if room <= 0 {
             tx.commit().await?;
-            return Ok(Vec::new());
+            return Ok(Claimed {
+                day_used_up: handed_today >= claim.daily_limit,
+                ..Claimed::default()
+            });
         }
-        // One statement takes the oldest due messages and returns what their
-        // jobs need. EXPLAIN (1,000,000 queued in one campaign, both
-        // databases): the partial index messages_due (campaign_id,
-        // not_before, id) WHERE status = 'queued' gives them in order, each
-        // contact by primary key: cost follows `max`, not the campaign.
-        // Right after a big send PostgreSQL's statistics say no message is
-        // queued, so any plan that may scan "the queued messages" looks free
-        // and is chosen, and a claim of 2,000 ran for minutes (the scale
-        // benchmark, twice). Hence the pick is a materialized CTE, and the
-        // update's guard compares with the picked status (`messages.status =
-        // picked.status`, not `= 'queued'`): no partial index of queued rows
-        // fits the update, only the primary key. The guard still refuses a
-        // message another claim or a cancel moved on in between.
-        let claimed: Vec<ClaimedMessage> = sqlx::query_as(concatcp!(
-            "WITH picked AS MATERIALIZED (SELECT m.id, m.status FROM messages m JOIN contacts k ON k.id = m.contact_id \
+        // The oldest due messages with what their jobs and the judge need.
+        // EXPLAIN (1,000,000 queued in one campaign, both databases): the
+        // partial index messages_due (campaign_id, not_before, id) WHERE
+        // status = 'queued' gives them in order, each contact by primary key:
+        // cost follows `room`, not the campaign. Materialized: right after a
+        // big send PostgreSQL's statistics say no message is queued, and a
+        // plan free to scan "the queued messages" ran for minutes.
+        let candidates: Vec<ClaimedMessage> = sqlx::query_as(concatcp!(
+            "WITH picked AS MATERIALIZED (SELECT m.id FROM messages m JOIN contacts k ON k.id = m.contact_id \
              WHERE m.campaign_id = $1 AND m.status = 'queued' AND m.not_before <= $2 AND NOT k.opted_out \
              ORDER BY m.not_before, m.id LIMIT $3) \
-             UPDATE messages SET status = 'sending', hand_offs = hand_offs + 1, updated_at = $2, handed_day = $4 \
-             FROM picked WHERE messages.id = picked.id AND messages.status = picked.status RETURNING ",
-            CLAIMED_COLUMNS
+             SELECT ",
+            CLAIMED_COLUMNS,
+            " FROM messages JOIN picked ON picked.id = messages.id ORDER BY messages.not_before, messages.id"
         ))
         .bind(campaign_id)
         .bind(now)
         .bind(room)
-        .bind(day)
         .fetch_all(&mut *tx)
         .await?;
+        let histories = Self::recipient_histories(&mut tx, claim, &candidates).await?;
+        let mut hand_out = Vec::new();
+        let mut holds: HashMap<(String, DateTime<Utc>), Vec<(MessageId, String)>> = HashMap::new();
+        let mut skips: HashMap<String, Vec<MessageId>> = HashMap::new();
+        for message in candidates {
+            // A retry is the same message: its own earlier hand-out does not count against it.
+            let history: Vec<DateTime<Utc>> = histories
+                .get(message.phone_number.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|(id, _)| *id != message.id)
+                .map(|(_, at)| *at)
+                .collect();
+            match claim.judge.judge(&message, &history) {
+                Verdict::HandOut => hand_out.push(message),
+                Verdict::Hold { rule, until, zones } => {
+                    holds.entry((rule, until)).or_default().push((message.id, zones));
+                }
+                Verdict::Skip { reason } => skips.entry(reason).or_default().push(message.id),
+            }
+        }
+        let handed = Self::hand_out(&mut tx, claim, hand_out).await?;
+        let held = Self::hold(&mut tx, holds, now).await?;
+        let skipped = Self::skip(&mut tx, skips, now, claim.events_in_outbox).await?;
         sqlx::query("UPDATE campaign_days SET handed = handed + $3 WHERE campaign_id = $1 AND day = $2")
             .bind(campaign_id)
             .bind(day)
-            .bind(claimed.len() as i32)
+            .bind(handed.len() as i32)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(claimed)
+        let day_used_up = handed_today + handed.len() as i32 >= claim.daily_limit;
+        Ok(Claimed {
+            handed,
+            held,
+            skipped,
+            day_used_up,
+        })
     }
 
     async fn messages(&self, ids: &[MessageId]) -> Result<Vec<MessageRecord>, StoreError> {
@@ -474,6 +495,167 @@ where
     Json<Attributes>: Column<DB>,
     usize: ColumnIndex<DB::Row>,
 {
+    /// Each capped candidate's recipient's recent hand-outs (any campaign of
+    /// the user), by phone, with the message each was.
+    async fn recipient_histories(
+        conn: &mut DB::Connection,
+        claim: &Claim<'_>,
+        candidates: &[ClaimedMessage],
+    ) -> Result<HashMap<String, Vec<(MessageId, DateTime<Utc>)>>, StoreError> {
+        let mut phones = Vec::new();
+        let mut reach = chrono::Duration::zero();
+        for message in candidates {
+            if let Some(needed) = claim.judge.history_needed(message) {
+                phones.push(message.phone_number.as_str());
+                reach = reach.max(needed);
+            }
+        }
+        phones.sort_unstable();
+        phones.dedup();
+        let mut histories: HashMap<String, Vec<(MessageId, DateTime<Utc>)>> = HashMap::new();
+        for chunk in phones.chunks(ROWS_PER_STATEMENT) {
+            // EXPLAIN: recipient_sends_by_phone (user_id, phone_number, handed_at), one range per phone.
+            let mut select = QueryBuilder::<DB>::new(
+                "SELECT phone_number, message_id, handed_at FROM recipient_sends WHERE user_id = ",
+            );
+            select.push_bind(claim.user_id);
+            select.push(" AND handed_at > ");
+            select.push_bind(claim.now - reach);
+            select.push(" AND phone_number IN ");
+            push_list(&mut select, chunk);
+            let rows: Vec<(String, MessageId, DateTime<Utc>)> =
+                select.build_query_as().persistent(false).fetch_all(&mut *conn).await?;
+            for (phone, message_id, at) in rows {
+                histories.entry(phone).or_default().push((message_id, at));
+            }
+        }
+        Ok(histories)
+    }
+
+    /// Takes the messages the judge let go for a hand-off; returns those
+    /// still queued (a cancel may have moved one on), with their new hand-off number.
+    async fn hand_out(
+        conn: &mut DB::Connection,
+        claim: &Claim<'_>,
+        messages: Vec<ClaimedMessage>,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        let mut taken: HashMap<MessageId, i32> = HashMap::with_capacity(messages.len());
+        let ids: Vec<MessageId> = messages.iter().map(|m| m.id).collect();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut update = QueryBuilder::<DB>::new(
+                "UPDATE messages SET status = 'sending', hand_offs = hand_offs + 1, updated_at = ",
+            );
+            update.push_bind(claim.now);
+            update.push(", handed_day = ");
+            update.push_bind(claim.day);
+            update.push(", hold_rule = '', handed_at = COALESCE(handed_at, ");
+            update.push_bind(claim.now);
+            update.push("), rule_set = ");
+            update.push_bind(claim.judge.rule_set());
+            update.push(" WHERE status = 'queued' AND id IN ");
+            push_list(&mut update, chunk);
+            update.push(" RETURNING id, hand_offs");
+            let rows: Vec<(MessageId, i32)> = update.build_query_as().persistent(false).fetch_all(&mut *conn).await?;
+            taken.extend(rows);
+        }
+        let handed: Vec<ClaimedMessage> = messages
+            .into_iter()
+            .filter_map(|mut m| {
+                m.hand_off = *taken.get(&m.id)?;
+                Some(m)
+            })
+            .collect();
+        // Recorded for the caps' rolling windows, once per message (a retry is the same message).
+        let capped: Vec<&ClaimedMessage> = handed
+            .iter()
+            .filter(|m| claim.judge.history_needed(m).is_some())
+            .collect();
+        for chunk in capped.chunks(ROWS_PER_STATEMENT) {
+            let mut insert =
+                QueryBuilder::<DB>::new("INSERT INTO recipient_sends (message_id, user_id, phone_number, handed_at) ");
+            insert.push_values(chunk, |mut row, m| {
+                row.push_bind(m.id)
+                    .push_bind(claim.user_id)
+                    .push_bind(m.phone_number.as_str())
+                    .push_bind(claim.now);
+            });
+            insert.push(" ON CONFLICT (message_id) DO NOTHING");
+            insert.build().persistent(false).execute(&mut *conn).await?;
+        }
+        Ok(handed)
+    }
+
+    /// Puts held messages back to wait for their instant, with the rule that
+    /// held them, and records each hold for the audit; returns how many.
+    async fn hold(
+        conn: &mut DB::Connection,
+        holds: HashMap<(String, DateTime<Utc>), Vec<(MessageId, String)>>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let mut held = 0;
+        for ((rule, until), messages) in &holds {
+            for chunk in messages.chunks(ROWS_PER_STATEMENT) {
+                let mut update = QueryBuilder::<DB>::new("UPDATE messages SET not_before = ");
+                update.push_bind(*until);
+                update.push(", hold_rule = ");
+                update.push_bind(rule.as_str());
+                update.push(", updated_at = ");
+                update.push_bind(now);
+                update.push(" WHERE status = 'queued' AND id IN ");
+                let ids: Vec<MessageId> = chunk.iter().map(|(id, _)| *id).collect();
+                push_list(&mut update, &ids);
+                held += update
+                    .build()
+                    .persistent(false)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected() as usize;
+                let mut insert =
+                    QueryBuilder::<DB>::new("INSERT INTO message_holds (message_id, rule, zones, held_at, until) ");
+                insert.push_values(chunk, |mut row, (id, zones)| {
+                    row.push_bind(*id)
+                        .push_bind(rule.as_str())
+                        .push_bind(zones.as_str())
+                        .push_bind(now)
+                        .push_bind(*until);
+                });
+                insert.build().persistent(false).execute(&mut *conn).await?;
+            }
+        }
+        Ok(held)
+    }
+
+    /// Fails the messages the judge skipped, with their reason, and appends
+    /// their `message.failed` events when asked to; returns them.
+    async fn skip(
+        conn: &mut DB::Connection,
+        skips: HashMap<String, Vec<MessageId>>,
+        now: DateTime<Utc>,
+        events_in_outbox: bool,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut skipped = Vec::new();
+        for (reason, ids) in &skips {
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                let mut update =
+                    QueryBuilder::<DB>::new("UPDATE messages SET status = 'failed', hold_rule = '', last_error = ");
+                update.push_bind(reason.as_str());
+                update.push(", updated_at = ");
+                update.push_bind(now);
+                update.push(" WHERE status = 'queued' AND id IN ");
+                push_list(&mut update, chunk);
+                update.push(concatcp!(" RETURNING ", MESSAGE_COLUMNS));
+                let failed: Vec<MessageRecord> =
+                    update.build_query_as().persistent(false).fetch_all(&mut *conn).await?;
+                if events_in_outbox {
+                    let events: Vec<_> = failed.iter().filter_map(|m| build::message(m, now)).collect();
+                    Self::append_events(&mut *conn, &events).await?;
+                }
+                skipped.extend(failed);
+            }
+        }
+        Ok(skipped)
+    }
+
     /// One batch of a task's queueing and its cursor, in the caller's
     /// transaction. A campaign completed or deleted meanwhile gets no more
     /// messages: its task is done.
