@@ -11,6 +11,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::campaign::SendDays;
+use super::settings::MAX_CAP_HOURS;
 use super::window::{SendWindow, TimeOfDay, Zone};
 
 /// The rule set Herald ships; configuration may replace it.
@@ -549,6 +550,15 @@ impl RawRule {
             && (cap.max == 0 || cap.hours == 0)
         {
             return Err(invalid("cap", "`max` and `hours` must be at least 1".into()));
+        }
+        if let Some(cap) = self.cap
+            && cap.hours > MAX_CAP_HOURS
+        {
+            // Hand-outs are kept that long and no longer.
+            return Err(invalid(
+                "cap",
+                format!("`hours` must be at most {MAX_CAP_HOURS} (30 days)"),
+            ));
         }
         if hours.is_none() && !self.no_holidays && self.cap.is_none() {
             return Err(invalid(

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Scheduler, SchedulerError};
+use crate::domain::settings::MAX_CAP_HOURS;
 use crate::service;
 
 /// Send tasks queued at once (each one batch at a time, in turn).
@@ -49,6 +50,20 @@ impl Scheduler {
         }
     }
 
+    /// Forgets hand-outs older than any cap's window (30 days); returns how many.
+    pub async fn prune_hand_outs(&self) -> Result<u64, SchedulerError> {
+        let before = self.clock.now() - chrono::Duration::hours(i64::from(MAX_CAP_HOURS));
+        let mut removed = 0;
+        loop {
+            let batch = self.store.prune_recipient_sends(before, PURGE_BATCH).await?;
+            removed += batch;
+            if batch < u64::from(PURGE_BATCH) {
+                return Ok(removed);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Look for background work (a send left queuing, a campaign deleted) now.
     pub fn wake_background(&self) {
         self.background.notify_one();
@@ -59,7 +74,7 @@ impl Scheduler {
         while !*stop.borrow() {
             let worked = async {
                 let queued = self.queue_pending().await?;
-                let purged = self.purge_deleted().await?;
+                let purged = self.purge_deleted().await? + self.prune_hand_outs().await?;
                 Ok::<_, SchedulerError>((queued, purged))
             };
             match worked.await {

@@ -298,6 +298,9 @@ pub trait AuditStore: Send + Sync + 'static {
     /// The campaign's recipients still to be handed out, grouped by number
     /// prefix and `timezone` attribute.
     async fn forecast_recipients(&self, campaign_id: CampaignId) -> Result<Vec<RecipientGroup>, StoreError>;
+    /// Forgets up to `max` recorded hand-outs older than `before` (no cap
+    /// looks that far back); returns how many.
+    async fn prune_recipient_sends(&self, before: DateTime<Utc>, max: u32) -> Result<u64, StoreError>;
     /// Messages of the campaign handed out on its local `day` (the daily limit's count).
     async fn handed_on(&self, campaign_id: CampaignId, day: NaiveDate) -> Result<u32, StoreError>;
 }

@@ -7,7 +7,7 @@ use const_format::concatcp;
 use sqlx::{ColumnIndex, Executor, QueryBuilder};
 use uuid::Uuid;
 
-use super::{Bind, Column, Dialect, SqlStore};
+use super::{Bind, Column, Dialect, RowsAffected, SqlStore};
 use crate::domain::audit::{ConsentChange, ConsentFilter, Hold, MessageAudit, MessageFilter};
 use crate::domain::ids::{CampaignId, MessageId, UserId};
 use crate::domain::page::{Page, PageRequest};
@@ -174,6 +174,19 @@ where
                 recipients: n.max(0) as u64,
             })
             .collect())
+    }
+
+    async fn prune_recipient_sends(&self, before: DateTime<Utc>, max: u32) -> Result<u64, StoreError> {
+        // EXPLAIN: recipient_sends_by_age, oldest first; a short transaction per batch.
+        Ok(sqlx::query(
+            "DELETE FROM recipient_sends WHERE message_id IN \
+             (SELECT message_id FROM recipient_sends WHERE handed_at < $1 ORDER BY handed_at LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(max))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     async fn handed_on(&self, campaign_id: CampaignId, day: NaiveDate) -> Result<u32, StoreError> {

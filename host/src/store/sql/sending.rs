@@ -35,6 +35,10 @@ const QUEUING_TASK_COLUMNS: &str = "campaign_id, queued_through, carrier, not_be
      (SELECT 1 FROM campaigns WHERE campaigns.id = send_tasks.campaign_id \
       AND campaigns.status IN ('active', 'paused') AND campaigns.deleted_at IS NULL) AS sendable";
 
+/// Held messages by (rule, until), each with the recipient's zones: one
+/// update per group.
+type Holds = HashMap<(String, DateTime<Utc>), Vec<(MessageId, String)>>;
+
 /// A `queuing` task as its next batch needs it.
 #[derive(sqlx::FromRow)]
 struct QueuingTask {
@@ -210,7 +214,7 @@ where
         .await?;
         let histories = Self::recipient_histories(&mut tx, claim, &candidates).await?;
         let mut hand_out = Vec::new();
-        let mut holds: HashMap<(String, DateTime<Utc>), Vec<(MessageId, String)>> = HashMap::new();
+        let mut holds = Holds::new();
         let mut skips: HashMap<String, Vec<MessageId>> = HashMap::new();
         for message in candidates {
             // A retry is the same message: its own earlier hand-out does not count against it.
@@ -587,11 +591,7 @@ where
 
     /// Puts held messages back to wait for their instant, with the rule that
     /// held them, and records each hold for the audit; returns how many.
-    async fn hold(
-        conn: &mut DB::Connection,
-        holds: HashMap<(String, DateTime<Utc>), Vec<(MessageId, String)>>,
-        now: DateTime<Utc>,
-    ) -> Result<usize, StoreError> {
+    async fn hold(conn: &mut DB::Connection, holds: Holds, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut held = 0;
         for ((rule, until), messages) in &holds {
             for chunk in messages.chunks(ROWS_PER_STATEMENT) {
