@@ -22,7 +22,7 @@
 # BENCH_NATS_URL (default nats://127.0.0.1:4222), BENCH_LOG_LEVEL (server log filter, default warn),
 # BENCH_KEEP_LOGS (a directory to copy the server's log into),
 # BENCH_PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres), BENCH_BIN (the herald binary to run),
-# BENCH_PORT (default 18181).
+# BENCH_PORT (default 18181), BENCH_QUIET_HOURS (dispatch, scale: `recipient`, the default, or `campaign`).
 # scale: BENCH_SIZES (default "1000 100000 1000000"), BENCH_BACKGROUND_MESSAGES (default 10000000),
 # BENCH_SCALE_DBS (default "sqlite postgres"), BENCH_SCALE_DISPATCH (databases whose largest campaign is
 # dispatched end to end, default "postgres sqlite"; "" for none), BENCH_READ_SECONDS (wrk per read, default 5),
@@ -226,12 +226,15 @@ rate() {
 }
 
 # A send window open now whatever the time: a fixed-offset zone where it is about noon.
+# The recipients' own hours (SPEC §4.1) apply unless BENCH_QUIET_HOURS=campaign: the
+# dispatch bench's numbers are in area codes 201-230 (every US time zone but Alaska and
+# Hawaii's), all open from 16:00 to 00:00 UTC on weekdays.
 open_window() {
     local hour ahead zone
     hour=$((10#$(date -u +%H)))
     ahead=$((12 - hour))
     if [ "$ahead" -gt 0 ]; then zone="Etc/GMT-$ahead"; elif [ "$ahead" -lt 0 ]; then zone="Etc/GMT+$((-ahead))"; else zone="Etc/GMT"; fi
-    echo "\"timezone\":\"$zone\",\"send_window_start\":\"06:00\",\"send_window_end\":\"23:00\",\"send_days\":[\"mon\",\"tue\",\"wed\",\"thu\",\"fri\",\"sat\",\"sun\"]"
+    echo "\"timezone\":\"$zone\",\"send_window_start\":\"06:00\",\"send_window_end\":\"23:00\",\"send_days\":[\"mon\",\"tue\",\"wed\",\"thu\",\"fri\",\"sat\",\"sun\"],\"quiet_hours\":\"${BENCH_QUIET_HOURS:-recipient}\""
 }
 
 sent_total() {

@@ -363,7 +363,7 @@ on_both_backends! {
         let stats = server.get(&format!("{}/stats", campaign_path(&id)), &user).await.expect(200).body;
         assert_eq!(stats, json!({
             "total_contacts": 2, "messages_sent": 0, "messages_delivered": 0, "messages_failed": 0,
-            "messages_pending": 0, "delivery_rate": 0.0, "success_rate": 0.0
+            "messages_pending": 0, "messages_held": 0, "held_by_rule": {}, "delivery_rate": 0.0, "success_rate": 0.0
         }));
         let ab = server.create_campaign(&user, json!({ "message_template_b": "B" })).await;
         let stats = server.get(&format!("{}/stats", campaign_path(&ab)), &user).await.expect(200).body;

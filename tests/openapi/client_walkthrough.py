@@ -1,5 +1,6 @@
 """Generates a Python client from Herald's served OpenAPI document with
-openapi-python-client (default settings, warnings are failures) and drives the
+openapi-python-client (default settings but for NDJSON, read as bytes; warnings
+are failures) and drives the
 README walkthrough through it: create a campaign, add contacts as JSON, import
 a CSV file, list, activate, send, follow the task, read the statistics, and
 read a problem document.
@@ -29,9 +30,14 @@ def generate(base_url: str, into: Path):
         document.write_bytes(response.read())
     # The generator formats its output with ruff, installed beside it.
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    # The one setting: the consent export is NDJSON, a media type the generator
+    # does not know; it is told to hand it over as bytes.
+    config = into / "generator.json"
+    config.write_text(json.dumps({"content_type_overrides": {"application/x-ndjson": "application/octet-stream"}}))
     subprocess.run(
         [sys.executable, "-m", "openapi_python_client", "generate", "--path", str(document),
-         "--output-path", str(into / "herald_client"), "--meta", "none", "--fail-on-warning"],
+         "--output-path", str(into / "herald_client"), "--meta", "none", "--fail-on-warning",
+         "--config", str(config)],
         check=True,
         env=env,
     )

@@ -213,11 +213,10 @@ pub struct ConsentQuery {
     pub to: Option<DateTime<Utc>>,
 }
 
-/// One line of the consent export.
-#[derive(Debug, Serialize, ToSchema)]
+/// One line of the consent export (documented in the operation's response).
+#[derive(Debug, Serialize)]
 pub struct ConsentLine {
     pub id: uuid::Uuid,
-    #[schema(value_type = uuid::Uuid)]
     pub contact_id: ContactId,
     pub phone_number: String,
     /// `opted_out` or `opted_in`.
@@ -254,12 +253,13 @@ fn query_value<T: std::str::FromStr>(
 
 /// Export consent changes (opt-outs and opt-ins) as NDJSON, oldest first.
 ///
-/// One JSON object per line ([`ConsentLine`]); streamed, so an export of
-/// any size holds a bounded amount of memory.
+/// Streamed, so an export of any size holds a bounded amount of memory.
 #[utoipa::path(get, path = "/api/v1/consent", tag = "audit",
     operation_id = "export_consent", impl_for = export_consent, params(ConsentQuery),
     responses(
-        (status = 200, description = "Consent changes, one JSON object per line", content_type = "application/x-ndjson", body = ConsentLine),
+        (status = 200, content_type = "application/x-ndjson", description = "Consent changes, oldest first, one JSON \
+            object per line: `id`, `contact_id`, `phone_number`, `change` (`opted_out` or `opted_in`), `source` (`api`, \
+            `keyword`, `import` or `carrier`), `detail` (string or null), `at` (RFC 3339)"),
         Unauthorized, Invalid, Unavailable,
     ),
     security(("bearer" = [])))]

@@ -55,6 +55,10 @@ pub struct SendJob {
     pub variables: Vec<(String, String)>,
     /// The campaign's send window, checked again just before sending.
     pub window: SendWindow,
+    /// When the recipient's allowed hours end (SPEC §4.1; `None`: no rule
+    /// limits them): a job not sent by then goes back to be judged again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient_until: Option<DateTime<Utc>>,
     /// After this instant the job is stale: the api role will have handed the
     /// message out again, so a dispatcher drops it unsent.
     pub deadline: DateTime<Utc>,

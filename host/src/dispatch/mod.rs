@@ -196,6 +196,13 @@ impl Dispatcher {
                 reason: "outside the send window".into(),
             });
         }
+        if job.recipient_until.is_some_and(|end| now >= end) {
+            // Back to the scheduler, which holds it until the recipient's next allowed instant.
+            return Some(SendOutcome::Postponed {
+                until: now,
+                reason: "outside the recipient's allowed hours".into(),
+            });
+        }
         let (Some(carrier), Some(gate)) = (self.plugins.carrier(Some(&job.carrier)), self.gates.get(&job.carrier))
         else {
             return Some(SendOutcome::Failed {

@@ -224,9 +224,14 @@ impl Scheduler {
         Ok(more && room > 0)
     }
 
+    /// Jobs for messages handed out now. A message the recovery sweep hands
+    /// out again was judged at its first hand-out: its job carries when its
+    /// recipient's hours end now (already, when they are closed), and a
+    /// dispatcher sends it back instead of sending it late.
     fn jobs(&self, campaign: &Campaign, claimed: Vec<ClaimedMessage>, now: DateTime<Utc>) -> Vec<SendJob> {
-        let deadline = now + chrono::Duration::seconds(self.config.lease_secs as i64);
-        service::sending::jobs(campaign, claimed, deadline)
+        let lease = chrono::Duration::seconds(self.config.lease_secs as i64);
+        let judge = Judge::new(&self.rules, campaign, None, now, lease);
+        service::sending::jobs(campaign, claimed, now + lease, |m| judge.allowed_until(m))
     }
 
     async fn recovery_loop(&self, mut stop: watch::Receiver<bool>) {

@@ -30,6 +30,8 @@ pub struct Judge<'a> {
     /// Verdicts by location for recipients without a history to weigh: a
     /// batch of thousands holds a few hundred distinct locations at most.
     memo: Mutex<HashMap<Location, Verdict>>,
+    /// [`Judge::allowed_until`] by location, likewise.
+    ends: Mutex<HashMap<Location, Option<DateTime<Utc>>>>,
     /// How long a hand-out must stay allowed: the most a job waits before a
     /// dispatcher drops it unsent (the hand-off lease). A message is never
     /// handed out minutes before its recipient's hours close.
@@ -52,6 +54,7 @@ impl<'a> Judge<'a> {
             now,
             lease,
             memo: Mutex::new(HashMap::new()),
+            ends: Mutex::new(HashMap::new()),
         }
     }
 
@@ -114,6 +117,36 @@ impl HandOutJudge for Judge<'_> {
 }
 
 impl Judge<'_> {
+    /// When the recipient's allowed hours (and the campaign's window) end, for
+    /// a message handed out now: its job must not be sent later. `now` when
+    /// they are closed now (a hand-out judged earlier, handed out again);
+    /// `None` when no recipient rule applies.
+    pub fn allowed_until(&self, message: &ClaimedMessage) -> Option<DateTime<Utc>> {
+        if self.quiet_hours != QuietHours::Recipient {
+            return None;
+        }
+        let location = locate(message.phone_number.as_str(), &message.attributes);
+        let mut ends = self.ends.lock().expect("allowed-until memo");
+        if let Some(known) = ends.get(&location) {
+            return *known;
+        }
+        let recipient = Recipient {
+            zones: &location.zones,
+            region: location.region,
+        };
+        let limits = Limits {
+            frequency_cap: None,
+            ..self.limits()
+        };
+        let end = match self.rules.decide(&recipient, &limits, &[], self.now) {
+            Decision::Allowed => Some(self.rules.allowed_until(&recipient, &limits, self.now))
+                .filter(|&end| end < DateTime::<Utc>::MAX_UTC),
+            Decision::Held { .. } => Some(self.now),
+        };
+        ends.insert(location, end);
+        end
+    }
+
     fn verdict(&self, location: Location, history: &[DateTime<Utc>]) -> Verdict {
         let decision = match self.decide(&location, history, self.now) {
             Decision::Allowed => self.decide(&location, history, self.now + self.lease),
@@ -196,8 +229,8 @@ mod tests {
     fn a_message_is_not_handed_out_minutes_before_its_recipients_hours_close() {
         let national = campaign("recipient");
         let rules = RuleSet::shipped();
-        // Tuesday 20:57 in New York: open now, closed before a job could wait its lease out.
-        let late = Judge::new(rules, &national, None, utc(2026, 11, 25, 1, 57), LEASE);
+        // Tuesday 20:59 in New York: open now, closed before a job could wait its lease out.
+        let late = Judge::new(rules, &national, None, utc(2026, 11, 25, 1, 59), LEASE);
         match late.judge(&message("+12125550100"), &[]) {
             Verdict::Hold { rule, until, zones } => {
                 assert_eq!((rule.as_str(), zones.as_str()), ("us-federal", "America/New_York"));
@@ -205,8 +238,34 @@ mod tests {
             }
             other => panic!("expected a hold, got {other:?}"),
         }
-        let earlier = Judge::new(rules, &national, None, utc(2026, 11, 25, 1, 50), LEASE);
+        let earlier = Judge::new(rules, &national, None, utc(2026, 11, 25, 1, 57), LEASE);
         assert_eq!(earlier.judge(&message("+12125550100"), &[]), Verdict::HandOut);
+    }
+
+    #[test]
+    fn a_job_carries_when_its_recipients_hours_end() {
+        let rules = RuleSet::shipped();
+        // Tuesday 19:30 in New York.
+        let evening = utc(2026, 11, 25, 0, 30);
+        let judge = Judge::new(rules, &campaign("recipient"), None, evening, LEASE);
+        assert_eq!(
+            judge.allowed_until(&message("+12125550100")),
+            Some(utc(2026, 11, 25, 2, 0)),
+            "21:00 EST"
+        );
+        // Florida closes at 20:00.
+        assert_eq!(
+            judge.allowed_until(&message("+13055550100")),
+            Some(utc(2026, 11, 25, 1, 0))
+        );
+        // Handed out again after 21:00 (the recovery sweep): expired at once.
+        let late = Judge::new(rules, &campaign("recipient"), None, utc(2026, 11, 25, 3, 0), LEASE);
+        assert_eq!(
+            late.allowed_until(&message("+12125550100")),
+            Some(utc(2026, 11, 25, 3, 0))
+        );
+        let original = Judge::new(rules, &campaign("campaign"), None, evening, LEASE);
+        assert_eq!(original.allowed_until(&message("+12125550100")), None);
     }
 
     #[test]

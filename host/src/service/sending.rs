@@ -105,12 +105,19 @@ pub async fn queue_rest(
 }
 
 /// The jobs for messages claimed from `campaign`: everything a dispatcher
-/// needs, since it cannot look anything up. Stale after `deadline`.
-pub fn jobs(campaign: &Campaign, claimed: Vec<ClaimedMessage>, deadline: DateTime<Utc>) -> Vec<SendJob> {
+/// needs, since it cannot look anything up. Stale after `deadline`; each
+/// sendable until its recipient's hours end (`recipient_until`).
+pub fn jobs(
+    campaign: &Campaign,
+    claimed: Vec<ClaimedMessage>,
+    deadline: DateTime<Utc>,
+    recipient_until: impl Fn(&ClaimedMessage) -> Option<DateTime<Utc>>,
+) -> Vec<SendJob> {
     let window = SendWindow::of(campaign);
     claimed
         .into_iter()
         .map(|m| {
+            let recipient_until = recipient_until(&m);
             let template = match m.variant {
                 Variant::B => campaign
                     .message_template_b
@@ -134,6 +141,7 @@ pub fn jobs(campaign: &Campaign, claimed: Vec<ClaimedMessage>, deadline: DateTim
                 template: template.clone(),
                 variables,
                 window,
+                recipient_until,
                 deadline,
             }
         })

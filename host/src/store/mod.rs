@@ -357,7 +357,8 @@ pub struct Claimed {
     pub held: usize,
     /// Failed at once (over the user's frequency cap, in `skip` mode).
     pub skipped: Vec<MessageRecord>,
-    /// The day's limit is used up: nothing more goes before the next local day.
+    /// The day's limit had no room left: nothing more goes before the next
+    /// local day (unless a postponed hand-off gives its slot back).
     pub day_used_up: bool,
 }
 

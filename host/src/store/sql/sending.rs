@@ -188,7 +188,7 @@ where
         if room <= 0 {
             tx.commit().await?;
             return Ok(Claimed {
-                day_used_up: handed_today >= claim.daily_limit,
+                day_used_up: true,
                 ..Claimed::default()
             });
         }
@@ -243,12 +243,13 @@ where
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        let day_used_up = handed_today + handed.len() as i32 >= claim.daily_limit;
+        // Not used up yet even when this claim took the last of it: a
+        // postponed hand-off gives its slot back the same day.
         Ok(Claimed {
             handed,
             held,
             skipped,
-            day_used_up,
+            day_used_up: false,
         })
     }
 
