@@ -14,6 +14,8 @@ ALTER TABLE users ADD COLUMN frequency_cap_over TEXT NOT NULL DEFAULT 'hold'
 ALTER TABLE messages ADD COLUMN hold_rule TEXT NOT NULL DEFAULT '';
 ALTER TABLE messages ADD COLUMN handed_at TIMESTAMPTZ;
 ALTER TABLE messages ADD COLUMN rule_set TEXT;
+-- The recipient's zones it was judged in ('&'-joined IANA names, 'unknown').
+ALTER TABLE messages ADD COLUMN zones TEXT;
 
 CREATE TABLE message_holds (
     id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -21,6 +21,8 @@ ALTER TABLE messages ADD COLUMN hold_rule TEXT NOT NULL DEFAULT '';
 -- When it was first handed to a carrier, and under which rule set.
 ALTER TABLE messages ADD COLUMN handed_at TEXT;
 ALTER TABLE messages ADD COLUMN rule_set TEXT;
+-- The recipient's zones it was judged in ('&'-joined IANA names, 'unknown').
+ALTER TABLE messages ADD COLUMN zones TEXT;
 
 -- Every hold, for the audit: which rule, in which zones, until when.
 CREATE TABLE message_holds (
@@ -33,9 +35,9 @@ CREATE TABLE message_holds (
 );
 CREATE INDEX message_holds_by_message ON message_holds (message_id);
 
--- Hand-outs to recipients a cap applies to, per user and phone, for the
--- rolling windows of state caps and the frequency cap. Kept past a
--- campaign's deletion (what was sent was sent); pruned by age.
+-- Every hand-out, per user and phone (its latest, for a message handed out
+-- again), for the rolling windows of state caps and the frequency cap. Kept
+-- past a campaign's deletion (what was sent was sent); pruned after 30 days.
 CREATE TABLE recipient_sends (
     message_id    BLOB PRIMARY KEY,
     user_id       BLOB NOT NULL,

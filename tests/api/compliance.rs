@@ -361,6 +361,10 @@ on_both_backends! {
 
         let bad = server.put("/api/v1/settings", &user, json!({ "frequency_cap": { "max": 0, "hours": 9999 } })).await;
         assert_eq!(bad.expect_problem(422), vec!["frequency_cap.max", "frequency_cap.hours"]);
+        let huge = server.put("/api/v1/settings", &user, json!({ "frequency_cap": { "max": 3_000_000_000u64, "hours": 24 } })).await;
+        assert_eq!(huge.expect_problem(422), vec!["frequency_cap.max"]);
+        let unknown = server.put("/api/v1/settings", &user, json!({ "frequency_cap": { "max": 1, "hours": 1, "per": "day" } })).await;
+        unknown.expect_problem(422);
     }
 }
 

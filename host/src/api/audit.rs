@@ -125,8 +125,9 @@ impl From<Hold> for HoldBody {
 pub struct MessageDetail {
     #[serde(flatten)]
     pub message: MessageBody,
-    /// The recipient's zones as presumed now: the contact's `timezone`
-    /// attribute, else every zone of the number's prefix.
+    /// The recipient's zones: those it was handed out in, or (not handed out
+    /// yet) as presumed now from the contact's `timezone` attribute, else
+    /// every zone of the number's prefix.
     pub zones: Vec<String>,
     /// The state or province presumed from the area code (ISO 3166-2), if any.
     pub region: Option<String>,
@@ -189,8 +190,12 @@ pub async fn show_message(req: &mut Request, depot: &mut Depot) -> Result<Json<M
         .map(|c| c.attributes)
         .unwrap_or_default();
     let location = locate(&message.phone_number, &attributes);
+    let zones = match &message.zones {
+        Some(judged) => judged.split('&').map(str::to_string).collect(),
+        None => location.zones.iter().map(|z| z.name().to_string()).collect(),
+    };
     Ok(Json(MessageDetail {
-        zones: location.zones.iter().map(|z| z.name().to_string()).collect(),
+        zones,
         region: location.region.map(str::to_string),
         rule_set: message.rule_set.clone(),
         holds: holds.into_iter().map(Into::into).collect(),

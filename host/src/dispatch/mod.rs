@@ -196,12 +196,8 @@ impl Dispatcher {
                 reason: "outside the send window".into(),
             });
         }
-        if job.recipient_until.is_some_and(|end| now >= end) {
-            // Back to the scheduler, which holds it until the recipient's next allowed instant.
-            return Some(SendOutcome::Postponed {
-                until: now,
-                reason: "outside the recipient's allowed hours".into(),
-            });
+        if let Some(late) = past_recipient_hours(job, now) {
+            return Some(late);
         }
         let (Some(carrier), Some(gate)) = (self.plugins.carrier(Some(&job.carrier)), self.gates.get(&job.carrier))
         else {
@@ -247,6 +243,10 @@ impl Dispatcher {
             // hands the message out again.
             if self.clock.now() > job.deadline - self.start_by {
                 return None;
+            }
+            // However long it waited at the gate, not after the recipient's hours.
+            if let Some(late) = past_recipient_hours(job, self.clock.now()) {
+                return Some(late);
             }
             let (result, reach) = carrier.send(&message).await;
             // Whether the carrier may hold the message though the call did not
@@ -372,6 +372,17 @@ impl Dispatcher {
 struct Finished {
     result: SendResult,
     delivery: Delivery<SendJob>,
+}
+
+/// A job whose recipient's allowed hours (SPEC §4.1) ended goes back to the
+/// scheduler, which holds it until the recipient's next allowed instant.
+fn past_recipient_hours(job: &SendJob, now: DateTime<Utc>) -> Option<SendOutcome> {
+    job.recipient_until
+        .is_some_and(|end| now >= end)
+        .then(|| SendOutcome::Postponed {
+            until: now,
+            reason: "outside the recipient's allowed hours".into(),
+        })
 }
 
 fn outcome_label(outcome: &SendOutcome) -> &'static str {

@@ -30,6 +30,8 @@ pub struct MessageAudit {
     pub delivered_at: Option<DateTime<Utc>>,
     /// The rule set version it was handed out under.
     pub rule_set: Option<String>,
+    /// The recipient's zones it was handed out in (`&`-joined IANA names).
+    pub zones: Option<String>,
 }
 
 impl MessageAudit {

@@ -221,8 +221,8 @@ mod tests {
 /// What the recipient rules (SPEC §4.1) say of a due message now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    /// Hand it to the carrier now.
-    HandOut,
+    /// Hand it to the carrier now; `zones` is where the recipient was judged to be.
+    HandOut { zones: String },
     /// Wait until `until`: `rule` (a rule id, `campaign-window` or
     /// `frequency-cap`) does not allow it before, in the recipient's `zones`.
     Hold {

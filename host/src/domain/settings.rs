@@ -30,13 +30,15 @@ pub struct FrequencyCap {
 
 /// The longest rolling window a cap may have: the hand-out history kept.
 pub const MAX_CAP_HOURS: u32 = 24 * 30;
+/// The most messages a cap may allow (a larger one is no cap).
+pub const MAX_CAP_MESSAGES: u32 = 10_000;
 
 impl FrequencyCap {
-    /// Checks the bounds: `max` ≥ 1, `hours` 1–720.
+    /// Checks the bounds: `max` 1–10,000, `hours` 1–720.
     pub fn validate(self) -> Result<Self, DomainError> {
         let mut errors = Errors::default();
-        if self.max == 0 {
-            errors.push("frequency_cap.max", "must be at least 1");
+        if self.max == 0 || self.max > MAX_CAP_MESSAGES {
+            errors.push("frequency_cap.max", format!("must be 1 to {MAX_CAP_MESSAGES}"));
         }
         if self.hours == 0 || self.hours > MAX_CAP_HOURS {
             errors.push("frequency_cap.hours", format!("must be 1 to {MAX_CAP_HOURS}"));

@@ -95,10 +95,12 @@ impl HandOutJudge for Judge<'_> {
     }
 
     fn judge(&self, message: &ClaimedMessage, history: &[DateTime<Utc>]) -> Verdict {
-        if !self.judges_anything() {
-            return Verdict::HandOut;
-        }
         let location = locate(message.phone_number.as_str(), &message.attributes);
+        if !self.judges_anything() {
+            return Verdict::HandOut {
+                zones: location.zone_names(),
+            };
+        }
         if !history.is_empty() {
             return self.verdict(location, history);
         }
@@ -153,7 +155,9 @@ impl Judge<'_> {
             held => held,
         };
         match decision {
-            Decision::Allowed => Verdict::HandOut,
+            Decision::Allowed => Verdict::HandOut {
+                zones: location.zone_names(),
+            },
             Decision::Held { rule, .. }
                 if rule == FREQUENCY_CAP_RULE && self.frequency_cap.is_some_and(|c| c.over == CapOverflow::Skip) =>
             {
@@ -225,6 +229,10 @@ mod tests {
 
     const LEASE: Duration = Duration::minutes(2);
 
+    fn handed_out_in(zones: &str) -> Verdict {
+        Verdict::HandOut { zones: zones.into() }
+    }
+
     #[test]
     fn a_message_is_not_handed_out_minutes_before_its_recipients_hours_close() {
         let national = campaign("recipient");
@@ -239,7 +247,10 @@ mod tests {
             other => panic!("expected a hold, got {other:?}"),
         }
         let earlier = Judge::new(rules, &national, None, utc(2026, 11, 25, 1, 57), LEASE);
-        assert_eq!(earlier.judge(&message("+12125550100"), &[]), Verdict::HandOut);
+        assert_eq!(
+            earlier.judge(&message("+12125550100"), &[]),
+            handed_out_in("America/New_York")
+        );
     }
 
     #[test]
@@ -276,7 +287,7 @@ mod tests {
         let original = campaign("campaign");
         assert_eq!(
             Judge::new(rules, &original, None, night, LEASE).judge(&message("+14155550100"), &[]),
-            Verdict::HandOut
+            handed_out_in("America/Los_Angeles")
         );
         let judge = Judge::new(rules, &campaign("recipient"), None, night, LEASE);
         assert!(matches!(
@@ -320,6 +331,9 @@ mod tests {
                 reason: FREQUENCY_CAP_REASON.into()
             }
         );
-        assert_eq!(skipping.judge(&message("+12125550100"), &[]), Verdict::HandOut);
+        assert_eq!(
+            skipping.judge(&message("+12125550100"), &[]),
+            handed_out_in("America/New_York")
+        );
     }
 }

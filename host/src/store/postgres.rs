@@ -35,6 +35,8 @@ impl Dialect for Postgres {
     // that ends its purge.
     const LOCK_LIVE_CAMPAIGN: &'static str =
         "SELECT 1 FROM campaigns WHERE id = $1 AND status <> 'completed' AND deleted_at IS NULL FOR SHARE";
+    // Keyed by a hash of the user id: a collision only makes two users take turns.
+    const LOCK_USER_HAND_OUTS: &'static str = "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))";
     const CONTACT_TIMEZONE: &'static str = "k.attributes ->> 'timezone'";
     const BACKEND: &'static str = "postgres";
 

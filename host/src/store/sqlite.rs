@@ -95,6 +95,8 @@ impl Dialect for Sqlite {
     // The write lock already excludes a delete; foreign keys check the rest.
     const LOCK_LIVE_CAMPAIGN: &'static str =
         "SELECT 1 FROM campaigns WHERE id = $1 AND status <> 'completed' AND deleted_at IS NULL";
+    // The claim's transaction already holds the single write lock.
+    const LOCK_USER_HAND_OUTS: &'static str = "SELECT $1 IS NOT NULL";
     const CONTACT_TIMEZONE: &'static str = "json_extract(k.attributes, '$.timezone')";
     const BACKEND: &'static str = "sqlite";
 

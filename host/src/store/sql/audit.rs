@@ -15,7 +15,7 @@ use crate::store::{AuditStore, RecipientGroup, StoreError};
 
 /// Columns of [`MessageAudit`] on `messages m`.
 const AUDIT_COLUMNS: &str = "m.id, m.campaign_id, m.contact_id, m.phone_number, m.variant, m.status, m.hold_rule, \
-     m.not_before, m.attempts, m.last_error, m.created_at, m.handed_at, m.sent_at, m.delivered_at, m.rule_set";
+     m.not_before, m.attempts, m.last_error, m.created_at, m.handed_at, m.sent_at, m.delivered_at, m.rule_set, m.zones";
 
 /// Digits of a number a forecast groups by: `+1` and NPA-NXX, the longest
 /// prefix the NANP time-zone data distinguishes.

@@ -57,6 +57,9 @@ pub trait Dialect:
     /// ends, so rows written under it (links, messages) are never left
     /// behind by a purge that finished first.
     const LOCK_LIVE_CAMPAIGN: &'static str;
+    /// Takes, in a transaction, a lock on user `$1`'s hand-out history until it
+    /// ends, so claims of the user's campaigns read and extend it in turn.
+    const LOCK_USER_HAND_OUTS: &'static str;
     /// The `timezone` attribute of contact `k` (text, or NULL).
     const CONTACT_TIMEZONE: &'static str;
 

@@ -226,7 +226,7 @@ where
                 .map(|(_, at)| *at)
                 .collect();
             match claim.judge.judge(&message, &history) {
-                Verdict::HandOut => hand_out.push(message),
+                Verdict::HandOut { zones } => hand_out.push((message, zones)),
                 Verdict::Hold { rule, until, zones } => {
                     holds.entry((rule, until)).or_default().push((message.id, zones));
                 }
@@ -517,6 +517,16 @@ where
         }
         phones.sort_unstable();
         phones.dedup();
+        if phones.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // Claims of the user's other campaigns (other rows of campaign_days)
+        // could read the same recipient's history at once and both hand out
+        // the last message a cap allows: they take turns per user.
+        sqlx::query(DB::LOCK_USER_HAND_OUTS)
+            .bind(claim.user_id)
+            .execute(&mut *conn)
+            .await?;
         let mut histories: HashMap<String, Vec<(MessageId, DateTime<Utc>)>> = HashMap::new();
         for chunk in phones.chunks(ROWS_PER_STATEMENT) {
             // EXPLAIN: recipient_sends_by_phone (user_id, phone_number, handed_at), one range per phone.
@@ -537,45 +547,53 @@ where
         Ok(histories)
     }
 
-    /// Takes the messages the judge let go for a hand-off; returns those
-    /// still queued (a cancel may have moved one on), with their new hand-off number.
+    /// Takes the messages the judge let go for a hand-off, each with the zones
+    /// it was judged in; returns those still queued (a cancel may have moved
+    /// one on), with their new hand-off number.
     async fn hand_out(
         conn: &mut DB::Connection,
         claim: &Claim<'_>,
-        messages: Vec<ClaimedMessage>,
+        messages: Vec<(ClaimedMessage, String)>,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
         let mut taken: HashMap<MessageId, i32> = HashMap::with_capacity(messages.len());
-        let ids: Vec<MessageId> = messages.iter().map(|m| m.id).collect();
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut update = QueryBuilder::<DB>::new(
-                "UPDATE messages SET status = 'sending', hand_offs = hand_offs + 1, updated_at = ",
-            );
-            update.push_bind(claim.now);
-            update.push(", handed_day = ");
-            update.push_bind(claim.day);
-            update.push(", hold_rule = '', handed_at = COALESCE(handed_at, ");
-            update.push_bind(claim.now);
-            update.push("), rule_set = ");
-            update.push_bind(claim.judge.rule_set());
-            update.push(" WHERE status = 'queued' AND id IN ");
-            push_list(&mut update, chunk);
-            update.push(" RETURNING id, hand_offs");
-            let rows: Vec<(MessageId, i32)> = update.build_query_as().persistent(false).fetch_all(&mut *conn).await?;
-            taken.extend(rows);
+        let mut by_zones: HashMap<&str, Vec<MessageId>> = HashMap::new();
+        for (message, zones) in &messages {
+            by_zones.entry(zones.as_str()).or_default().push(message.id);
+        }
+        for (zones, ids) in by_zones {
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                let mut update = QueryBuilder::<DB>::new(
+                    "UPDATE messages SET status = 'sending', hand_offs = hand_offs + 1, updated_at = ",
+                );
+                update.push_bind(claim.now);
+                update.push(", handed_day = ");
+                update.push_bind(claim.day);
+                update.push(", hold_rule = '', handed_at = COALESCE(handed_at, ");
+                update.push_bind(claim.now);
+                update.push("), rule_set = ");
+                update.push_bind(claim.judge.rule_set());
+                update.push(", zones = ");
+                update.push_bind(zones);
+                update.push(" WHERE status = 'queued' AND id IN ");
+                push_list(&mut update, chunk);
+                update.push(" RETURNING id, hand_offs");
+                let rows: Vec<(MessageId, i32)> =
+                    update.build_query_as().persistent(false).fetch_all(&mut *conn).await?;
+                taken.extend(rows);
+            }
         }
         let handed: Vec<ClaimedMessage> = messages
             .into_iter()
-            .filter_map(|mut m| {
+            .filter_map(|(mut m, _)| {
                 m.hand_off = *taken.get(&m.id)?;
                 Some(m)
             })
             .collect();
-        // Recorded for the caps' rolling windows, once per message (a retry is the same message).
-        let capped: Vec<&ClaimedMessage> = handed
-            .iter()
-            .filter(|m| claim.judge.history_needed(m).is_some())
-            .collect();
-        for chunk in capped.chunks(ROWS_PER_STATEMENT) {
+        // Every hand-out, for the caps' rolling windows: a state cap counts
+        // messages of campaigns on the campaign's clock too, and a frequency
+        // cap switched on later finds the past. A message handed out again
+        // (a retry, a postponed one) counts once, at its latest hand-out.
+        for chunk in handed.chunks(ROWS_PER_STATEMENT) {
             let mut insert =
                 QueryBuilder::<DB>::new("INSERT INTO recipient_sends (message_id, user_id, phone_number, handed_at) ");
             insert.push_values(chunk, |mut row, m| {
@@ -584,7 +602,7 @@ where
                     .push_bind(m.phone_number.as_str())
                     .push_bind(claim.now);
             });
-            insert.push(" ON CONFLICT (message_id) DO NOTHING");
+            insert.push(" ON CONFLICT (message_id) DO UPDATE SET handed_at = excluded.handed_at");
             insert.build().persistent(false).execute(&mut *conn).await?;
         }
         Ok(handed)
@@ -605,15 +623,21 @@ where
                 update.push(" WHERE status = 'queued' AND id IN ");
                 let ids: Vec<MessageId> = chunk.iter().map(|(id, _)| *id).collect();
                 push_list(&mut update, &ids);
-                held += update
-                    .build()
+                update.push(" RETURNING id");
+                let updated: Vec<MessageId> = update
+                    .build_query_scalar()
                     .persistent(false)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected() as usize;
+                    .fetch_all(&mut *conn)
+                    .await?;
+                held += updated.len();
+                // Only those still queued (a cancel may have moved one on) get a hold on record.
+                let recorded: Vec<&(MessageId, String)> = chunk.iter().filter(|(id, _)| updated.contains(id)).collect();
+                if recorded.is_empty() {
+                    continue;
+                }
                 let mut insert =
                     QueryBuilder::<DB>::new("INSERT INTO message_holds (message_id, rule, zones, held_at, until) ");
-                insert.push_values(chunk, |mut row, (id, zones)| {
+                insert.push_values(recorded, |mut row, (id, zones)| {
                     row.push_bind(*id)
                         .push_bind(rule.as_str())
                         .push_bind(zones.as_str())
