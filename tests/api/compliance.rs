@@ -194,6 +194,25 @@ on_both_backends! {
         assert!(detail["rule_set"].as_str().is_some_and(|v| !v.is_empty()));
     }
 
+    async fn a_held_message_neither_blocks_others_nor_uses_the_daily_limit(backend: Backend) {
+        // Tuesday 08:00 in New York, 05:00 in Los Angeles; one message a day.
+        let Some((server, clock)) = start_at(backend, "2026-11-24T13:00:00Z").await else { return };
+        let user = server.new_user();
+        let (pacific, eastern) = ("+14155550150", "+12125550151");
+        let campaign = sent_campaign(&server, &user, json!({ "daily_limit": 1 }), &[pacific, eastern]).await;
+        server.tick().await;
+        let now = messages(&server, &user, &campaign).await;
+        assert_eq!(now[eastern]["status"], "sent", "the Pacific number, first in line, was held, not in the way");
+        assert_eq!(now[pacific]["hold_reason"], "us-federal");
+        // 08:00 in Los Angeles: allowed, but today's one message is gone.
+        clock.set(at("2026-11-24T16:00:00Z"));
+        server.tick().await;
+        assert_eq!(messages(&server, &user, &campaign).await[pacific]["status"], "queued");
+        clock.set(at("2026-11-25T16:00:00Z"));
+        server.tick().await;
+        assert_eq!(server.stats(&user, &campaign).await["messages_sent"], 2);
+    }
+
     async fn a_sunday_ban_holds_until_monday(backend: Backend) {
         // Sunday 2026-11-29 09:00 in Salt Lake City.
         let Some((server, clock)) = start_at(backend, "2026-11-29T16:00:00Z").await else { return };
