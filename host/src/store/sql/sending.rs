@@ -35,6 +35,13 @@ const QUEUING_TASK_COLUMNS: &str = "campaign_id, queued_through, carrier, not_be
      (SELECT 1 FROM campaigns WHERE campaigns.id = send_tasks.campaign_id \
       AND campaigns.status IN ('active', 'paused') AND campaigns.deleted_at IS NULL) AS sendable";
 
+/// Ids per `… WHERE id IN (…)` of a claim: one bound parameter each, so a
+/// whole claim (`MAX_CLAIM`, 2,000) is one statement, well under either
+/// database's parameter limit (SQLite 32,766; PostgreSQL 65,535).
+const IDS_PER_STATEMENT: usize = 2_000;
+/// Hand-out records per insert: four parameters each, a whole claim at once.
+const HAND_OUT_RECORDS_PER_STATEMENT: usize = 2_000;
+
 /// Held messages by (rule, until), each with the recipient's zones: one
 /// update per group.
 type Holds = HashMap<(String, DateTime<Utc>), Vec<(MessageId, String)>>;
@@ -561,7 +568,7 @@ where
             by_zones.entry(zones.as_str()).or_default().push(message.id);
         }
         for (zones, ids) in by_zones {
-            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            for chunk in ids.chunks(IDS_PER_STATEMENT) {
                 let mut update = QueryBuilder::<DB>::new(
                     "UPDATE messages SET status = 'sending', hand_offs = hand_offs + 1, updated_at = ",
                 );
@@ -593,7 +600,7 @@ where
         // messages of campaigns on the campaign's clock too, and a frequency
         // cap switched on later finds the past. A message handed out again
         // (a retry, a postponed one) counts once, at its latest hand-out.
-        for chunk in handed.chunks(ROWS_PER_STATEMENT) {
+        for chunk in handed.chunks(HAND_OUT_RECORDS_PER_STATEMENT) {
             let mut insert =
                 QueryBuilder::<DB>::new("INSERT INTO recipient_sends (message_id, user_id, phone_number, handed_at) ");
             insert.push_values(chunk, |mut row, m| {
