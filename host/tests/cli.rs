@@ -105,6 +105,25 @@ fn split_roles_without_nats_say_what_is_missing() {
 }
 
 #[test]
+fn a_bad_rule_set_stops_start_up_naming_the_rule() {
+    let sandbox = Sandbox::new();
+    let rules = "version = \"mine\"\n\n[[rules]]\nid = \"night-owls\"\ntitle = \"t\"\nsource = \"s\"\n\
+                 effective = 2026-01-01\napplies_to = [\"*\"]\nhours = { default = \"21:00-08:00\" }\n";
+    std::fs::write(sandbox.path().join("rules.toml"), rules).expect("write");
+    let stderr = sandbox
+        .run(&["serve"], &[("HERALD_COMPLIANCE__RULES", "rules.toml")])
+        .fails();
+    assert!(
+        stderr.contains("compliance.rules") && stderr.contains("night-owls"),
+        "{stderr}"
+    );
+    let stderr = sandbox
+        .run(&["serve"], &[("HERALD_COMPLIANCE__RULES", "absent-rules.toml")])
+        .fails();
+    assert!(stderr.contains("absent-rules.toml"), "{stderr}");
+}
+
+#[test]
 fn missing_config_file_is_named() {
     let sandbox = Sandbox::new();
     let stderr = sandbox.run(&["--config", "missing.toml", "migrate"], &[]).fails();
