@@ -218,18 +218,53 @@ on_both_backends! {
         let Some((server, clock)) = start_at(backend, "2026-11-29T16:00:00Z").await else { return };
         let user = server.new_user();
         let utah = "+18015550123";
-        let campaign = sent_campaign(&server, &user, json!({}), &[utah]).await;
+        let campaign = server.active_campaign(&user, always_open(), &[utah.to_string()]).await;
+        let sent = server.send_campaign(&user, &campaign).await;
         server.tick().await;
         let held = &messages(&server, &user, &campaign).await[utah];
         assert_eq!(held["status"], "queued");
         assert_eq!(held["hold_reason"], "us-ut");
         // Monday 08:00 MST.
         assert_eq!(at(held["not_before"].as_str().unwrap()), at("2026-11-30T15:00:00Z"));
-        let task = server.get(&format!("/api/v1/campaigns/{campaign}/stats"), &user).await.expect(200).body;
+        let stats = server.get(&format!("/api/v1/campaigns/{campaign}/stats"), &user).await.expect(200).body;
+        assert_eq!(stats["held_by_rule"], json!({ "us-ut": 1 }));
+        let task = server.get(&format!("/api/v1/tasks/{}", sent["task_id"].as_str().unwrap()), &user).await.expect(200).body;
+        assert_eq!((task["held"].as_u64(), task["pending"].as_u64()), (Some(1), Some(1)));
         assert_eq!(task["held_by_rule"], json!({ "us-ut": 1 }));
         clock.set(at("2026-11-30T15:00:00Z"));
         server.tick().await;
         assert_eq!(server.stats(&user, &campaign).await["messages_sent"], 1);
+    }
+
+    async fn an_operators_rule_set_replaces_the_shipped_one(backend: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.toml");
+        std::fs::write(&rules, r#"version = "late-risers-1"
+
+[[rules]]
+id = "late-risers"
+title = "Nothing before 11:00"
+source = "the operator's own policy"
+effective = 2026-01-01
+applies_to = ["*"]
+hours = { default = "11:00-21:00" }
+"#).unwrap();
+        // Tuesday 10:00 in New York: the federal rule allows it, this set does not.
+        let clock = std::sync::Arc::new(herald_tests::ManualClock::new(at("2026-11-24T15:00:00Z")));
+        let Some(server) = TestServer::launch(backend, Some(clock.clone()), true, |config| {
+            config.compliance.rules = Some(rules.clone());
+        }).await else { return };
+        let user = server.new_user();
+        let campaign = sent_campaign(&server, &user, json!({}), &["+12125550160"]).await;
+        server.tick().await;
+        let held = &messages(&server, &user, &campaign).await["+12125550160"];
+        assert_eq!(held["hold_reason"], "late-risers");
+        assert_eq!(at(held["not_before"].as_str().unwrap()), at("2026-11-24T16:00:00Z"));
+        clock.set(at("2026-11-24T16:00:00Z"));
+        server.tick().await;
+        let id = held["id"].as_str().unwrap();
+        let detail = server.get(&format!("/api/v1/messages/{id}"), &user).await.expect(200).body;
+        assert_eq!((detail["status"].as_str(), detail["rule_set"].as_str()), (Some("sent"), Some("late-risers-1")));
     }
 
     async fn a_timezone_attribute_overrides_the_area_code(backend: Backend) {

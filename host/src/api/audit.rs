@@ -19,6 +19,7 @@ use crate::domain::audit::{ConsentChange, ConsentFilter, Hold, MessageAudit, Mes
 use crate::domain::ids::{ContactId, MessageId};
 use crate::domain::page::PageRequest;
 use crate::domain::recipient::locate;
+use crate::domain::recipient_zone::presume;
 use crate::domain::settings::FrequencyCap;
 use crate::store::UserSettings;
 
@@ -183,20 +184,29 @@ pub async fn show_message(req: &mut Request, depot: &mut Depot) -> Result<Json<M
         .message_audit(owner, extract::path_id(req, "id")?)
         .await?
         .ok_or(ApiError::NotFound("message"))?;
-    let attributes = app
-        .store
-        .contact(owner, message.contact_id)
-        .await?
-        .map(|c| c.attributes)
-        .unwrap_or_default();
-    let location = locate(&message.phone_number, &attributes);
-    let zones = match &message.zones {
-        Some(judged) => judged.split('&').map(str::to_string).collect(),
-        None => location.zones.iter().map(|z| z.name().to_string()).collect(),
+    let (zones, region) = match &message.zones {
+        // Judged at its hand-out: what the audit must show, whatever the contact says now.
+        Some(judged) => (
+            judged.split('&').map(str::to_string).collect(),
+            presume(&message.phone_number).region,
+        ),
+        None => {
+            let attributes = app
+                .store
+                .contact(owner, message.contact_id)
+                .await?
+                .map(|c| c.attributes)
+                .unwrap_or_default();
+            let location = locate(&message.phone_number, &attributes);
+            (
+                location.zones.iter().map(|z| z.name().to_string()).collect(),
+                location.region,
+            )
+        }
     };
     Ok(Json(MessageDetail {
         zones,
-        region: location.region.map(str::to_string),
+        region: region.map(str::to_string),
         rule_set: message.rule_set.clone(),
         holds: holds.into_iter().map(Into::into).collect(),
         message: message.into(),

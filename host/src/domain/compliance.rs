@@ -665,15 +665,7 @@ mod tests {
         s.parse().expect("YYYY-MM-DD")
     }
 
-    /// Mon–Fri 09:00–18:00 New York, the default campaign window.
-    fn office_hours() -> SendWindow {
-        SendWindow {
-            timezone: Zone(New_York),
-            start: TimeOfDay::hm(9, 0),
-            end: TimeOfDay::hm(18, 0),
-            days: SendDays::weekdays(),
-        }
-    }
+    use crate::domain::window::tests::office_hours;
 
     /// Recipient rules on, no campaign window, no user cap.
     fn rules_only() -> Limits<'static> {

@@ -206,7 +206,7 @@ fn after_gap(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono_tz::{America::New_York, Australia::Sydney, Europe::London};
 
     use super::*;
@@ -225,8 +225,9 @@ mod tests {
         }
     }
 
-    /// Mon–Fri 09:00–18:00 New York, the default campaign window.
-    fn office_hours() -> SendWindow {
+    /// Mon–Fri 09:00–18:00 New York, the default campaign window (shared
+    /// with the compliance rules' tests).
+    pub(crate) fn office_hours() -> SendWindow {
         SendWindow {
             timezone: Zone(New_York),
             start: TimeOfDay::hm(9, 0),

@@ -16,7 +16,6 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::backoff;
-use crate::bus::event::build;
 use crate::bus::{Bus, SendJob};
 use crate::clock::Clock;
 use crate::config::DispatchConfig;
@@ -196,13 +195,12 @@ impl Scheduler {
                     events_in_outbox: self.bus.transport.remote(),
                 })
                 .await?;
-            let passed_over = outcome.held + outcome.skipped.len();
+            let passed_over = outcome.held + outcome.skipped;
             if passed_over > 0 {
                 // Those went back to wait (or failed): look at the next due ones now.
                 more = true;
             }
-            let skipped: Vec<_> = outcome.skipped.iter().filter_map(|m| build::message(m, now)).collect();
-            self.outbox.committed(skipped).await;
+            self.outbox.committed(outcome.skipped_events).await;
             if outcome.day_used_up {
                 // The rest waits for the next day's window.
                 self.store.wait_until(campaign.id, window.next_day_open(now)).await?;

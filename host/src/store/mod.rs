@@ -356,7 +356,9 @@ pub struct Claimed {
     /// Put back to wait for their own instant.
     pub held: usize,
     /// Failed at once (over the user's frequency cap, in `skip` mode).
-    pub skipped: Vec<MessageRecord>,
+    pub skipped: usize,
+    /// Their `message.failed` events, for the outbox's local listeners.
+    pub skipped_events: Vec<Event>,
     /// The day's limit had no room left: nothing more goes before the next
     /// local day (unless a postponed hand-off gives its slot back).
     pub day_used_up: bool,

@@ -10,7 +10,7 @@ use sqlx::{ColumnIndex, Executor, QueryBuilder};
 use uuid::Uuid;
 
 use super::{Bind, Column, Dialect, MESSAGE_COLUMNS, ROWS_PER_STATEMENT, RowsAffected, SqlStore, push_list};
-use crate::bus::event::build;
+use crate::bus::event::{Event, build};
 use crate::domain::contact::Attributes;
 use crate::domain::contact::ConsentSource;
 use crate::domain::ids::{CampaignId, ContactId, MessageId, TaskId, UserId};
@@ -242,7 +242,7 @@ where
         }
         let handed = Self::hand_out(&mut tx, claim, hand_out).await?;
         let held = Self::hold(&mut tx, holds, now).await?;
-        let skipped = Self::skip(&mut tx, skips, now, claim.events_in_outbox).await?;
+        let (skipped, skipped_events) = Self::skip(&mut tx, skips, now, claim.events_in_outbox).await?;
         sqlx::query("UPDATE campaign_days SET handed = handed + $3 WHERE campaign_id = $1 AND day = $2")
             .bind(campaign_id)
             .bind(day)
@@ -256,6 +256,7 @@ where
             handed,
             held,
             skipped,
+            skipped_events,
             day_used_up: false,
         })
     }
@@ -657,15 +658,16 @@ where
         Ok(held)
     }
 
-    /// Fails the messages the judge skipped, with their reason, and appends
-    /// their `message.failed` events when asked to; returns them.
+    /// Fails the messages the judge skipped, with their reason; returns how
+    /// many and their `message.failed` events (appended to the outbox too
+    /// when asked to).
     async fn skip(
         conn: &mut DB::Connection,
         skips: HashMap<String, Vec<MessageId>>,
         now: DateTime<Utc>,
         events_in_outbox: bool,
-    ) -> Result<Vec<MessageRecord>, StoreError> {
-        let mut skipped = Vec::new();
+    ) -> Result<(usize, Vec<Event>), StoreError> {
+        let (mut skipped, mut events) = (0, Vec::new());
         for (reason, ids) in &skips {
             for chunk in ids.chunks(ROWS_PER_STATEMENT) {
                 let mut update =
@@ -678,14 +680,15 @@ where
                 update.push(concatcp!(" RETURNING ", MESSAGE_COLUMNS));
                 let failed: Vec<MessageRecord> =
                     update.build_query_as().persistent(false).fetch_all(&mut *conn).await?;
+                let failed_events: Vec<Event> = failed.iter().filter_map(|m| build::message(m, now)).collect();
                 if events_in_outbox {
-                    let events: Vec<_> = failed.iter().filter_map(|m| build::message(m, now)).collect();
-                    Self::append_events(&mut *conn, &events).await?;
+                    Self::append_events(&mut *conn, &failed_events).await?;
                 }
-                skipped.extend(failed);
+                skipped += failed.len();
+                events.extend(failed_events);
             }
         }
-        Ok(skipped)
+        Ok((skipped, events))
     }
 
     /// One batch of a task's queueing and its cursor, in the caller's
