@@ -93,7 +93,7 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Apply pending migrations when `herald serve` starts.
     pub migrate_on_start: bool,
-    /// SQLite page cache per connection, in MiB (PostgreSQL ignores it).
+    /// SQLite page cache of all connections together, in MiB (PostgreSQL ignores it).
     pub sqlite_cache_mib: u32,
 }
 
@@ -299,7 +299,7 @@ impl Default for DatabaseConfig {
             url: None,
             max_connections: 16,
             migrate_on_start: true,
-            sqlite_cache_mib: 16,
+            sqlite_cache_mib: 32,
         }
     }
 }

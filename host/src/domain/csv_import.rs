@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::io::{self, Read};
 
-use super::contact::{self, Attributes, NewContact, RepeatFilter};
+use super::contact::{self, Attributes, NewContact};
 use super::phone::PhonePolicy;
 
 /// At most this many row errors are described in a report; all are counted.
@@ -120,9 +120,10 @@ impl Columns {
 /// What one data row of the file turned out to be.
 #[derive(Debug, PartialEq)]
 pub enum Row {
+    /// A valid contact. A phone number already on an earlier line is not
+    /// caught here: the store links it once and counts the rest as
+    /// duplicates, so a file of any length is parsed in constant memory.
     Contact(NewContact),
-    /// The phone number appeared on an earlier line of the file.
-    Repeat,
     /// A bad row, described as `line N: reason`.
     Invalid(String),
 }
@@ -270,7 +271,6 @@ pub struct CsvContacts<R: Read> {
     records: Records<R>,
     columns: Columns,
     policy: PhonePolicy,
-    repeats: RepeatFilter,
 }
 
 impl<R: Read> CsvContacts<R> {
@@ -288,7 +288,6 @@ impl<R: Read> CsvContacts<R> {
             records,
             columns,
             policy,
-            repeats: RepeatFilter::default(),
         })
     }
 
@@ -298,11 +297,11 @@ impl<R: Read> CsvContacts<R> {
             .records
             .next(self.columns.width)
             .map_err(|e| CsvFileError::Read(e.to_string()))?;
-        Ok(record.map(|record| parse_record(&record, &self.columns, &self.policy, &mut self.repeats)))
+        Ok(record.map(|record| parse_record(&record, &self.columns, &self.policy)))
     }
 }
 
-fn parse_record(record: &Record<'_>, columns: &Columns, policy: &PhonePolicy, repeats: &mut RepeatFilter) -> Row {
+fn parse_record(record: &Record<'_>, columns: &Columns, policy: &PhonePolicy) -> Row {
     let invalid = |reason: String| Row::Invalid(format!("line {}: {reason}", record.line));
     if record.too_long {
         return invalid(format!("the row is longer than {MAX_ROW_BYTES} bytes"));
@@ -333,9 +332,6 @@ fn parse_record(record: &Record<'_>, columns: &Columns, policy: &PhonePolicy, re
     }
     if let Err(reason) = contact::check_attributes(&attributes) {
         return invalid(reason);
-    }
-    if repeats.is_repeat(&phone_number) {
-        return Row::Repeat;
     }
     Row::Contact(NewContact {
         phone_number,
@@ -410,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn ragged_rows_bad_utf8_blank_names_and_repeats() {
+    fn ragged_rows_bad_utf8_blank_names_and_repeats_left_to_the_store() {
         let input =
             b"phone,name\n5551230001,A\n5551230002\n5551230003,\xff\xfe\n5551230004,  \n+1 555 123 0001,Again\n";
         let got = rows(input).unwrap();
@@ -418,7 +414,7 @@ mod tests {
         assert_eq!(got[1], Row::Invalid("line 3: expected 2 fields, found 1".into()));
         assert_eq!(got[2], Row::Invalid("line 4: not valid UTF-8".into()));
         assert_eq!(got[3], Row::Invalid("line 5: name must not be blank".into()));
-        assert_eq!(got[4], Row::Repeat);
+        assert_eq!(got[4], contact("+15551230001", "Again", &[]));
     }
 
     #[test]

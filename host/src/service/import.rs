@@ -87,7 +87,6 @@ fn parse(input: impl Read, policy: PhonePolicy, tx: mpsc::Sender<ContactBatch>) 
                     break;
                 }
             }
-            Ok(Some(Row::Repeat)) => report.duplicates += 1,
             Ok(Some(Row::Invalid(detail))) => report.record_error(detail),
             Ok(None) => break,
             Err(e) => {

@@ -110,10 +110,17 @@ impl Dialect for Postgres {
         }
         copy.finish().await?;
         sqlx::query("ANALYZE import_rows").execute(&mut *tx).await?;
+        // The new numbers, each at its first line. A plain INSERT after an
+        // anti-join, not `ON CONFLICT DO NOTHING`: the speculative insertion
+        // behind ON CONFLICT took 40 % longer at 1,000,000 rows (and more WAL).
+        // Safe because every contact write is a bulk link under the user's
+        // advisory lock above: no other writer adds this user's numbers.
         sqlx::query(
             "INSERT INTO contacts (id, user_id, phone_number, name, attributes, created_at, updated_at) \
-             SELECT id, $1, phone_number, name, attributes, $2, $2 FROM import_rows ORDER BY ord \
-             ON CONFLICT (user_id, phone_number) DO NOTHING",
+             SELECT id, $1, phone_number, name, attributes, $2, $2 FROM \
+             (SELECT DISTINCT ON (r.phone_number) r.* FROM import_rows r WHERE NOT EXISTS \
+             (SELECT 1 FROM contacts c WHERE c.user_id = $1 AND c.phone_number = r.phone_number) \
+             ORDER BY r.phone_number, r.ord) AS first ORDER BY ord",
         )
         .bind(user_id)
         .bind(now)

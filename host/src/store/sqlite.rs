@@ -57,7 +57,9 @@ pub fn lock(url: &str) -> Result<Option<DatabaseLock>, StoreError> {
 }
 
 /// Opens (creating it if missing) the SQLite database at `url`.
-/// `cache_mib` is each connection's page cache (`database.sqlite_cache_mib`).
+/// `cache_mib` is the page cache of all connections together
+/// (`database.sqlite_cache_mib`): SQLite's soft heap limit, which is
+/// process-wide, holds their caches near it.
 pub async fn connect(
     url: &str,
     max_connections: u32,
@@ -71,10 +73,14 @@ pub async fn connect(
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
-        // Reads go through indexes and need few hot pages; a bulk import
-        // takes a bigger cache for its own transaction (see `bulk_link`).
+        // Reads go through indexes and need few hot pages. Any connection
+        // may cache up to the whole budget (a bulk import or a claim uses
+        // most); once SQLite's heap nears the soft limit, each recycles its
+        // own pages instead of growing, so sixteen connections cannot hold
+        // sixteen budgets (they held 200+ MiB at 1,000,000 contacts).
         .page_size(16384)
         .pragma("cache_size", format!("-{}", u64::from(cache_mib) * 1024))
+        .pragma("soft_heap_limit", (u64::from(cache_mib) << 20).to_string())
         .pragma("temp_store", "memory");
     if let Some(dir) = options.get_filename().parent()
         && !dir.as_os_str().is_empty()
@@ -115,23 +121,11 @@ impl Dialect for Sqlite {
         now: DateTime<Utc>,
     ) -> Result<LinkOutcome, StoreError> {
         let mut tx = pool.begin().await?;
-        // 64 MiB of page cache while importing: a bulk write touches several
-        // indexes at once and otherwise re-reads pages from the WAL. Given
-        // back before the connection returns to the pool.
-        let usual_cache: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&mut *tx).await?;
-        sqlx::query(BULK_CACHE).execute(&mut *tx).await?;
-        let outcome = link_rows(&mut tx, user_id, campaign_id, &mut batches, now).await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA cache_size = {usual_cache}")))
-            .execute(&mut *tx)
-            .await?;
-        let outcome = outcome?;
+        let outcome = link_rows(&mut tx, user_id, campaign_id, &mut batches, now).await?;
         tx.commit().await?;
         Ok(outcome)
     }
 }
-
-/// Page cache of a bulk import's connection, while it imports.
-const BULK_CACHE: &str = "PRAGMA cache_size = -65536";
 
 /// The rows of a bulk link, in the caller's transaction.
 async fn link_rows(

@@ -306,8 +306,9 @@ where
         for batch in [
             "DELETE FROM messages WHERE id IN \
              (SELECT id FROM messages WHERE campaign_id = $1 ORDER BY contact_id LIMIT $2)",
-            "DELETE FROM campaign_contacts WHERE seq IN \
-             (SELECT seq FROM campaign_contacts WHERE campaign_id = $1 ORDER BY position LIMIT $2)",
+            // Positions have no gaps: the first `max_rows` are a range of the key.
+            "DELETE FROM campaign_contacts WHERE campaign_id = $1 AND position < \
+             (SELECT MIN(position) FROM campaign_contacts WHERE campaign_id = $1) + $2",
         ] {
             let removed = sqlx::query(batch)
                 .bind(id)
