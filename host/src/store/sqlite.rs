@@ -7,11 +7,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::types::Json;
-use sqlx::{Pool, QueryBuilder, Sqlite};
+use sqlx::{Pool, QueryBuilder, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 use super::cache::ReadCache;
-use super::sql::{ADD_TO_CAMPAIGN_SIZE, COUNT_CAMPAIGN_CONTACTS, Dialect, SqlStore};
+use super::sql::{ADD_TO_CAMPAIGN_SIZE, COUNT_CAMPAIGN_CONTACTS, Dialect, NewMessages, SqlStore};
 use super::{ContactBatches, LinkOutcome, StoreError, next_rows};
 use crate::domain::ids::{CampaignId, UserId};
 
@@ -111,6 +111,10 @@ impl Dialect for Sqlite {
         Ok(())
     }
 
+    async fn insert_queued(conn: &mut SqliteConnection, messages: &NewMessages<'_>) -> Result<u64, StoreError> {
+        insert_queued_rows(conn, messages).await
+    }
+
     /// Multi-row statements in one transaction: insert the contacts that are new,
     /// then link every contact of the chunk, in file order.
     async fn bulk_link(
@@ -126,6 +130,43 @@ impl Dialect for Sqlite {
         Ok(outcome)
     }
 }
+
+/// Multi-row statements (SQLite has no arrays to bind): values shared by all
+/// rows are bound once, each row binds four.
+async fn insert_queued_rows(conn: &mut SqliteConnection, messages: &NewMessages<'_>) -> Result<u64, StoreError> {
+    let mut queued = 0;
+    for chunk in messages.rows.chunks(QUEUED_CHUNK) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO messages (id, campaign_id, contact_id, task_id, variant, status, carrier, \
+             phone_number, not_before, created_at, updated_at) SELECT v.column1, ",
+        );
+        insert.push_bind(messages.campaign_id).push(", v.column2, ");
+        insert.push_bind(messages.task_id).push(", v.column3, 'queued', ");
+        insert.push_bind(messages.carrier).push(", v.column4, ");
+        insert.push_bind(messages.not_before).push(", ");
+        insert.push_bind(messages.now).push(", ");
+        insert.push_bind(messages.now).push(" FROM (");
+        insert.push_values(chunk, |mut row, (id, contact_id, variant, phone)| {
+            row.push_bind(*id)
+                .push_bind(*contact_id)
+                .push_bind(variant.as_str())
+                .push_bind(*phone);
+        });
+        // The unique (campaign, contact) index skips contacts that have a
+        // message already (a second send): no anti-join over the messages.
+        insert.push(") AS v WHERE true ON CONFLICT (campaign_id, contact_id) DO NOTHING");
+        queued += insert
+            .build()
+            .persistent(false)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    Ok(queued)
+}
+
+/// Rows per queueing insert: 4 parameters a row.
+const QUEUED_CHUNK: usize = 5_000;
 
 /// The rows of a bulk link, in the caller's transaction.
 async fn link_rows(

@@ -31,8 +31,9 @@ use super::columns::Nullable;
 use super::{ConsentTarget, ContactBatches, LinkOutcome, StoreError};
 use crate::bus::event::Event;
 use crate::domain::contact::{Attributes, ConsentSource, Contact};
-use crate::domain::ids::{CampaignId, ContactId, UserId};
+use crate::domain::ids::{CampaignId, ContactId, MessageId, TaskId, UserId};
 use crate::domain::message::{MessageRecord, MessageStatus, Receipt};
+use crate::domain::variant::Variant;
 
 /// What a database must do beyond the shared SQL. The shared code also needs,
 /// written on every generic impl (Rust cannot imply them):
@@ -74,6 +75,22 @@ pub trait Dialect:
         batches: ContactBatches,
         now: DateTime<Utc>,
     ) -> Result<LinkOutcome, StoreError>;
+
+    /// Inserts one queueing batch's messages, in the caller's transaction,
+    /// skipping contacts that have a message in the campaign already; returns
+    /// how many were created.
+    async fn insert_queued(conn: &mut Self::Connection, messages: &NewMessages<'_>) -> Result<u64, StoreError>;
+}
+
+/// The messages of one queueing batch: `queued`, of one task, carrier and
+/// instant; rows differ in id, contact, variant and phone number.
+pub struct NewMessages<'a> {
+    pub campaign_id: CampaignId,
+    pub task_id: TaskId,
+    pub carrier: &'a str,
+    pub not_before: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    pub rows: Vec<(MessageId, ContactId, Variant, &'a str)>,
 }
 
 /// A type the database stores in one column: binds as a parameter, decodes from a row.

@@ -9,7 +9,7 @@ use sqlx::types::Json;
 use sqlx::{ColumnIndex, Executor, QueryBuilder};
 use uuid::Uuid;
 
-use super::{Bind, Column, Dialect, MESSAGE_COLUMNS, ROWS_PER_STATEMENT, RowsAffected, SqlStore, push_list};
+use super::{Bind, Column, Dialect, MESSAGE_COLUMNS, NewMessages, ROWS_PER_STATEMENT, SqlStore, push_list};
 use crate::bus::event::{Event, build};
 use crate::domain::contact::Attributes;
 use crate::domain::contact::ConsentSource;
@@ -778,35 +778,25 @@ where
             }
         }
         let room_cut_short = through != next.last().map_or(through, |n| n.0);
-        let mut queued: u64 = 0;
-        for chunk in eligible.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<DB>::new(
-                "INSERT INTO messages (id, campaign_id, contact_id, task_id, variant, status, carrier, \
-                 phone_number, not_before, created_at, updated_at) ",
-            );
-            insert.push_values(chunk, |mut row, (contact_id, phone)| {
-                row.push_bind(MessageId::new())
-                    .push_bind(campaign_id)
-                    .push_bind(*contact_id)
-                    .push_bind(task_id)
-                    .push_bind(variant_for(campaign_id, *contact_id, task.b_percentage))
-                    .push_bind(MessageStatus::Queued)
-                    .push_bind(task.carrier.as_str())
-                    .push_bind(*phone)
-                    .push_bind(task.not_before)
-                    .push_bind(now)
-                    .push_bind(now);
-            });
-            // The unique (campaign, contact) index skips contacts that have a
-            // message already (a second send): no anti-join over the messages.
-            insert.push(" ON CONFLICT (campaign_id, contact_id) DO NOTHING");
-            queued += insert
-                .build()
-                .persistent(false)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-        }
+        let messages = NewMessages {
+            campaign_id,
+            task_id,
+            carrier: &task.carrier,
+            not_before: task.not_before,
+            now,
+            rows: eligible
+                .into_iter()
+                .map(|(contact_id, phone)| {
+                    let variant = variant_for(campaign_id, contact_id, task.b_percentage);
+                    (MessageId::new(), contact_id, variant, phone)
+                })
+                .collect(),
+        };
+        let queued = if messages.rows.is_empty() {
+            0
+        } else {
+            DB::insert_queued(&mut *conn, &messages).await?
+        };
         let limit_reached = room - queued as i64 <= 0;
         let all_read = !room_cut_short && (next.len() as u64) < u64::from(max);
         Ok((through, queued, limit_reached || all_read))
