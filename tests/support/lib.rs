@@ -340,7 +340,10 @@ impl TestServer {
 }
 
 /// Campaign fields for a send window open every day for hours around now (tests
-/// on the system clock): a fixed-offset zone where it is about noon.
+/// on the system clock): a fixed-offset zone where it is about noon. Recipients'
+/// own hours (`quiet_hours = "recipient"`, the default) would hold a New York
+/// number from 21:00 to 08:00 there and make such a test depend on the hour it
+/// runs at: they are tested on a manual clock (tests/api/compliance.rs).
 pub fn window_open_now() -> Value {
     use chrono::Timelike;
     let ahead = 12 - Utc::now().hour() as i32;
@@ -355,6 +358,7 @@ pub fn window_open_now() -> Value {
         "send_window_start": "06:00",
         "send_window_end": "23:00",
         "send_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        "quiet_hours": "campaign",
     })
 }
 
