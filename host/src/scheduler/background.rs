@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use super::{Scheduler, SchedulerError};
 use crate::domain::settings::MAX_CAP_HOURS;
 use crate::service;
+use crate::store::PurgeMark;
 
 /// Send tasks queued at once (each one batch at a time, in turn).
 const TASKS_AT_ONCE: u32 = 8;
@@ -39,8 +40,9 @@ impl Scheduler {
     /// Purges deleted campaigns to their end; returns the rows removed.
     pub async fn purge_deleted(&self) -> Result<u64, SchedulerError> {
         let mut removed = 0;
+        let mut mark = PurgeMark::default();
         loop {
-            let batch = self.store.purge_deleted(PURGE_BATCH).await?;
+            let batch = self.store.purge_deleted(PURGE_BATCH, &mut mark).await?;
             if batch == 0 {
                 return Ok(removed);
             }

@@ -107,6 +107,23 @@ pub struct LinkOutcome {
     pub total_contacts: u64,
 }
 
+/// How far the purge of a deleted campaign has got, kept by the purger
+/// between batches: each batch starts after the last one's rows instead of at
+/// the campaign's first index entry. PostgreSQL keeps a deleted row's index
+/// entries until a vacuum, so starting at the first entry walked past every
+/// row deleted so far: quadratic, 162 s for 1,000,000 messages in batches of
+/// 500 (docs/benchmarks.md, "Closing the scale gaps"). A fresh mark (after a
+/// restart) is always right, only slower.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeMark {
+    /// The campaign being purged; another one starts from the beginning.
+    pub campaign: Option<CampaignId>,
+    /// Messages are deleted in contact order; those up to this contact are gone.
+    pub messages_through: Option<ContactId>,
+    /// Links are deleted in position order; those up to this position are gone.
+    pub links_through: i64,
+}
+
 /// Message counts of a campaign: `(variant, status, hold rule, count)`.
 pub type MessageCounts = Vec<(Variant, MessageStatus, String, u64)>;
 
@@ -168,8 +185,9 @@ pub trait CampaignStore: Send + Sync + 'static {
     ) -> Result<Option<Campaign>, StoreError>;
     /// Removes up to about `max_rows` rows of a deleted campaign (messages
     /// first, then contact links, then the campaign), each batch its own short
-    /// transaction; 0 when no deleted campaign is left to purge.
-    async fn purge_deleted(&self, max_rows: u32) -> Result<u64, StoreError>;
+    /// transaction, starting where `mark` says the last batch ended and moving
+    /// it on; 0 when no deleted campaign is left to purge.
+    async fn purge_deleted(&self, max_rows: u32, mark: &mut PurgeMark) -> Result<u64, StoreError>;
     /// Pauses an active campaign for `reason` (auto-pause).
     async fn pause_campaign(
         &self,
