@@ -256,15 +256,20 @@ where
 
     async fn due_campaigns(&self, now: DateTime<Utc>) -> Result<Vec<Campaign>, StoreError> {
         // EXPLAIN: active campaigns (partial index campaigns_active), each
-        // tested by one probe of campaign_waits' key and one of messages_due
-        // (a semi-join that stops at the first due message).
+        // tested by one probe of campaign_waits' key and one of messages_due:
+        // its first entry, the campaign's earliest queued message. Not an
+        // EXISTS: PostgreSQL may flatten that into a semi-join, and once
+        // statistics say most messages are queued it hashed a sequential
+        // scan of all of them instead, 417 ms every tick (docs/benchmarks.md,
+        // "Closing the scale gaps"); a scalar subquery with a LIMIT stays a
+        // probe per campaign (9 ms there).
         Ok(sqlx::query_as(concatcp!(
             "SELECT ",
             CAMPAIGN_COLUMNS,
             " FROM campaigns WHERE status = 'active' AND deleted_at IS NULL \
              AND NOT EXISTS (SELECT 1 FROM campaign_waits w WHERE w.campaign_id = campaigns.id AND w.until > $1) \
-             AND EXISTS (SELECT 1 FROM messages m \
-             WHERE m.campaign_id = campaigns.id AND m.status = 'queued' AND m.not_before <= $1)"
+             AND (SELECT m.not_before FROM messages m WHERE m.campaign_id = campaigns.id AND m.status = 'queued' \
+             ORDER BY m.not_before LIMIT 1) <= $1"
         ))
         .bind(now)
         .fetch_all(&self.pool)
