@@ -66,6 +66,7 @@ pub async fn connect(
     cache_mib: u32,
     cache: ReadCache,
 ) -> Result<SqliteStore, StoreError> {
+    limit_malloc_arenas();
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -92,6 +93,27 @@ pub async fn connect(
         .connect_with(options)
         .await?;
     Ok(SqlStore::new(pool, cache))
+}
+
+/// SQLite allocates with the C library's malloc (Herald's own allocations go
+/// to mimalloc), and sqlx runs each connection on a thread of its own. glibc
+/// gives every such thread an arena of its own (up to eight per core) and keeps
+/// what is freed in each: `serve` peaked at 226 MiB through a
+/// 1,000,000-message campaign with the default, 170 MiB with two arenas
+/// (docs/benchmarks.md, "Closing the scale gaps"). `MALLOC_ARENA_MAX`, when
+/// set, still decides.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            // SAFETY: mallopt only sets a parameter of glibc's allocator, and
+            // M_ARENA_MAX may change at any time (it bounds arenas made later).
+            ONCE.call_once(|| unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, 2);
+            });
+        }
+    }
 }
 
 #[async_trait]
